@@ -1,0 +1,44 @@
+"""One place for configuration: `Settings`, read from STREAMSCRIBE_* environment variables.
+
+CLI flags override fields by constructing `Settings(**overrides)`. No other module reads the
+environment; everything receives a `Settings` (or the values it needs) from its caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMSCRIBE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+
+    # model
+    model: str = "tiny.en"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 0  # 0: all cores
+    decode_workers: int = 1  # parallel model calls (ctranslate2 inter_threads)
+
+    # scheduler / streaming policy
+    max_batch_size: int = 8
+    partial_interval_ms: int = 500
+    max_lag_ms: int = 3000  # beyond this a session degrades (fewer partials, shorter windows)
+    max_sessions: int = 32
+    final_beam_size: int = 5
+    vad_threshold: float = 0.5
+
+    # session limits
+    max_session_seconds: int = 10800
+
+    log_level: str = Field(default="info")
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"

@@ -1,0 +1,150 @@
+"""The one protocol-neutral vocabulary between the engine and the wire dialects.
+
+Commands flow from a client (through a protocol adapter) into the engine; events flow from
+the engine out to every adapter, which renders them in its own wire format. Times are integer
+milliseconds from the start of the stream; each adapter converts to its own unit. Nothing here
+knows about any wire protocol, socket or model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+# ---------------------------------------------------------------- commands (client -> engine)
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """Audio already converted at the edge: float32 mono 16 kHz samples of one channel."""
+
+    samples: np.ndarray
+    channel: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ForceEndpoint:
+    """End the current turn now (None: on every channel)."""
+
+    channel: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateConfig:
+    """Change turn settings mid-session; keys are `TurnSettings` field names."""
+
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Resets the inactivity timer; nothing else."""
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """Graceful end: flush every turn in flight, then end the session."""
+
+
+Command = Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
+
+# ---------------------------------------------------------------- events (engine -> client)
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    start_ms: int
+    end_ms: int
+    confidence: float
+    final: bool
+    speaker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    session_id: str
+    expires_at: int  # unix epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    channel: int
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnUpdate:
+    """The whole turn so far: final words first, tentative after.
+
+    `end_of_turn` marks the turn's last unformatted message; with `formatted` set it is the
+    punctuated, cased re-send of an ended turn. `words` always holds every word of the turn,
+    so dialects that re-send everything and dialects that send deltas both derive what they need.
+    """
+
+    channel: int
+    turn_order: int
+    words: tuple[Word, ...]
+    end_of_turn: bool
+    formatted: bool = False
+    end_of_turn_confidence: float = 0.0
+    language: str | None = None
+    language_confidence: float | None = None
+    speaker: str | None = None
+    translation: str | None = None
+
+    @property
+    def final_text(self) -> str:
+        return " ".join(w.text for w in self.words if w.final)
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+    @property
+    def start_ms(self) -> int:
+        return self.words[0].start_ms if self.words else 0
+
+    @property
+    def end_ms(self) -> int:
+        return self.words[-1].end_ms if self.words else 0
+
+
+class EndReason(StrEnum):
+    TERMINATED = "terminated"  # client asked (Terminate) or audio ended cleanly
+    CLIENT_GONE = "client_gone"  # the socket dropped without a Terminate
+    INACTIVITY = "inactivity"  # no audio or keep-alive for inactivity_timeout
+    EXPIRED = "expired"  # maximum session duration reached
+    ERROR = "error"  # a protocol or server error ended it
+    SHUTDOWN = "shutdown"  # the server is stopping
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    audio_ms: int
+    session_ms: int
+    reason: EndReason = EndReason.TERMINATED
+
+
+class ErrorKind(StrEnum):
+    AUTH = "auth"
+    BAD_REQUEST = "bad_request"
+    BAD_AUDIO = "bad_audio"
+    RATE = "rate"
+    LIMIT = "limit"
+    TIMEOUT = "timeout"
+    BUSY = "busy"
+    EXPIRED = "expired"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    kind: ErrorKind
+    message: str
+
+
+Event = SessionStarted | SpeechStarted | TurnUpdate | SessionEnded | Error
