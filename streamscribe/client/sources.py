@@ -131,8 +131,8 @@ def import_sounddevice() -> ModuleType:
     """The sounddevice module, or MicrophoneError naming the fix when PortAudio is missing."""
     try:
         import sounddevice
-    except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
-        raise MicrophoneError(f"PortAudio library not found ({exc}): {PORTAUDIO_FIX}") from None
+    except OSError:  # sounddevice raises OSError when libportaudio cannot be loaded
+        raise MicrophoneError(f"PortAudio library not found: {PORTAUDIO_FIX}") from None
     except ImportError:
         raise MicrophoneError(
             "the sounddevice package is not installed: pip install sounddevice"

@@ -14,6 +14,7 @@ All protocol behaviour lives in `streaming.py`; this module only moves calls bet
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
@@ -68,6 +69,11 @@ class StreamingClient:
         return self._client.session_url
 
     @property
+    def save_audio(self) -> Path | None:
+        """The WAV file receiving a copy of the audio sent, if any."""
+        return self._client.save_audio
+
+    @property
     def begin(self) -> Begin | None:
         return self._client.begin
 
@@ -105,10 +111,16 @@ class StreamingClient:
 
     def disconnect(self, terminate: bool = True, timeout: float | None = None) -> None:
         """End the session; with `terminate`, wait for the last turns and Termination first."""
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:
             return
         try:
             self._run(self._client.disconnect(terminate, timeout))
+        except BaseException:
+            # Interrupted (Ctrl-C) while waiting: still close the socket and the WAV file.
+            with contextlib.suppress(BaseException):
+                asyncio.run_coroutine_threadsafe(self._client._shutdown(), loop).result(2)
+            raise
         finally:
             self._stop_loop()
 

@@ -1,0 +1,441 @@
+"""The `streamscribe` command line: serve, live transcription (mic, file), offline files, models.
+
+Why this exists: it is the one place, with `server`, that wires the layers together for a person
+at a terminal. Each command is thin: `serve` turns flags into `Settings` and starts the server;
+`mic` and `stream` are SDK clients (`streamscribe.client`) with a live Rich view; `transcribe`
+runs the offline engine with a progress bar and writes a format from `streamscribe.formats`;
+`models` lists what `engine.models` can load. Heavy modules are imported inside the commands, so
+`--help` is instant and a missing optional piece only affects the command that needs it.
+
+Human output (views, progress, errors) goes to stderr; transcripts written to stdout stay clean
+for pipes. Exit codes: 0 success, 1 a session or server failure, 2 bad input (a file that cannot
+be decoded, no microphone, an invalid option), 130 interrupted twice.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamscribe import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from streamscribe.client import StreamingClient
+
+app = typer.Typer(
+    name="streamscribe",
+    help="Self-hosted real-time speech-to-text with an AssemblyAI-compatible streaming API.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True)
+
+DEFAULT_URL = "ws://127.0.0.1:8000"
+
+
+class OutputFormat(StrEnum):
+    txt = "txt"
+    srt = "srt"
+    vtt = "vtt"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"streamscribe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_version),
+    ] = False,
+) -> None:
+    """Self-hosted real-time speech-to-text with an AssemblyAI-compatible streaming API.
+
+    Start a server with [bold]streamscribe serve[/], then transcribe live with
+    [bold]streamscribe mic[/] or [bold]streamscribe stream FILE[/]; transcribe a file offline
+    (no server needed) with [bold]streamscribe transcribe FILE[/].
+    """
+
+
+def _fail(message: str, code: int = 1, fix: str | None = None) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    if fix:
+        err.print(f"[yellow]fix:[/] {fix}", highlight=False)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Any:
+    """Settings from the environment, overridden by the flags that were given."""
+    from pydantic import ValidationError
+
+    from streamscribe.config import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise _fail(f"invalid setting: {problems}", 2) from None
+
+
+# ------------------------------------------------------------------------------------ serve
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port to listen on (default 8000).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model name (tiny.en, base, small) or a model directory."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="Where the model runs: cpu or cuda.")] = None,
+    compute_type: Annotated[
+        str | None,
+        typer.Option(help="CTranslate2 compute type, e.g. int8, int8_float16, float16."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory for the database, recordings and assembled models."),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="Log level: debug, info, warning or error.")
+    ] = None,
+) -> None:
+    """Run the streaming server: [bold]ws://HOST:PORT/v3/ws[/] speaks AssemblyAI v3.
+
+    Flags override STREAMSCRIBE_* environment variables; unset flags keep their value.
+    Stop it with Ctrl-C.
+    """
+    settings = _settings(
+        host=host,
+        port=port,
+        model=model,
+        device=device,
+        compute_type=compute_type,
+        data_dir=data_dir,
+        log_level=log_level,
+    )
+    from streamscribe.server.app import run
+
+    run(settings)
+
+
+# ------------------------------------------------------------------------ live: mic, stream
+
+UrlOption = Annotated[
+    str,
+    typer.Option(envvar="STREAMSCRIBE_URL", help="Server to stream to (ws:// or wss://)."),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(envvar="STREAMSCRIBE_API_KEY", help="API key, sent as the Authorization header."),
+]
+SaveOption = Annotated[
+    Path | None,
+    typer.Option("--save", help="Also write the audio sent to this WAV file.", dir_okay=False),
+]
+FormatTurnsOption = Annotated[
+    bool,
+    typer.Option(help="Ask for a punctuated, cased re-send of every ended turn."),
+]
+MinSilenceOption = Annotated[
+    int | None,
+    typer.Option(help="Silence (ms) that ends a turn when the end of turn is likely."),
+]
+MaxSilenceOption = Annotated[
+    int | None,
+    typer.Option(help="Silence (ms) that ends a turn in any case."),
+]
+KeytermOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--keyterm", "-k", help="A word or phrase to boost; repeat the option for several."
+    ),
+]
+
+
+def _client(
+    url: str,
+    api_key: str | None,
+    save: Path | None,
+    format_turns: bool,
+    min_turn_silence: int | None,
+    max_turn_silence: int | None,
+    keyterms: list[str] | None,
+) -> StreamingClient:
+    from streamscribe.client import StreamingClient
+
+    try:
+        return StreamingClient(
+            url,
+            api_key,
+            save_audio=save,
+            format_turns=format_turns,
+            min_turn_silence=min_turn_silence,
+            max_turn_silence=max_turn_silence,
+            keyterms_prompt=keyterms or None,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _live(client: StreamingClient, source: Iterable[bytes], format_turns: bool, what: str) -> None:
+    """Connect, stream `source` with a live view; Ctrl-C or its end -> Terminate, wait, report."""
+    from rich.live import Live
+
+    from streamscribe.client import StreamingError
+    from streamscribe.client.console import TranscriptView
+    from streamscribe.errors import AudioDecodeError
+
+    view = TranscriptView(err, format_turns=format_turns)
+    client.on("turn", lambda _client, turn: view.update(turn))
+    try:
+        begin = client.connect()
+    except StreamingError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", 130) from None
+    err.print(f"[dim]session {begin.id} at {client.session_url.split('?')[0]}[/]", highlight=False)
+    interrupted = False
+    try:
+        with Live(view, console=err, refresh_per_second=12, transient=True):
+            view.status = f"{what} (Ctrl-C to stop)"
+            try:
+                client.stream(source)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                close = getattr(source, "close", None)
+                if callable(close):
+                    close()
+            view.status = "waiting for the last turn…"
+            if interrupted:
+                err.print("[yellow]finishing…[/] (Ctrl-C again to quit at once)")
+            try:
+                client.disconnect(terminate=True)
+            finally:
+                view.finish()
+    except KeyboardInterrupt:
+        client.disconnect(terminate=False)
+        raise _fail("interrupted before the last turn arrived", 130) from None
+    except AudioDecodeError as exc:
+        client.disconnect(terminate=False)
+        raise _fail(str(exc), 2) from None
+    except StreamingError as exc:
+        client.disconnect(terminate=False)
+        raise _fail(str(exc)) from None
+    _report(client)
+
+
+def _report(client: StreamingClient) -> None:
+    end = client.termination
+    if end is not None:
+        err.print(
+            f"[green]done:[/] {end.audio_duration_seconds:g} s of audio in "
+            f"{end.session_duration_seconds:g} s",
+            highlight=False,
+        )
+    save = client.save_audio
+    if save is not None:
+        err.print(f"[dim]audio saved to {save}[/]", highlight=False)
+
+
+def _parse_device(device: str | None) -> int | str | None:
+    return int(device) if device is not None and device.strip().isdigit() else device
+
+
+@app.command()
+def mic(
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Input device index or name (list them: python -m sounddevice)."),
+    ] = None,
+    save: SaveOption = None,
+    format_turns: FormatTurnsOption = True,
+    min_turn_silence: MinSilenceOption = None,
+    max_turn_silence: MaxSilenceOption = None,
+    keyterm: KeytermOption = None,
+) -> None:
+    """Transcribe the microphone live through a running server.
+
+    Final words are [bold]bold[/], tentative ones dim; each ended turn stays as one line.
+    Ctrl-C stops recording, waits for the last turn, and prints the audio duration.
+    """
+    from streamscribe.client import MicrophoneError, MicrophoneStream
+
+    try:
+        source = MicrophoneStream(device=_parse_device(device))
+    except MicrophoneError as exc:
+        raise _fail(str(exc), 2) from None
+    client = _client(url, api_key, save, format_turns, min_turn_silence, max_turn_silence, keyterm)
+    try:
+        with source:
+            _live(client, source, format_turns, f"listening on {source.device_name}")
+    except MicrophoneError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+@app.command()
+def stream(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Audio or video file (anything FFmpeg reads).", exists=True, dir_okay=False
+        ),
+    ],
+    realtime: Annotated[
+        bool,
+        typer.Option(
+            "--realtime/--fast",
+            help="Send at the speed of speech (as a live source would) or as fast as possible.",
+        ),
+    ] = True,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    save: SaveOption = None,
+    format_turns: FormatTurnsOption = True,
+    min_turn_silence: MinSilenceOption = None,
+    max_turn_silence: MaxSilenceOption = None,
+    keyterm: KeytermOption = None,
+) -> None:
+    """Stream a file through a running server and watch the live transcript.
+
+    Shows the same view as [bold]mic[/]; the session ends when the file does.
+    """
+    from streamscribe.client import FileStream
+
+    source = FileStream(file, realtime=realtime)
+    client = _client(url, api_key, save, format_turns, min_turn_silence, max_turn_silence, keyterm)
+    pace = "in real time" if realtime else "as fast as possible"
+    _live(client, source, format_turns, f"streaming {file.name} {pace}")
+
+
+# ------------------------------------------------------------------------------ transcribe
+
+
+@app.command()
+def transcribe(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Audio or video file (anything FFmpeg reads).", exists=True, dir_okay=False
+        ),
+    ],
+    output_format: Annotated[
+        OutputFormat | None,
+        typer.Option(
+            "--format", "-f", help="Output format (default: from the -o suffix, else txt)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write here instead of stdout.", dir_okay=False),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (tiny.en, base, small) or a model directory.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="Where the model runs: cpu or cuda.")] = None,
+    compute_type: Annotated[
+        str | None, typer.Option(help="CTranslate2 compute type, e.g. int8 or float16.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Directory holding assembled models.")
+    ] = None,
+) -> None:
+    """Transcribe a file offline (no server needed) to text, SRT, WebVTT or JSON."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streamscribe.errors import AudioDecodeError, ModelNotFoundError
+    from streamscribe.formats import FORMATS
+
+    fmt = output_format.value if output_format else None
+    if fmt is None and output is not None and output.suffix.lstrip(".").lower() in FORMATS:
+        fmt = output.suffix.lstrip(".").lower()
+    fmt = fmt or "txt"
+    settings = _settings(model=model, device=device, compute_type=compute_type, data_dir=data_dir)
+    from streamscribe.engine.offline import transcribe_file
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    try:
+        with progress:
+            task = progress.add_task(f"transcribing {file.name}", total=None)
+
+            def on_progress(done: float, total: float) -> None:
+                progress.update(task, completed=done, total=total or None)
+
+            turns = transcribe_file(file, settings, on_progress=on_progress)
+    except AudioDecodeError as exc:
+        raise _fail(f"cannot decode {file}: {exc}", 2) from None
+    except ModelNotFoundError as exc:
+        raise _fail(str(exc), 2) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", 130) from None
+    text = FORMATS[fmt](turns)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        err.print(f"[green]wrote[/] {len(turns)} turns to {output} ({fmt})", highlight=False)
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+@app.command()
+def models(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Directory holding assembled models.")
+    ] = None,
+) -> None:
+    """List the speech models: which are installed, where from, and how to get the others."""
+    from streamscribe.engine.models import list_models
+
+    settings = _settings(data_dir=data_dir)
+    table = Table(title="speech models", title_justify="left")
+    table.add_column("name", style="bold")
+    table.add_column("installed")
+    table.add_column("languages")
+    table.add_column("source", overflow="fold")
+    table.add_column("path or fix", overflow="fold")
+    for info in list_models(settings.model_cache_dir):
+        table.add_row(
+            info.name,
+            "[green]yes[/]" if info.installed else "[red]no[/]",
+            "multilingual" if info.multilingual else "English",
+            info.source,
+            (info.path or "") if info.installed else f"[yellow]{info.fix or ''}[/]",
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
