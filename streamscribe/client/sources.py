@@ -144,9 +144,10 @@ class MicrophoneStream:
     """PCM16 mono chunks from an input device, through a bounded queue.
 
     Opening happens on `open()`, `with`, or the first iteration; iteration ends after `close()`
-    (which may be called from another thread). If the device cannot record at `sample_rate`, it
-    records at its native rate and the audio is resampled. When the consumer falls behind by
-    more than `max_queued_chunks`, the oldest chunks are dropped (counted in `dropped_chunks`).
+    (which may be called from another thread) once the chunks recorded before it are taken.
+    If the device cannot record at `sample_rate`, it records at its native rate and the audio
+    is resampled. When the consumer falls behind by more than `max_queued_chunks`, the oldest
+    chunks are dropped (counted in `dropped_chunks`).
     Raises MicrophoneError, naming the fix, when PortAudio or an input device is missing.
     """
 
@@ -263,10 +264,12 @@ class MicrophoneStream:
         return encode_pcm16(self._resampler.process(samples, last=last))
 
     def __iter__(self) -> Iterator[bytes]:
-        self.open()
+        if not self._closed.is_set():
+            self.open()
         while True:
             raw = self._queue.get()
             if raw is None:
+                self._queue.put(None)  # so a later iteration ends too
                 break
             data = self._convert(raw)
             if data:
