@@ -378,17 +378,18 @@ def transcribe(
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TextColumn("{task.fields[seconds]}"),
         TimeRemainingColumn(),
         console=err,
         transient=True,
     )
     try:
         with progress:
-            task = progress.add_task(f"transcribing {file.name}", total=None)
+            task = progress.add_task(f"transcribing {file.name}", total=None, seconds="")
 
             def on_progress(done: float, total: float) -> None:
-                progress.update(task, completed=done, total=total or None)
+                seconds = f"{done:.0f}/{total:.0f} s of audio" if total else f"{done:.0f} s"
+                progress.update(task, completed=done, total=total or None, seconds=seconds)
 
             turns = transcribe_file(file, settings, on_progress=on_progress)
     except AudioDecodeError as exc:
