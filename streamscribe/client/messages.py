@@ -7,7 +7,7 @@ session badly (an `Error` message, an abnormal close code, a refused connection)
 for one text frame, and `build_query` / `session_url` for the `/v3/ws?...` handshake URL. Nothing
 here touches a socket, so all of it is tested with plain unit tests.
 
-The wire format itself is documented in docs/protocols (AssemblyAI Universal-Streaming v3); the
+The wire format is AssemblyAI Universal-Streaming v3 (see the project's protocol notes); the
 server-side rendering of these messages lives in `streamscribe.protocols`, not here.
 """
 

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 AudioChunk = bytes | bytearray | memoryview
 Handler = Callable[[Any, Any], Any]
 _END = object()
+_WAV_ENCODINGS = ("pcm_s16le", "pcm_mulaw", "pcm_alaw")  # what save_audio can convert to PCM16
 
 
 class StreamingEvents(StrEnum):
@@ -124,9 +125,9 @@ class AsyncStreamingClient:
         self.open_timeout = open_timeout
         self.save_audio = Path(save_audio) if save_audio is not None else None
         self._encoding = str(params.get("encoding") or "pcm_s16le")
-        if self.save_audio is not None and self._encoding not in ("pcm_s16le", "pcm_mulaw"):
+        if self.save_audio is not None and self._encoding not in _WAV_ENCODINGS:
             raise ValueError(
-                f"save_audio needs encoding pcm_s16le or pcm_mulaw, not {self._encoding!r}"
+                f"save_audio needs encoding {', '.join(_WAV_ENCODINGS)}, not {self._encoding!r}"
             )
         self.session_url = session_url(url, params, token)
         self._handlers: dict[StreamingEvents, list[Handler]] = {e: [] for e in StreamingEvents}
