@@ -321,3 +321,33 @@ def test_stream_shows_turns_and_duration(
     )
     with wave.open(str(saved)) as wav:
         assert wav.getnframes() == 16000
+
+
+def test_transcript_view_prints_formatted_turns_once() -> None:
+    from rich.console import Console
+
+    from streamscribe.client import Turn, TurnWord
+    from streamscribe.client.console import TranscriptView, render_turn
+
+    console = Console(record=True, width=80, color_system=None)
+    view = TranscriptView(console, format_turns=True)
+
+    def turn(order: int, text: str, end: bool, formatted: bool = False, **kw: Any) -> Turn:
+        words = tuple(
+            TurnWord(t, i * 100, i * 100 + 80, 0.9, end or i == 0)
+            for i, t in enumerate(text.split())
+        )
+        final = " ".join(w.text for w in words if w.word_is_final)
+        return Turn(order, final, end, formatted, 0.5, words, **kw)
+
+    view.update(turn(0, "hello wor", end=False))
+    assert render_turn(view._current).plain == "hello wor"  # type: ignore[arg-type]
+    assert [s.style for s in render_turn(view._current).spans] == ["bold", "dim"]  # type: ignore[arg-type]
+    view.update(turn(0, "hello world", end=True))  # waits for the formatted re-send
+    assert console.export_text() == ""
+    view.update(turn(0, "Hello, world!", end=True, formatted=True))
+    view.update(turn(1, "and more", end=True, speaker_label="B"))  # never formatted
+    view.update(turn(2, "still going", end=False))  # a newer turn flushes turn 1
+    view.update(turn(0, "late duplicate", end=True, formatted=True))
+    view.finish()
+    assert console.export_text() == "Hello, world!\nSpeaker B: and more\nstill\n"
