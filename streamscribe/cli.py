@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from streamscribe import __version__
 
@@ -72,9 +74,9 @@ def main(
 
 
 def _fail(message: str, code: int = 1, fix: str | None = None) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     if fix:
-        err.print(f"[yellow]fix:[/] {fix}", highlight=False)
+        err.print(f"[yellow]fix:[/] {escape(fix)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -213,7 +215,8 @@ def _live(client: StreamingClient, source: Iterable[bytes], format_turns: bool, 
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None
-    err.print(f"[dim]session {begin.id} at {client.session_url.split('?')[0]}[/]", highlight=False)
+    where = escape(f"session {begin.id} at {client.session_url.split('?')[0]}")
+    err.print(f"[dim]{where}[/]", highlight=False)
     interrupted = False
     try:
         with Live(view, console=err, refresh_per_second=12, transient=True):
@@ -255,7 +258,7 @@ def _report(client: StreamingClient) -> None:
         )
     save = client.save_audio
     if save is not None:
-        err.print(f"[dim]audio saved to {save}[/]", highlight=False)
+        err.print(f"[dim]audio saved to {escape(str(save))}[/]", highlight=False)
 
 
 def _parse_device(device: str | None) -> int | str | None:
@@ -289,10 +292,11 @@ def mic(
         raise _fail(str(exc), 2) from None
     client = _client(url, api_key, save, format_turns, min_turn_silence, max_turn_silence, keyterm)
     try:
-        with source:
-            _live(client, source, format_turns, f"listening on {source.device_name}")
+        _live(client, source, format_turns, f"listening on {source.device_name}")
     except MicrophoneError as exc:
         raise _fail(str(exc), 2) from None
+    finally:
+        source.close()
 
 
 @app.command()
@@ -405,7 +409,9 @@ def transcribe(
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
-        err.print(f"[green]wrote[/] {len(turns)} turns to {output} ({fmt})", highlight=False)
+        err.print(
+            f"[green]wrote[/] {len(turns)} turns to {escape(str(output))} ({fmt})", highlight=False
+        )
 
 
 # ---------------------------------------------------------------------------------- models
@@ -433,7 +439,7 @@ def models(
             "[green]yes[/]" if info.installed else "[red]no[/]",
             "multilingual" if info.multilingual else "English",
             info.source,
-            (info.path or "") if info.installed else f"[yellow]{info.fix or ''}[/]",
+            Text(info.path or "") if info.installed else Text(info.fix or "", style="yellow"),
         )
     Console().print(table)
 

@@ -326,7 +326,7 @@ class AsyncStreamingClient:
         if self._ws is None:
             raise RuntimeError("not connected: call connect() (or use `async with`) first")
         if self._closed:
-            raise StreamingError(None, "the session is closed")
+            raise StreamingError(None, self._ended_reason())
         try:
             await self._ws.send(frame)
         except ConnectionClosed:
@@ -335,9 +335,12 @@ class AsyncStreamingClient:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(self._reader), 5)
             self._raise_if_failed()
-            raise StreamingError.from_close(
-                self._ws.close_code, self._ws.close_reason or ""
-            ) from None
+            raise StreamingError(self._ws.close_code, self._ended_reason()) from None
+
+    def _ended_reason(self) -> str:
+        if self._termination is not None:
+            return "the session has ended: the server sent Termination"
+        return "the session is closed"
 
     # ------------------------------------------------------------------ receiving
 
