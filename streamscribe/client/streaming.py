@@ -233,7 +233,8 @@ class AsyncStreamingClient:
         default `terminate_timeout`) for the last turns and Termination. Always closes the
         socket and the WAV file; raises a session error nobody has seen yet."""
         try:
-            if terminate and self.connected and self._termination is None:
+            failed = self._error is not None
+            if terminate and self.connected and self._termination is None and not failed:
                 await self.terminate(timeout)
         finally:
             await self._shutdown()

@@ -332,8 +332,8 @@ def test_microphone_resamples_a_native_rate(monkeypatch: pytest.MonkeyPatch) -> 
 class StubServer:
     """A scripted v3 server on a background thread. The `mode` query parameter picks a script:
     ok (a partial per audio frame; on Terminate a formatted final turn after a delay, then
-    Termination), error (Error 3007 frame + close after the first audio), drop (close 3005 with
-    no reason after the first audio)."""
+    Termination), error (after the first audio an Error 3007 frame, and the close 0.3 s later),
+    drop (close 3005 with no reason after the first audio)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str | None]] = []
@@ -380,6 +380,7 @@ class StubServer:
                 if mode == "error":
                     error = "Input duration violation: 10 ms. Expected between 50 and 1000 ms"
                     await ws.send(json.dumps({"type": "Error", "error_code": 3007, "error": error}))
+                    await asyncio.sleep(0.3)  # the client learns of it before the close
                     await ws.close(3007, error)
                     return
                 if mode == "drop":
