@@ -14,6 +14,7 @@ be decoded, no microphone, an invalid option), 130 interrupted twice.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -237,15 +238,23 @@ def _live(client: StreamingClient, source: Iterable[bytes], format_turns: bool, 
             finally:
                 view.finish()
     except KeyboardInterrupt:
-        client.disconnect(terminate=False)
+        _abort(client)
         raise _fail("interrupted before the last turn arrived", 130) from None
     except AudioDecodeError as exc:
-        client.disconnect(terminate=False)
+        _abort(client)
         raise _fail(str(exc), 2) from None
     except StreamingError as exc:
-        client.disconnect(terminate=False)
+        _abort(client)
         raise _fail(str(exc)) from None
     _report(client)
+
+
+def _abort(client: StreamingClient) -> None:
+    """Close the session at once (no Terminate); the error being reported is the one that counts."""
+    from streamscribe.client import StreamingError
+
+    with contextlib.suppress(StreamingError, KeyboardInterrupt):
+        client.disconnect(terminate=False)
 
 
 def _report(client: StreamingClient) -> None:
