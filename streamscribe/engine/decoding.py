@@ -1,0 +1,57 @@
+"""The stateless decode contract between streaming sessions and model backends.
+
+A `DecodeRequest` carries everything a model replica needs (the audio window, the text prompt,
+the search settings); a `DecodeResult` carries the words with times relative to the window.
+Because nothing else is shared, any replica can serve any request: in-process today, a pool of
+remote replicas tomorrow. `Transcriber` is the interface every backend implements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeRequest:
+    audio: np.ndarray  # float32 mono 16 kHz
+    prompt: str = ""
+    beam_size: int = 1
+    language: str | None = None  # None: detect (multilingual models) or English
+    task: str = "transcribe"
+    final: bool = False  # finals are scheduled before partials
+
+
+@dataclass(frozen=True, slots=True)
+class RawWord:
+    """A word as the model wrote it (cased, punctuated), times in seconds from window start."""
+
+    text: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeResult:
+    words: tuple[RawWord, ...]
+    text: str
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+    language: str | None = None
+    language_probability: float | None = None
+    rejected: str | None = None  # why the hypothesis was dropped (hallucination guards)
+    decode_ms: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+
+class Transcriber(Protocol):
+    """A model backend: decodes a batch of independent requests."""
+
+    sample_rate: int
+    multilingual: bool
+
+    def transcribe_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]: ...
