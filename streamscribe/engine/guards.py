@@ -21,29 +21,31 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data))
 
 
-def loop_start(words: list[str], max_repeats: int = 3, max_ngram: int = 8) -> int | None:
-    """Index where a run of the same n-gram repeated more than `max_repeats` times begins.
+def loop_start(words: list[str]) -> int | None:
+    """Index to cut a hypothesis at, where it starts looping; None when it does not loop.
 
-    Checks n-grams of 1..max_ngram words. A word repeated 4 times ("no no no no") or a phrase
-    repeated 4 times counts as a loop; the first occurrence is kept, so the caller truncates
-    to `loop_start(...) + n`.
+    A loop is an n-gram repeated back to back: one word more than 3 times ("no no no no"),
+    two words more than twice, or three or more words twice ("ask what you can do ask what you
+    can do"), which real speech almost never does but a model running past its audio does.
+    The first occurrence is kept.
     """
     norm = [w.lower().strip(".,!?;:\"'") for w in words]
     best: int | None = None
-    for n in range(1, max_ngram + 1):
-        for i in range(0, len(norm) - n * (max_repeats + 1) + 1):
+    for n in range(1, min(12, len(norm) // 2) + 1):
+        allowed = 3 if n == 1 else 2 if n == 2 else 1
+        for i in range(0, len(norm) - n * (allowed + 1) + 1):
+            if best is not None and i + n >= best:
+                break
             gram = norm[i : i + n]
-            if not any(gram):
+            if not all(gram):
                 continue
             reps = 1
             j = i + n
             while norm[j : j + n] == gram:
                 reps += 1
                 j += n
-            if reps > max_repeats:
-                cut = i + n  # keep one occurrence
-                if best is None or cut < best:
-                    best = cut
+            if reps > allowed:
+                best = i + n
                 break
     return best
 

@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 HOP = 160
 BUCKET_S = 2.0  # encoder windows are padded to a multiple of this
-MIN_WINDOW_S = 4.0
+MIN_WINDOW_S = 2.0
 MAX_WINDOW_S = 30.0
-TAIL_S = 2.5  # silence after the audio: with less, Whisper leaves the last words for "later"
+TAIL_S = 1.0  # silence after the audio, so the last word is not cut off
 PREPEND_PUNCT = "\"'“¿([{-"
 APPEND_PUNCT = "\"'.。,，!！?？:：”)]}、"
 

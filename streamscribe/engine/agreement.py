@@ -1,0 +1,92 @@
+"""LocalAgreement-2: which words of a growing hypothesis are stable enough to show as final.
+
+Consecutive hypotheses of the same audio window are compared word by word; the longest common
+prefix is stable and never taken back (Macháček et al., 2023). This object is pure: hypotheses
+in, final and tentative words out; the session decides when to decode and what the window is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NON_WORD = re.compile(r"[^\w']+")
+
+
+def normalize_word(text: str) -> str:
+    """Lower-case, no punctuation: how words are compared and shown unformatted."""
+    return _NON_WORD.sub("", text.lower()).strip("'")
+
+
+@dataclass(frozen=True, slots=True)
+class HypWord:
+    """A word of a hypothesis, in stream time (ms)."""
+
+    raw: str  # as the model wrote it: cased, punctuated
+    start_ms: int
+    end_ms: int
+    confidence: float
+
+    @property
+    def norm(self) -> str:
+        return normalize_word(self.raw)
+
+
+class LocalAgreement:
+    """Tracks the final prefix of the current decode window."""
+
+    def __init__(self) -> None:
+        self.final: list[HypWord] = []
+        self._previous: list[HypWord] = []
+        self.tentative: list[HypWord] = []
+
+    def reset(self) -> None:
+        self.final.clear()
+        self._previous = []
+        self.tentative = []
+
+    def _after_final(self, hyp: list[HypWord]) -> list[HypWord]:
+        """The part of `hyp` after the words already final.
+
+        Normally the hypothesis repeats the final words first; if the model changed its mind
+        about one of them, fall back to time: keep what starts after the last final word.
+        """
+        n = len(self.final)
+        if [w.norm for w in hyp[:n]] == [w.norm for w in self.final]:
+            return hyp[n:]
+        if not self.final:
+            return hyp
+        boundary = self.final[-1].end_ms - 80
+        return [w for w in hyp if w.start_ms >= boundary]
+
+    def insert(self, hyp: list[HypWord]) -> list[HypWord]:
+        """Add a new hypothesis of the window; return the words that just became final."""
+        hyp = [w for w in hyp if w.norm]
+        rest = self._after_final(hyp)
+        prev = self._previous
+        k = 0
+        while k < len(rest) and k < len(prev) and rest[k].norm == prev[k].norm:
+            k += 1
+        newly = rest[:k]
+        self.final.extend(newly)
+        self._previous = rest[k:]
+        self.tentative = rest[k:]
+        return newly
+
+    def finish(self, hyp: list[HypWord] | None) -> list[HypWord]:
+        """End of turn: everything in the last hypothesis becomes final."""
+        if hyp is not None:
+            rest = self._after_final([w for w in hyp if w.norm])
+        else:
+            rest = self.tentative
+        self.final.extend(rest)
+        self._previous = []
+        self.tentative = []
+        return rest
+
+    def commit_before(self, ms: int) -> list[HypWord]:
+        """Drop final words that end before `ms` (their audio left the window); return them."""
+        keep = [w for w in self.final if w.end_ms > ms]
+        gone = self.final[: len(self.final) - len(keep)]
+        self.final = keep
+        return gone

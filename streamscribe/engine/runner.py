@@ -1,0 +1,135 @@
+"""Drives the streaming sessions of one client connection against the shared scheduler.
+
+The runner is the only async part of the engine: it feeds commands to the per-channel
+`StreamingSession`s, keeps at most one decode per channel in flight through the scheduler, and
+puts every event on one ordered queue that the server's session loop renders and sends.
+`finish()` flushes every turn in flight, so Terminate never loses the last words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.engine.session import DecodeTicket, StreamingSession, TurnSettings
+from streamscribe.events import (
+    Audio,
+    Command,
+    Error,
+    ErrorKind,
+    Event,
+    ForceEndpoint,
+    KeepAlive,
+    Terminate,
+    UpdateConfig,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SessionRunner:
+    def __init__(
+        self,
+        scheduler: DecodeScheduler,
+        settings: TurnSettings | None = None,
+        channels: int = 1,
+        key: str | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.key = key or uuid.uuid4().hex
+        self.sessions = [StreamingSession(c, settings) for c in range(channels)]
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self._tasks: dict[int, asyncio.Task] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.failed: BaseException | None = None
+
+    # ------------------------------------------------------------------ commands
+    async def handle(self, command: Command) -> None:
+        if isinstance(command, Audio):
+            session = self.sessions[command.channel]
+            self._emit(session.feed(command.samples))
+            self._pump(session)
+        elif isinstance(command, ForceEndpoint):
+            for s in self._targets(command.channel):
+                self._emit(s.force_endpoint())
+                self._pump(s)
+        elif isinstance(command, UpdateConfig):
+            for s in self.sessions:
+                s.update_settings(command.changes)
+        elif isinstance(command, Terminate):
+            await self.finish()
+        elif isinstance(command, KeepAlive):
+            pass
+
+    def _targets(self, channel: int | None) -> list[StreamingSession]:
+        return self.sessions if channel is None else [self.sessions[channel]]
+
+    def _emit(self, events: list[Event]) -> None:
+        for e in events:
+            self.events.put_nowait(e)
+
+    # ------------------------------------------------------------------ decoding
+    def _pump(self, session: StreamingSession) -> None:
+        if session.channel in self._tasks or self.failed is not None:
+            return
+        ticket = session.next_request()
+        if ticket is None:
+            self._update_idle()
+            return
+        self._idle.clear()
+        self._tasks[session.channel] = asyncio.create_task(self._decode(session, ticket))
+
+    async def _decode(self, session: StreamingSession, ticket: DecodeTicket) -> None:
+        t0 = time.perf_counter()
+        try:
+            result = await self.scheduler.submit(ticket.request, f"{self.key}:{session.channel}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed = exc
+            self._tasks.pop(session.channel, None)
+            session.in_flight = None
+            session.ending = False
+            self._emit([Error(ErrorKind.INTERNAL, "the speech model failed; session ended")])
+            self._idle.set()
+            return
+        self._tasks.pop(session.channel, None)
+        session.note_round_trip((time.perf_counter() - t0) * 1000)
+        if result is None:  # superseded by a newer request
+            session.in_flight = None
+        else:
+            self._emit(session.apply(ticket, result))
+        self._pump(session)
+
+    def _update_idle(self) -> None:
+        if not self._tasks and all(s.idle for s in self.sessions):
+            self._idle.set()
+
+    async def finish(self) -> None:
+        """End every turn in flight and wait until its final result has been emitted."""
+        for s in self.sessions:
+            self._emit(s.force_endpoint())
+            self._pump(s)
+        while self.failed is None:
+            if not self._tasks and all(s.idle for s in self.sessions):
+                return
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def cancel(self) -> None:
+        for t in list(self._tasks.values()):
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+
+    @property
+    def lag_ms(self) -> int:
+        return max((s.lag_ms for s in self.sessions), default=0)
+
+    @property
+    def audio_ms(self) -> int:
+        return max((s.audio_ms for s in self.sessions), default=0)

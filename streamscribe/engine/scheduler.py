@@ -1,0 +1,146 @@
+"""The one owner of the model: a shared decode queue with priorities and micro-batching.
+
+Every session submits `DecodeRequest`s here; nothing else calls the model. Finals go before
+partials; a newer partial of a session replaces its older one still queued (the older caller gets
+`None`); requests of different sessions are decoded together in one batch. Model calls run in a
+worker thread so the event loop keeps serving sockets. `workers` > 1 runs several batches at once
+(a GPU with spare memory, or several CPU model replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from streamscribe.engine.decoding import DecodeRequest, DecodeResult, Transcriber
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(order=True)
+class _Item:
+    priority: int
+    seq: int
+    key: str = field(compare=False)
+    request: DecodeRequest = field(compare=False, repr=False)
+    future: asyncio.Future = field(compare=False, repr=False)
+    queued_at: float = field(compare=False, default=0.0)
+
+
+@dataclass
+class SchedulerStats:
+    batches: int = 0
+    requests: int = 0
+    superseded: int = 0
+    failed: int = 0
+    queue_delays_ms: deque = field(default_factory=lambda: deque(maxlen=200))
+    decode_ms: deque = field(default_factory=lambda: deque(maxlen=200))
+    batch_sizes: deque = field(default_factory=lambda: deque(maxlen=200))
+
+    def recent_queue_delay_ms(self) -> float:
+        d = list(self.queue_delays_ms)[-20:]
+        return sum(d) / len(d) if d else 0.0
+
+
+class DecodeScheduler:
+    def __init__(self, transcriber: Transcriber, max_batch_size: int = 8, workers: int = 1):
+        self.transcriber = transcriber
+        self.max_batch_size = max(1, max_batch_size)
+        self.workers = max(1, workers)
+        self._queue: list[_Item] = []
+        self._wakeup: asyncio.Event | None = None
+        self._seq = itertools.count()
+        self._tasks: list[asyncio.Task] = []
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        self.stats = SchedulerStats()
+        self.busy = 0
+
+    async def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for item in self._queue:
+            if not item.future.done():
+                item.future.cancel()
+        self._queue.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, request: DecodeRequest, key: str) -> DecodeResult | None:
+        """Decode `request`; None if a newer partial of the same `key` replaced it."""
+        if not self._tasks:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        if not request.final:
+            for item in self._queue:
+                if item.key == key and not item.request.final and not item.future.done():
+                    item.future.set_result(None)
+                    self.stats.superseded += 1
+            self._queue = [i for i in self._queue if not i.future.done()]
+        item = _Item(
+            priority=0 if request.final else 1,
+            seq=next(self._seq),
+            key=key,
+            request=request,
+            future=loop.create_future(),
+            queued_at=time.perf_counter(),
+        )
+        self._queue.append(item)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await item.future
+
+    def _take_batch(self) -> list[_Item]:
+        self._queue = [i for i in self._queue if not i.future.done()]
+        self._queue.sort()
+        batch = self._queue[: self.max_batch_size]
+        self._queue = self._queue[self.max_batch_size :]
+        return batch
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            now = time.perf_counter()
+            for item in batch:
+                self.stats.queue_delays_ms.append((now - item.queued_at) * 1000)
+            self.busy += 1
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self.transcriber.transcribe_batch, [i.request for i in batch]
+                )
+            except Exception as exc:  # a model failure fails its requests, not the server
+                log.exception("decode batch of %d failed", len(batch))
+                self.stats.failed += len(batch)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            finally:
+                self.busy -= 1
+            self.stats.batches += 1
+            self.stats.requests += len(batch)
+            self.stats.batch_sizes.append(len(batch))
+            self.stats.decode_ms.append((time.perf_counter() - now) * 1000)
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)

@@ -1,0 +1,406 @@
+"""The streaming policy of one audio stream (one channel): turns, partials, finals.
+
+Theory of operation. Audio arrives in arbitrary chunks. Silero VAD marks speech; a turn starts at
+speech onset (with a little pre-roll). While the turn grows, the session asks for a partial decode
+of the turn's window at a steady cadence that widens when decodes come back slowly, and when the
+speaker pauses it asks at once (with the final beam), so the end-of-turn decision can use the
+hypothesis' punctuation and the final is often ready before the silence rule fires. Consecutive
+hypotheses go through LocalAgreement-2: their common prefix becomes final and is never changed.
+When final words cover more than the window budget, their audio leaves the window and their text
+becomes the prompt, so long turns cost the same per decode. A turn ends on enough trailing silence
+(`min_turn_silence_ms` when the hypothesis ends a sentence, `max_turn_silence_ms` otherwise), a
+forced endpoint, the end of the stream, or the maximum turn length; one final decode then fixes
+the whole rest of the turn.
+
+This object is pure policy: it never calls a model and never awaits. The runner asks it for the
+next `DecodeRequest` (at most one in flight) and hands back the `DecodeResult`; both calls return
+the events to send. Memory is bounded: the window budget plus one pre-roll.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamscribe.engine.agreement import HypWord, LocalAgreement
+from streamscribe.engine.decoding import DecodeRequest, DecodeResult
+from streamscribe.engine.vad import SileroStream, VadTracker
+from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
+
+RATE = 16000
+SAMPLES_PER_MS = RATE // 1000
+SENTENCE_END = (".", "?", "!", "。", "？", "！")
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """Per-session turn and decoding settings (the protocol-neutral knobs clients can set)."""
+
+    min_turn_silence_ms: int = 400
+    max_turn_silence_ms: int = 1280
+    end_of_turn_confidence_threshold: float = 0.4
+    format_turns: bool = False
+    keyterms: tuple[str, ...] = ()
+    prompt: str = ""
+    language: str | None = None
+    vad_threshold: float = 0.5
+    partial_interval_ms: int = 500
+    first_partial_ms: int = 300
+    window_budget_ms: int = 10000
+    max_turn_ms: int = 45000
+    final_beam_size: int = 5
+    partial_beam_size: int = 1
+    pre_roll_ms: int = 400
+    tail_ms: int = 300
+    max_interval_ms: int = 3000
+
+    def updated(self, changes: dict) -> TurnSettings:
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown turn settings: {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class DecodeTicket:
+    """What the session asked for; handed back with the result."""
+
+    id: int
+    kind: str  # "partial" | "eager" | "final"
+    turn_order: int
+    window_start_ms: int
+    window_end_ms: int
+    request: DecodeRequest = field(repr=False)
+
+
+_ticket_ids = itertools.count(1)
+
+
+class StreamingSession:
+    def __init__(
+        self,
+        channel: int = 0,
+        settings: TurnSettings | None = None,
+        vad_probs: Callable[[np.ndarray], list[float]] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.settings = settings or TurnSettings()
+        self._vad_probs = vad_probs or SileroStream().process
+        self.vad = VadTracker(self.settings.vad_threshold)
+        self.audio_ms = 0
+        self._samples = 0
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # sample index of _buf[0]
+        self.turn_order = 0
+        self.turn_active = False
+        self.ending = False
+        self._end_at_ms = 0
+        self._window_start_ms = 0
+        self._turn_start_ms = 0
+        self._pending_start_ms: int | None = None
+        self.agreement = LocalAgreement()
+        self._committed: list[HypWord] = []
+        self._last_hyp: list[HypWord] = []
+        self._last_hyp_end_ms = 0
+        self._last_hyp_kind = ""
+        self._last_request_end_ms = 0
+        self._turn_language: tuple[str | None, float | None] = (None, None)
+        self._context = ""
+        self.in_flight: DecodeTicket | None = None
+        self._rtt_ms = 0.0
+        self.last_update: TurnUpdate | None = None
+        self.finished = False
+
+    # ------------------------------------------------------------------ audio in
+    def feed(self, samples: np.ndarray) -> list[Event]:
+        """Add audio (float32 16 kHz mono); return SpeechStarted / final turn events."""
+        events: list[Event] = []
+        samples = np.asarray(samples, dtype=np.float32)
+        self._buf = np.concatenate([self._buf, samples])
+        self._samples += len(samples)
+        self.audio_ms = self._samples // SAMPLES_PER_MS
+        for prob in self._vad_probs(samples):
+            change = self.vad.update(prob)
+            if change == "start":
+                start = self.vad.state.speech_start_ms
+                if self.turn_active or self.ending:
+                    if self.ending:
+                        self._pending_start_ms = start
+                    continue
+                self._start_turn(start)
+                events.append(SpeechStarted(self.channel, start))
+        if self.turn_active and not self.ending:
+            events.extend(self._check_endpoint())
+        self._trim()
+        return events
+
+    def _start_turn(self, speech_start_ms: int) -> None:
+        self.turn_active = True
+        buf_start_ms = self._buf_start // SAMPLES_PER_MS
+        self._turn_start_ms = max(buf_start_ms, speech_start_ms - self.settings.pre_roll_ms)
+        self._window_start_ms = self._turn_start_ms
+        self._last_request_end_ms = self._turn_start_ms
+        self._last_hyp = []
+        self._last_hyp_end_ms = self._turn_start_ms
+        self._last_hyp_kind = ""
+        self._turn_language = (None, None)
+
+    def _trim(self) -> None:
+        """Keep only the window (in a turn) or the pre-roll (between turns)."""
+        if self.turn_active or self.ending:
+            keep_from_ms = self._window_start_ms
+        else:
+            keep_from_ms = self.audio_ms - self.settings.pre_roll_ms
+        drop = keep_from_ms * SAMPLES_PER_MS - self._buf_start
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._buf_start += drop
+
+    def _audio(self, start_ms: int, end_ms: int) -> np.ndarray:
+        a = max(0, start_ms * SAMPLES_PER_MS - self._buf_start)
+        b = max(a, end_ms * SAMPLES_PER_MS - self._buf_start)
+        return self._buf[a:b].copy()
+
+    # ------------------------------------------------------------------ endpointing
+    def end_of_turn_confidence(self) -> float:
+        """How sure we are that the speaker finished: sentence end in a hypothesis that covers
+        the end of speech, growing with the silence after it."""
+        if self.vad.state.in_speech or not self._words_of_turn():
+            return 0.0
+        silence = self.audio_ms - self.vad.state.speech_end_ms
+        covered = self._last_hyp_end_ms >= self.vad.state.speech_end_ms - 100
+        last = self._last_hyp[-1].raw if self._last_hyp else ""
+        if not last and self.agreement.final:
+            last = self.agreement.final[-1].raw
+        base = 0.9 if covered and last.endswith(SENTENCE_END) else 0.2
+        ramp = min(1.0, silence / max(1, self.settings.max_turn_silence_ms))
+        return round(min(0.99, base * (0.5 + 0.5 * ramp) + 0.3 * ramp * (1 - base)), 4)
+
+    def _check_endpoint(self) -> list[Event]:
+        s = self.settings
+        turn_ms = self.audio_ms - self._turn_start_ms
+        if self.vad.state.in_speech:
+            if turn_ms >= s.max_turn_ms + 15000:
+                return self._end_turn(self.audio_ms)
+            return []
+        silence = self.audio_ms - self.vad.state.speech_end_ms
+        if not self._words_of_turn() and silence >= s.max_turn_silence_ms:
+            if self._last_hyp_end_ms >= self.vad.state.speech_end_ms and self.in_flight is None:
+                return self._drop_turn()  # noise: nothing was said
+        confident = self.end_of_turn_confidence() >= s.end_of_turn_confidence_threshold
+        if (
+            (silence >= s.min_turn_silence_ms and confident)
+            or silence >= s.max_turn_silence_ms
+            or (turn_ms >= s.max_turn_ms and silence >= 150)
+        ):
+            return self._end_turn(min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms))
+        return []
+
+    def force_endpoint(self) -> list[Event]:
+        """End the current turn now (ForceEndpoint, Terminate, end of stream)."""
+        if not self.turn_active or self.ending:
+            return []
+        return self._end_turn(self.audio_ms)
+
+    def _end_turn(self, end_ms: int) -> list[Event]:
+        self.ending = True
+        self._end_at_ms = max(end_ms, self._window_start_ms)
+        last = self._last_hyp_kind
+        if (
+            self.in_flight is None
+            and last == "eager"
+            and self._last_hyp_end_ms >= self._end_at_ms - self.settings.tail_ms
+        ):
+            return self._finalize(self._last_hyp)  # the eager decode already heard it all
+        return []
+
+    def _drop_turn(self) -> list[Event]:
+        self.turn_active = False
+        self.agreement.reset()
+        self._committed = []
+        return []
+
+    # ------------------------------------------------------------------ decoding
+    def _words_of_turn(self) -> list[HypWord]:
+        return [*self._committed, *self.agreement.final, *self.agreement.tentative]
+
+    def _interval_ms(self) -> int:
+        s = self.settings
+        return int(min(s.max_interval_ms, max(s.partial_interval_ms, 1.5 * self._rtt_ms)))
+
+    def note_round_trip(self, ms: float) -> None:
+        """Wall time a decode took (queue + model): widens the partial cadence under load."""
+        self._rtt_ms = ms if self._rtt_ms == 0 else 0.7 * self._rtt_ms + 0.3 * ms
+
+    @property
+    def lag_ms(self) -> int:
+        """Audio received but not yet covered by any hypothesis (0 between turns)."""
+        if not self.turn_active:
+            return 0
+        return max(0, self.audio_ms - max(self._last_hyp_end_ms, self._window_start_ms))
+
+    def _prompt(self) -> str:
+        s = self.settings
+        parts = []
+        if s.keyterms:
+            parts.append(", ".join(s.keyterms) + ".")
+        if s.prompt:
+            parts.append(s.prompt)
+        committed = " ".join(w.raw for w in self._committed)
+        context = committed or self._context
+        if context:
+            parts.append(context[-200:])
+        return " ".join(parts)
+
+    def next_request(self) -> DecodeTicket | None:
+        """The decode to run now, if any (only one per session at a time)."""
+        if self.in_flight is not None or not (self.turn_active or self.ending):
+            return None
+        s = self.settings
+        if self.ending:
+            return self._ticket("final", self._end_at_ms, s.final_beam_size)
+        self._maybe_commit()
+        since = self.audio_ms - self._last_request_end_ms
+        speech_ms = self.audio_ms - self.vad.state.speech_start_ms
+        first = self._last_request_end_ms <= self._turn_start_ms
+        if not self.vad.state.in_speech and self._last_request_end_ms < self.vad.state.speech_end_ms:
+            end = min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms)
+            return self._ticket("eager", end, s.final_beam_size)
+        if first and speech_ms >= s.first_partial_ms:
+            return self._ticket("partial", self.audio_ms, s.partial_beam_size)
+        if not first and since >= self._interval_ms():
+            return self._ticket("partial", self.audio_ms, s.partial_beam_size)
+        return None
+
+    def _maybe_commit(self) -> None:
+        """Move final words (and their audio) out of an over-long window into the prompt."""
+        window = self.audio_ms - self._window_start_ms
+        if window <= self.settings.window_budget_ms or not self.agreement.final:
+            return
+        cut = self.agreement.final[-1].end_ms
+        if cut <= self._window_start_ms:
+            return
+        self._committed.extend(self.agreement.commit_before(cut + 1))
+        self._window_start_ms = cut
+        self.agreement._previous = [w for w in self.agreement._previous if w.start_ms >= cut]
+        self._trim()
+
+    def _ticket(self, kind: str, end_ms: int, beam: int) -> DecodeTicket:
+        start = self._window_start_ms
+        end_ms = max(end_ms, start)
+        request = DecodeRequest(
+            audio=self._audio(start, end_ms),
+            prompt=self._prompt(),
+            beam_size=beam,
+            language=self.settings.language,
+            final=kind == "final",
+        )
+        ticket = DecodeTicket(next(_ticket_ids), kind, self.turn_order, start, end_ms, request)
+        self.in_flight = ticket
+        self._last_request_end_ms = end_ms
+        return ticket
+
+    def apply(self, ticket: DecodeTicket, result: DecodeResult) -> list[Event]:
+        """Take a decode result back; return the turn updates it produces."""
+        if self.in_flight is not None and self.in_flight.id == ticket.id:
+            self.in_flight = None
+        if ticket.turn_order != self.turn_order:
+            return []
+        hyp = self._to_stream_time(ticket, result)
+        if result.language:
+            self._turn_language = (result.language, result.language_probability)
+        if ticket.kind == "final":
+            return self._finalize(hyp)
+        if ticket.window_start_ms != self._window_start_ms:
+            return []  # the window moved while this was decoding
+        self._last_hyp = hyp
+        self._last_hyp_end_ms = ticket.window_end_ms
+        self._last_hyp_kind = ticket.kind
+        if self.ending:
+            if ticket.kind == "eager" and ticket.window_end_ms >= self._end_at_ms - self.settings.tail_ms:
+                return self._finalize(hyp)
+            return []
+        self.agreement.insert(hyp)
+        update = self._update(
+            [*self._committed, *self.agreement.final], self.agreement.tentative, False
+        )
+        if not update.words or (
+            self.last_update is not None
+            and [(w.text, w.final) for w in update.words]
+            == [(w.text, w.final) for w in self.last_update.words]
+        ):
+            return []
+        self.last_update = update
+        return [update]
+
+    @staticmethod
+    def _to_stream_time(ticket: DecodeTicket, result: DecodeResult) -> list[HypWord]:
+        out: list[HypWord] = []
+        lo, hi = ticket.window_start_ms, max(ticket.window_start_ms, ticket.window_end_ms)
+        prev_end = lo
+        for w in result.words:
+            start = min(hi, max(prev_end, lo + round(w.start * 1000)))
+            end = min(hi, max(start, lo + round(w.end * 1000)))
+            out.append(HypWord(w.text, start, end, round(float(w.probability), 4)))
+            prev_end = start
+        return out
+
+    # ------------------------------------------------------------------ turn updates
+    def _update(self, final_words, tentative, end_of_turn, formatted=False) -> TurnUpdate:
+        lang, lang_p = self._turn_language
+        words = [
+            Word(w.raw if formatted else w.norm, w.start_ms, w.end_ms, w.confidence, True)
+            for w in final_words
+        ] + [Word(w.norm, w.start_ms, w.end_ms, w.confidence, False) for w in tentative]
+        update = TurnUpdate(
+            channel=self.channel,
+            turn_order=self.turn_order,
+            words=tuple(words),
+            end_of_turn=end_of_turn,
+            formatted=formatted,
+            end_of_turn_confidence=1.0 if end_of_turn else self.end_of_turn_confidence(),
+            language=lang if end_of_turn else None,
+            language_confidence=lang_p if end_of_turn else None,
+        )
+        return update
+
+    def _finalize(self, hyp: list[HypWord]) -> list[Event]:
+        self.agreement.finish(hyp)
+        words = [*self._committed, *self.agreement.final]
+        events: list[Event] = []
+        if words:
+            events.append(self._update(words, [], True))
+            if self.settings.format_turns:
+                events.append(self._update(words, [], True, formatted=True))
+            self._context = " ".join(w.raw for w in words)
+            self.turn_order += 1
+        self.ending = False
+        self.turn_active = False
+        self.last_update = None
+        self.agreement.reset()
+        self._committed = []
+        self._last_hyp = []
+        self._last_hyp_kind = ""
+        pending, self._pending_start_ms = self._pending_start_ms, None
+        if self.vad.state.in_speech or pending is not None:
+            start = pending if pending is not None else self.vad.state.speech_start_ms
+            self._start_turn(max(start, self._end_at_ms))
+            events.append(SpeechStarted(self.channel, max(start, self._end_at_ms)))
+        self._trim()
+        return events
+
+    # ------------------------------------------------------------------ settings
+    def update_settings(self, changes: dict) -> None:
+        self.settings = self.settings.updated(changes)
+        self.vad.threshold = self.settings.vad_threshold
+        self.vad.off_threshold = max(0.05, self.settings.vad_threshold - 0.15)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and nothing left to decode."""
+        return self.in_flight is None and not self.ending
