@@ -36,6 +36,7 @@ class Settings(BaseSettings):
 
     # session limits
     max_session_seconds: int = 10800
+    idle_timeout_seconds: float = 120.0  # no audio nor message for this long ends a session
 
     log_level: str = Field(default="info")
 

@@ -1,10 +1,10 @@
 """Error types shared by every layer.
 
-    StreamscribeError
-    ├── ProtocolError      a client broke its wire protocol; carries the Error kind and a reason
-    │                      that names the fix. Each dialect maps the kind to its own close code.
-    ├── ModelNotFoundError a model name or directory could not be resolved; names the fix
-    └── AudioDecodeError   a file or stream could not be decoded
+StreamscribeError
+├── ProtocolError      a client broke its wire protocol; carries the Error kind and a reason
+│                      that names the fix. Each dialect maps the kind to its own close code.
+├── ModelNotFoundError a model name or directory could not be resolved; names the fix
+└── AudioDecodeError   a file or stream could not be decoded
 """
 
 from __future__ import annotations

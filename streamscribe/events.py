@@ -14,7 +14,44 @@ from typing import Any
 
 import numpy as np
 
+# ---------------------------------------------------------------- session setup
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    """What a client's binary frames hold, as negotiated by its protocol."""
+
+    encoding: str = "pcm_s16le"  # pcm_s16le | pcm_mulaw | pcm_alaw
+    sample_rate: int = 16000
+    channels: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Everything a dialect negotiated, in protocol-neutral terms.
+
+    `turn` holds streaming-policy settings by their engine names (min_turn_silence_ms,
+    max_turn_silence_ms, end_of_turn_confidence_threshold, format_turns, keyterms, prompt,
+    language, vad_threshold); the server turns it into the engine's settings object.
+    """
+
+    audio: AudioFormat = field(default_factory=AudioFormat)
+    turn: dict[str, Any] = field(default_factory=dict)
+    inactivity_timeout_s: float | None = None
+    max_session_s: float | None = None
+    language_detection: bool = False
+    speaker_labels: bool = False
+    model: str | None = None
+
+
 # ---------------------------------------------------------------- commands (client -> engine)
+
+
+@dataclass(frozen=True, slots=True)
+class RawAudio:
+    """Audio bytes exactly as the client sent them, in the session's `AudioFormat`."""
+
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +86,7 @@ class Terminate:
     """Graceful end: flush every turn in flight, then end the session."""
 
 
-Command = Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
+Command = RawAudio | Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
 
 # ---------------------------------------------------------------- events (engine -> client)
 

@@ -268,7 +268,10 @@ class StreamingSession:
         since = self.audio_ms - self._last_request_end_ms
         speech_ms = self.audio_ms - self.vad.state.speech_start_ms
         first = self._last_request_end_ms <= self._turn_start_ms
-        if not self.vad.state.in_speech and self._last_request_end_ms < self.vad.state.speech_end_ms:
+        if (
+            not self.vad.state.in_speech
+            and self._last_request_end_ms < self.vad.state.speech_end_ms
+        ):
             end = min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms)
             return self._ticket("eager", end, s.final_beam_size)
         if first and speech_ms >= s.first_partial_ms:
@@ -322,7 +325,10 @@ class StreamingSession:
         self._last_hyp_end_ms = ticket.window_end_ms
         self._last_hyp_kind = ticket.kind
         if self.ending:
-            if ticket.kind == "eager" and ticket.window_end_ms >= self._end_at_ms - self.settings.tail_ms:
+            if (
+                ticket.kind == "eager"
+                and ticket.window_end_ms >= self._end_at_ms - self.settings.tail_ms
+            ):
                 return self._finalize(hyp)
             return []
         self.agreement.insert(hyp)

@@ -185,7 +185,9 @@ class WhisperCT2Transcriber:
             )
         return out
 
-    def _align(self, enc, tokenizers, token_lists, content_frames, languages) -> list[list[RawWord]]:
+    def _align(
+        self, enc, tokenizers, token_lists, content_frames, languages
+    ) -> list[list[RawWord]]:
         out: list[list[RawWord]] = [[] for _ in token_lists]
         todo = [i for i, t in enumerate(token_lists) if t]
         if not todo:

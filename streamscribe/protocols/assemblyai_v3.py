@@ -1,0 +1,309 @@
+"""AssemblyAI Universal-Streaming v3 (`/v3/ws`), sans-I/O.
+
+Theory of operation: `parse_query` turns the upgrade's query string into a `SessionConfig` or
+raises `ProtocolError` (close 3006). A `V3Protocol` object then translates both ways: client
+frames in (`receive_bytes`, `receive_text`) become engine commands; engine events out (`render`)
+become wire frames, ending with `Termination` and close 1000. States are named, and what is
+legal in each is checked here, never in the route. Types follow what the official SDK's pydantic
+models validate: every int is an int (ms, whole seconds), never a float.
+
+Reference: shared/protocols/assemblyai-v3-streaming.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from streamscribe.errors import ProtocolError
+from streamscribe.events import (
+    AudioFormat,
+    Command,
+    Error,
+    ErrorKind,
+    Event,
+    ForceEndpoint,
+    KeepAlive,
+    RawAudio,
+    SessionConfig,
+    SessionEnded,
+    SessionStarted,
+    SpeechStarted,
+    Terminate,
+    TurnUpdate,
+    UpdateConfig,
+)
+from streamscribe.protocols.common import (
+    BYTES_PER_SAMPLE,
+    Close,
+    Outgoing,
+    QueryReader,
+    SendJson,
+    chunk_ms,
+    close_reason,
+)
+
+ENCODINGS = ("pcm_s16le", "pcm_mulaw")
+MIN_CHUNK_MS = 50
+MAX_CHUNK_MS = 1000
+
+# close codes (protocol document §5)
+NORMAL = 1000
+UNAUTHORIZED = 1008
+TRY_AGAIN_LATER = 1013
+SERVER_ERROR = 3005
+BAD_MESSAGE = 3006
+BAD_AUDIO = 3007
+EXPIRED = 3008
+TOO_MANY_SESSIONS = 3009
+IDLE = 4031
+
+CLOSE_CODES = {
+    ErrorKind.AUTH: UNAUTHORIZED,
+    ErrorKind.BAD_REQUEST: BAD_MESSAGE,
+    ErrorKind.BAD_AUDIO: BAD_AUDIO,
+    ErrorKind.RATE: BAD_AUDIO,
+    ErrorKind.LIMIT: TOO_MANY_SESSIONS,
+    ErrorKind.EXPIRED: EXPIRED,
+    ErrorKind.TIMEOUT: IDLE,
+    ErrorKind.BUSY: TRY_AGAIN_LATER,
+    ErrorKind.INTERNAL: SERVER_ERROR,
+}
+
+# UpdateConfiguration / query names -> engine turn-setting names
+_TURN_FIELDS: dict[str, tuple[str, type]] = {
+    "end_of_turn_confidence_threshold": ("end_of_turn_confidence_threshold", float),
+    "min_turn_silence": ("min_turn_silence_ms", int),
+    "min_end_of_turn_silence_when_confident": ("min_turn_silence_ms", int),
+    "max_turn_silence": ("max_turn_silence_ms", int),
+    "vad_threshold": ("vad_threshold", float),
+    "format_turns": ("format_turns", bool),
+    "keyterms_prompt": ("keyterms", tuple),
+    "prompt": ("prompt", str),
+}
+
+
+class State(Enum):
+    OPEN = "open"  # Begin sent, audio flowing
+    TERMINATING = "terminating"  # Terminate received: flushing the last turn
+    CLOSED = "closed"  # Termination or an error close sent
+
+
+def parse_query(query: Mapping[str, str]) -> SessionConfig:
+    """Validate the `/v3/ws` query string; unknown parameters are ignored (new SDKs add many)."""
+    q = QueryReader(query, BAD_MESSAGE)
+    encoding = q.choice("encoding", ENCODINGS, "pcm_s16le")
+    sample_rate = q.int("sample_rate", None, 8000, 48000)
+    if sample_rate is None:
+        raise ProtocolError(
+            ErrorKind.BAD_REQUEST,
+            "Missing sample_rate: add sample_rate=16000 (any integer 8000-48000) to the URL",
+            BAD_MESSAGE,
+        )
+    turn: dict[str, Any] = {"format_turns": q.bool("format_turns")}
+    threshold = q.float("end_of_turn_confidence_threshold", None, 0.0, 1.0)
+    if threshold is not None:
+        turn["end_of_turn_confidence_threshold"] = threshold
+    min_silence = q.int("min_turn_silence", None, 0, 10000)
+    if min_silence is None:
+        min_silence = q.int("min_end_of_turn_silence_when_confident", None, 0, 10000)
+    if min_silence is not None:
+        turn["min_turn_silence_ms"] = min_silence
+    max_silence = q.int("max_turn_silence", None, 0, 60000)
+    if max_silence is not None:
+        turn["max_turn_silence_ms"] = max_silence
+    if "min_turn_silence_ms" in turn and "max_turn_silence_ms" in turn:
+        turn["max_turn_silence_ms"] = max(turn["max_turn_silence_ms"], turn["min_turn_silence_ms"])
+    vad = q.float("vad_threshold", None, 0.0, 1.0)
+    if vad is not None:
+        turn["vad_threshold"] = vad
+    keyterms = q.string_list("keyterms_prompt")
+    if keyterms:
+        turn["keyterms"] = keyterms
+    if q.has("prompt"):
+        turn["prompt"] = query["prompt"]
+    languages = q.string_list("language_codes") or q.string_list("language_code")
+    if not languages and q.has("language"):
+        languages = (query["language"].strip(),)
+    if len(languages) == 1 and languages[0] not in ("multi", "auto"):
+        turn["language"] = languages[0].split("-")[0].lower()
+    inactivity = q.int("inactivity_timeout", None, 5, 3600)
+    return SessionConfig(
+        audio=AudioFormat(encoding=encoding, sample_rate=sample_rate, channels=1),
+        turn=turn,
+        inactivity_timeout_s=float(inactivity) if inactivity is not None else None,
+        language_detection=q.bool("language_detection"),
+        speaker_labels=q.bool("speaker_labels"),
+        model=query.get("speech_model") or None,
+    )
+
+
+def _bad_message(reason: str) -> ProtocolError:
+    return ProtocolError(ErrorKind.BAD_REQUEST, reason, BAD_MESSAGE)
+
+
+def parse_update(message: dict[str, Any]) -> dict[str, Any]:
+    """Fields of an UpdateConfiguration message as engine turn settings."""
+    changes: dict[str, Any] = {}
+    for key, value in message.items():
+        if key == "type" or key not in _TURN_FIELDS or value is None:
+            continue  # unknown/unsupported fields are ignored, as the cloud does
+        name, kind = _TURN_FIELDS[key]
+        if kind is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _bad_message(f"Invalid Message: {key} must be a list of strings")
+            changes[name] = tuple(value)
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise _bad_message(f"Invalid Message: {key} must be true or false")
+            changes[name] = value
+        elif kind is str:
+            if not isinstance(value, str):
+                raise _bad_message(f"Invalid Message: {key} must be a string")
+            changes[name] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _bad_message(f"Invalid Message: {key} must be a number")
+            changes[name] = kind(value)
+    if "min_turn_silence" in message and "min_end_of_turn_silence_when_confident" in message:
+        changes["min_turn_silence_ms"] = int(message["min_turn_silence"])
+    return changes
+
+
+class V3Protocol:
+    """One v3 connection's protocol state."""
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self.state = State.OPEN
+        self.format_turns = bool(config.turn.get("format_turns", False))
+        fmt = config.audio
+        self._bytes_per_frame = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
+
+    # ---------------------------------------------------------------- client -> server
+    def receive_bytes(self, data: bytes) -> list[Command]:
+        if self.state is not State.OPEN:
+            return []  # audio after Terminate is ignored
+        fmt = self.config.audio
+        if len(data) % self._bytes_per_frame:
+            raise ProtocolError(
+                ErrorKind.BAD_AUDIO,
+                f"Invalid audio: {len(data)} bytes is not a whole number of {fmt.encoding} "
+                f"samples ({self._bytes_per_frame} bytes each)",
+                BAD_AUDIO,
+            )
+        ms = chunk_ms(len(data), fmt.encoding, fmt.sample_rate, fmt.channels)
+        if ms < MIN_CHUNK_MS - 0.5 or ms > MAX_CHUNK_MS + 0.5:
+            raise ProtocolError(
+                ErrorKind.BAD_AUDIO,
+                f"Input duration violation: {ms:.0f} ms. Expected between "
+                f"{MIN_CHUNK_MS} and {MAX_CHUNK_MS} ms",
+                BAD_AUDIO,
+            )
+        return [RawAudio(data)]
+
+    def receive_text(self, text: str) -> list[Command]:
+        try:
+            message = json.loads(text)
+        except (json.JSONDecodeError, ValueError):
+            raise _bad_message(f"Invalid JSON: {text[:60]}") from None
+        if not isinstance(message, dict):
+            raise _bad_message(f"Invalid Message: {text[:60]}")
+        kind = message.get("type")
+        if self.state is State.CLOSED:
+            return []
+        if kind == "Terminate":
+            if self.state is State.TERMINATING:
+                return []
+            self.state = State.TERMINATING
+            return [Terminate()]
+        if self.state is State.TERMINATING:
+            return []  # nothing else matters once the session is flushing
+        if kind == "ForceEndpoint":
+            return [ForceEndpoint()]
+        if kind == "KeepAlive":
+            return [KeepAlive()]
+        if kind == "UpdateConfiguration":
+            changes = parse_update(message)
+            if "format_turns" in changes:
+                self.format_turns = changes["format_turns"]
+            return [UpdateConfig(changes)] if changes else []
+        raise _bad_message(
+            f"Invalid Message Type: {str(kind)[:40]} (expected Terminate, ForceEndpoint, "
+            "KeepAlive or UpdateConfiguration)"
+        )
+
+    # ---------------------------------------------------------------- server -> client
+    def render(self, event: Event) -> list[Outgoing]:
+        if self.state is State.CLOSED:
+            return []
+        if isinstance(event, SessionStarted):
+            return [
+                SendJson(
+                    {"type": "Begin", "id": event.session_id, "expires_at": int(event.expires_at)}
+                )
+            ]
+        if isinstance(event, TurnUpdate):
+            return [SendJson(self._turn(event))]
+        if isinstance(event, SpeechStarted):
+            return []  # optional in v3 and unknown to SDK 0.64: not sent
+        if isinstance(event, SessionEnded):
+            self.state = State.CLOSED
+            return [
+                SendJson(
+                    {
+                        "type": "Termination",
+                        "audio_duration_seconds": int(round(event.audio_ms / 1000)),
+                        "session_duration_seconds": int(round(event.session_ms / 1000)),
+                    }
+                ),
+                Close(NORMAL),
+            ]
+        if isinstance(event, Error):
+            return self.error(ProtocolError(event.kind, event.message))
+        return []
+
+    def error(self, exc: ProtocolError) -> list[Outgoing]:
+        """The Error message and the close that end a session badly."""
+        if self.state is State.CLOSED:
+            return []
+        self.state = State.CLOSED
+        code = exc.code or CLOSE_CODES.get(exc.kind, SERVER_ERROR)
+        return [
+            SendJson({"type": "Error", "error_code": code, "error": exc.reason}),
+            Close(code, close_reason(exc.reason)),
+        ]
+
+    def _turn(self, update: TurnUpdate) -> dict[str, Any]:
+        if not self.format_turns and update.formatted:
+            pass  # the engine only formats when asked; render what it sends
+        words = [
+            {
+                "start": int(w.start_ms),
+                "end": int(w.end_ms),
+                "text": w.text,
+                "confidence": round(float(w.confidence), 4),
+                "word_is_final": bool(w.final),
+                **({"speaker": w.speaker} if self.config.speaker_labels and w.speaker else {}),
+            }
+            for w in update.words
+        ]
+        transcript = update.text if update.formatted else update.final_text
+        message: dict[str, Any] = {
+            "type": "Turn",
+            "turn_order": int(update.turn_order),
+            "turn_is_formatted": bool(update.formatted),
+            "end_of_turn": bool(update.end_of_turn),
+            "transcript": transcript,
+            "end_of_turn_confidence": round(float(update.end_of_turn_confidence), 4),
+            "words": words,
+            "utterance": transcript if update.end_of_turn else "",
+        }
+        if self.config.language_detection and update.end_of_turn and update.language:
+            message["language_code"] = update.language
+            message["language_confidence"] = round(float(update.language_confidence or 1.0), 4)
+        if self.config.speaker_labels and update.speaker:
+            message["speaker_label"] = update.speaker
+        return message

@@ -1,0 +1,65 @@
+"""What one server process holds: the model, the scheduler, the live sessions, the store.
+
+Built once in the app's lifespan and shared by every route; sessions register here so that
+health, readiness and metrics can see load and lag without reaching into any route.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from streamscribe.config import Settings
+from streamscribe.engine.decoding import Transcriber
+from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.store.transcripts import TranscriptLog
+
+if TYPE_CHECKING:
+    from streamscribe.engine.runner import SessionRunner
+
+
+@dataclass
+class LiveSession:
+    id: str
+    protocol: str
+    runner: SessionRunner
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    transcriber: Transcriber
+    scheduler: DecodeScheduler
+    transcripts: TranscriptLog
+    sessions: dict[str, LiveSession] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    sessions_total: int = 0
+    max_lag_seen_ms: int = 0
+
+    @property
+    def at_capacity(self) -> bool:
+        return len(self.sessions) >= self.settings.max_sessions
+
+    def metrics(self) -> dict:
+        stats = self.scheduler.stats
+        lags = [s.runner.lag_ms for s in self.sessions.values()]
+        decode = sorted(stats.decode_ms)
+        return {
+            "sessions_active": len(self.sessions),
+            "sessions_total": self.sessions_total,
+            "session_lag_ms_max": max(lags, default=0),
+            "session_lag_ms_max_seen": self.max_lag_seen_ms,
+            "decode_queue": self.scheduler.queued,
+            "decode_queue_delay_ms_recent": round(stats.recent_queue_delay_ms(), 1),
+            "decode_batches": stats.batches,
+            "decode_requests": stats.requests,
+            "decode_superseded": stats.superseded,
+            "decode_failed": stats.failed,
+            "decode_ms_p50": round(decode[len(decode) // 2], 1) if decode else 0.0,
+            "batch_size_mean": round(sum(stats.batch_sizes) / len(stats.batch_sizes), 2)
+            if stats.batch_sizes
+            else 0.0,
+            "uptime_s": round(time.time() - self.started, 1),
+        }
