@@ -36,6 +36,18 @@ SAMPLES_PER_MS = RATE // 1000
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 
 
+def format_words(raw: list[str]) -> list[str]:
+    """A formatted turn reads as a sentence: capital first letter, closing punctuation."""
+    out = list(raw)
+    if not out:
+        return out
+    first = out[0]
+    out[0] = first[:1].upper() + first[1:]
+    if not out[-1].endswith((*SENTENCE_END, "…", '"', ")")):
+        out[-1] = out[-1].rstrip(",;:-") + "."
+    return out
+
+
 @dataclass(frozen=True)
 class TurnSettings:
     """Per-session turn and decoding settings (the protocol-neutral knobs clients can set)."""
@@ -359,9 +371,14 @@ class StreamingSession:
     # ------------------------------------------------------------------ turn updates
     def _update(self, final_words, tentative, end_of_turn, formatted=False) -> TurnUpdate:
         lang, lang_p = self._turn_language
+        texts = (
+            format_words([w.raw for w in final_words])
+            if formatted
+            else [w.norm for w in final_words]
+        )
         words = [
-            Word(w.raw if formatted else w.norm, w.start_ms, w.end_ms, w.confidence, True)
-            for w in final_words
+            Word(text, w.start_ms, w.end_ms, w.confidence, True)
+            for text, w in zip(texts, final_words, strict=True)
         ] + [Word(w.norm, w.start_ms, w.end_ms, w.confidence, False) for w in tentative]
         update = TurnUpdate(
             channel=self.channel,

@@ -19,26 +19,13 @@ from fastapi.responses import JSONResponse
 from streamscribe import __version__
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import DecodeRequest, Transcriber
-from streamscribe.engine.models import resolve_model
+from streamscribe.engine.backends import load_transcriber
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.server import routes_v3
 from streamscribe.server.state import ServerState
 from streamscribe.store.transcripts import TranscriptLog
 
 log = logging.getLogger("streamscribe")
-
-
-def load_transcriber(settings: Settings) -> Transcriber:
-    from streamscribe.engine.whisper_ct2 import WhisperCT2Transcriber
-
-    path = resolve_model(settings.model, settings.model_cache_dir)
-    return WhisperCT2Transcriber(
-        path,
-        device=settings.device,
-        compute_type=settings.compute_type,
-        cpu_threads=settings.cpu_threads,
-        num_workers=settings.decode_workers,
-    )
 
 
 def create_app(settings: Settings | None = None, transcriber: Transcriber | None = None) -> FastAPI:
