@@ -46,8 +46,19 @@ def start_server(data_dir: Path, *extra: str, env: dict | None = None) -> Runnin
     log = data_dir / "server.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamscribe", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(data_dir), *extra],
+        [
+            sys.executable,
+            "-m",
+            "streamscribe",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},

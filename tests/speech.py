@@ -81,7 +81,8 @@ def utterances(n: int = 3) -> tuple[Speech, ...]:
     if rows:
         picked = rows[:: max(1, len(rows) // n)][:n]
         return tuple(
-            Speech(decode_file(SHARED_EVAL / "dev" / r["audio"]), r["text"], r["id"]) for r in picked
+            Speech(decode_file(SHARED_EVAL / "dev" / r["audio"]), r["text"], r["id"])
+            for r in picked
         )
     out = []
     for sentence in SENTENCES[:n]:
@@ -98,7 +99,9 @@ def joined(parts: tuple[Speech, ...], gap_s: float = 1.5) -> Speech:
     chunks = []
     for p in parts:
         chunks += [p.audio, gap]
-    return Speech(np.concatenate(chunks), " ".join(p.text for p in parts), "+".join(p.source for p in parts))
+    return Speech(
+        np.concatenate(chunks), " ".join(p.text for p in parts), "+".join(p.source for p in parts)
+    )
 
 
 def speech_or_skip(n: int = 3) -> tuple[Speech, ...]:

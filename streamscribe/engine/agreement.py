@@ -75,10 +75,7 @@ class LocalAgreement:
 
     def finish(self, hyp: list[HypWord] | None) -> list[HypWord]:
         """End of turn: everything in the last hypothesis becomes final."""
-        if hyp is not None:
-            rest = self._after_final([w for w in hyp if w.norm])
-        else:
-            rest = self.tentative
+        rest = self.tentative if hyp is None else self._after_final([w for w in hyp if w.norm])
         self.final.extend(rest)
         self._previous = []
         self.tentative = []

