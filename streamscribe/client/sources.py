@@ -51,9 +51,9 @@ def _check_chunk(sample_rate: int, chunk_ms: int) -> None:
 class FileStream:
     """PCM16 mono chunks of an audio or video file, optionally paced in real time.
 
-    Iterate it (or `async for` it) to get `bytes` of `chunk_ms` of audio each (the last may be
-    shorter). With `realtime=True` each chunk is released when a live source would have finished
-    recording it: chunk i at (i + 1) * chunk_ms after the stream starts, on an absolute schedule
+    Iterate it (or `async for` it) to get `bytes` of `chunk_ms` of audio each (the last is
+    padded with silence). With `realtime=True` each chunk is released when a live source would
+    have finished recording it: chunk i at (i + 1) * chunk_ms after the stream starts, on an absolute schedule
     (no drift; a slow consumer catches up), so audio never runs ahead of real time. With
     `realtime=False` chunks come as fast as they are taken. Each iteration decodes the file anew.
     Raises FileNotFoundError at once for a missing file, AudioDecodeError while iterating for an
@@ -88,9 +88,12 @@ class FileStream:
         from streamscribe.audio.files import iter_file_chunks
 
         samples = 0
+        full = self.sample_rate * self.chunk_ms // 1000
         for chunk in iter_file_chunks(self.path, self.sample_rate, self.chunk_ms):
             if len(chunk) == 0:
                 continue
+            if len(chunk) < full:  # servers reject frames under 50 ms: pad the last with silence
+                chunk = np.concatenate([chunk, np.zeros(full - len(chunk), dtype=chunk.dtype)])
             samples += len(chunk)
             yield encode_pcm16(chunk), samples / self.sample_rate
 
