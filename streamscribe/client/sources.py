@@ -53,8 +53,9 @@ class FileStream:
 
     Iterate it (or `async for` it) to get `bytes` of `chunk_ms` of audio each (the last is
     padded with silence). With `realtime=True` each chunk is released when a live source would
-    have finished recording it: chunk i at (i + 1) * chunk_ms after the stream starts, on an absolute schedule
-    (no drift; a slow consumer catches up), so audio never runs ahead of real time. With
+    have finished recording it: chunk i at (i + 1) * chunk_ms after the stream starts, on an
+    absolute schedule (no drift; a slow consumer catches up), so audio never runs ahead of real
+    time. With
     `realtime=False` chunks come as fast as they are taken. Each iteration decodes the file anew.
     Raises FileNotFoundError at once for a missing file, AudioDecodeError while iterating for an
     unreadable one.
