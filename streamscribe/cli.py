@@ -121,6 +121,16 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="Log level: debug, info, warning or error.")
     ] = None,
+    cpu_threads: Annotated[
+        int | None, typer.Option(help="Threads the model may use on the CPU (0: all cores).")
+    ] = None,
+    max_sessions: Annotated[
+        int | None,
+        typer.Option(help="Concurrent sessions accepted; more are refused as busy (default 32)."),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Most decode requests batched into one model call.")
+    ] = None,
 ) -> None:
     """Run the streaming server: [bold]ws://HOST:PORT/v3/ws[/] speaks AssemblyAI v3.
 
@@ -135,6 +145,9 @@ def serve(
         compute_type=compute_type,
         data_dir=data_dir,
         log_level=log_level,
+        cpu_threads=cpu_threads,
+        max_sessions=max_sessions,
+        max_batch_size=max_batch_size,
     )
     from streamscribe.server.app import run
 
