@@ -205,17 +205,19 @@ def test_filestream_fast_yields_every_chunk(wav_file: Path) -> None:
     start = time.monotonic()
     chunks = list(FileStream(wav_file, realtime=False))
     assert time.monotonic() - start < 0.5
-    assert [len(c) for c in chunks] == [3200] * 10 + [1600]  # 100 ms = 1600 samples * 2 bytes
+    # 100 ms = 1600 samples * 2 bytes; the last 50 ms are padded to a whole frame with silence
+    assert [len(c) for c in chunks] == [3200] * 11
+    assert chunks[-1][1600:] == b"\0" * 1600
     assert [len(c) for c in FileStream(wav_file, chunk_ms=50, realtime=False)] == [1600] * 21
     resampled = list(FileStream(wav_file, sample_rate=8000, realtime=False))
-    assert sum(len(c) for c in resampled) == pytest.approx(8000 * 1.05 * 2, abs=8)
+    assert [len(c) for c in resampled] == [1600] * 11
 
 
 def test_filestream_realtime_is_paced_by_the_clock(wav_file: Path) -> None:
     start = time.monotonic()
     total = sum(len(c) for c in FileStream(wav_file, realtime=True))
     elapsed = time.monotonic() - start
-    assert total == 33600
+    assert total == 35200  # 1.05 s, the last frame padded to 100 ms
     assert 0.95 <= elapsed <= 1.4
 
 
@@ -224,7 +226,7 @@ async def test_filestream_async_realtime(wav_file: Path) -> None:
     total = 0
     async for chunk in FileStream(wav_file, realtime=True):
         total += len(chunk)
-    assert total == 33600
+    assert total == 35200  # 1.05 s, the last frame padded to 100 ms
     assert 0.95 <= time.monotonic() - start <= 1.4
 
 
