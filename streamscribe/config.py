@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     partial_interval_ms: int = 500
     max_lag_ms: int = 3000  # beyond this a session degrades (fewer partials, shorter windows)
     max_sessions: int = 32
+    max_queue_delay_ms: int = 2000  # decode queue delay above which new sessions are refused
     final_beam_size: int = 5
     vad_threshold: float = 0.5
 

@@ -42,8 +42,10 @@ class SchedulerStats:
     decode_ms: deque = field(default_factory=lambda: deque(maxlen=200))
     batch_sizes: deque = field(default_factory=lambda: deque(maxlen=200))
 
-    def recent_queue_delay_ms(self) -> float:
-        d = list(self.queue_delays_ms)[-20:]
+    def recent_queue_delay_ms(self, window_s: float = 10.0) -> float:
+        """Mean queue delay of the decodes started in the last `window_s` seconds."""
+        since = time.perf_counter() - window_s
+        d = [ms for at, ms in self.queue_delays_ms if at >= since]
         return sum(d) / len(d) if d else 0.0
 
 
@@ -122,7 +124,7 @@ class DecodeScheduler:
                 continue
             now = time.perf_counter()
             for item in batch:
-                self.stats.queue_delays_ms.append((now - item.queued_at) * 1000)
+                self.stats.queue_delays_ms.append((now, (now - item.queued_at) * 1000))
             self.busy += 1
             try:
                 results = await loop.run_in_executor(

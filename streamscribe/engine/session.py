@@ -299,7 +299,10 @@ class StreamingSession:
     def _maybe_commit(self) -> None:
         """Move final words (and their audio) out of an over-long window into the prompt."""
         window = self.audio_ms - self._window_start_ms
-        if window <= self.settings.window_budget_ms or not self.agreement.final:
+        budget = self.settings.window_budget_ms
+        if self._rtt_ms > 1000:  # under load: shorter windows cost less per decode
+            budget = max(4000, budget // 2)
+        if window <= budget or not self.agreement.final:
             return
         cut = self.agreement.final[-1].end_ms
         if cut <= self._window_start_ms:

@@ -40,7 +40,11 @@ class ServerState:
 
     @property
     def at_capacity(self) -> bool:
-        return len(self.sessions) >= self.settings.max_sessions
+        """No room for another session: the session cap, or decodes already queue too long."""
+        if len(self.sessions) >= self.settings.max_sessions:
+            return True
+        delay = self.scheduler.stats.recent_queue_delay_ms()
+        return bool(self.sessions) and delay > self.settings.max_queue_delay_ms
 
     def metrics(self) -> dict:
         stats = self.scheduler.stats
