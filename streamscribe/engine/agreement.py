@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 _NON_WORD = re.compile(r"[^\w']+")
 
@@ -56,6 +57,16 @@ class LocalAgreement:
             return hyp[n:]
         if not self.final:
             return hyp
+        # match the final words inside the hypothesis; what follows the last match is new
+        matcher = SequenceMatcher(
+            None, [w.norm for w in self.final], [w.norm for w in hyp], autojunk=False
+        )
+        blocks = [b for b in matcher.get_matching_blocks() if b.size]
+        matched = sum(b.size for b in blocks)
+        if blocks and matched * 2 >= min(n, len(hyp)):
+            last = blocks[-1]
+            if last.a + last.size >= n - 2:  # the match reaches the end of the final words
+                return hyp[last.b + last.size :]
         boundary = self.final[-1].end_ms - 80
         return [w for w in hyp if w.start_ms >= boundary]
 

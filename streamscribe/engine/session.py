@@ -28,6 +28,7 @@ import numpy as np
 
 from streamscribe.engine.agreement import HypWord, LocalAgreement
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult
+from streamscribe.engine.guards import loop_start
 from streamscribe.engine.vad import SileroStream, VadTracker
 from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
 
@@ -41,8 +42,9 @@ def format_words(raw: list[str]) -> list[str]:
     out = list(raw)
     if not out:
         return out
-    first = out[0]
-    out[0] = first[:1].upper() + first[1:]
+    for i, word in enumerate(out):
+        if i == 0 or out[i - 1].endswith(SENTENCE_END):
+            out[i] = word[:1].upper() + word[1:]
     if not out[-1].endswith((*SENTENCE_END, "…", '"', ")")):
         out[-1] = out[-1].rstrip(",;:-") + "."
     return out
@@ -402,6 +404,9 @@ class StreamingSession:
     def _finalize(self, hyp: list[HypWord]) -> list[Event]:
         self.agreement.finish(hyp)
         words = [*self._committed, *self.agreement.final]
+        cut = loop_start([w.raw for w in words])
+        if cut is not None:  # a final decode that ran on past its audio repeats the turn
+            words = words[: max(cut, len(self._committed) + 1)]
         events: list[Event] = []
         if words:
             events.append(self._update(words, [], True))
