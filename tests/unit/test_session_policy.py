@@ -1,0 +1,897 @@
+"""The streaming policy of one stream, driven without a model.
+
+A scripted speaker stands in for both models: `ScriptedVad` answers silero's question (speech
+probability per 32 ms frame) from a list of speech intervals, and `Oracle` answers the decoder's
+(the words heard in a ticket's window, times relative to the window start). A `Harness` feeds
+audio frame by frame, serves the session's decode tickets (at once, or when the test says), and
+keeps a log of what the session emitted, so each test reads as a transcript of one stream.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from streamscribe.engine.decoding import DecodeResult, RawWord
+from streamscribe.engine.session import DecodeTicket, StreamingSession, TurnSettings
+from streamscribe.events import SpeechStarted, TurnUpdate
+
+RATE = 16000
+FRAME = 512  # samples per VAD frame at 16 kHz
+FRAME_MS = 32
+ONSET = 1024  # speech in these tests starts on a frame boundary
+
+# ------------------------------------------------------------------ the scripted speaker
+
+
+@dataclass(frozen=True)
+class Spoken:
+    text: str  # as the model would write it: cased, punctuated
+    start_ms: int
+    end_ms: int
+
+
+def say(text: str, at: int = ONSET, step: int = 300, length: int = 250) -> list[Spoken]:
+    """Words spoken one every `step` ms from `at`."""
+    return [Spoken(w, at + i * step, at + i * step + length) for i, w in enumerate(text.split())]
+
+
+def speech_of(words: list[Spoken], gap_ms: int = 200) -> list[tuple[int, int]]:
+    """Speech intervals: words closer than `gap_ms` belong to one stretch of speech."""
+    out: list[list[int]] = []
+    for w in words:
+        if out and w.start_ms - out[-1][1] < gap_ms:
+            out[-1][1] = w.end_ms
+        else:
+            out.append([w.start_ms, w.end_ms])
+    return [(a, b) for a, b in out]
+
+
+class ScriptedVad:
+    """Per-frame speech probabilities for the samples fed, like SileroStream.process."""
+
+    def __init__(self, speech: list[tuple[int, int]]) -> None:
+        self.speech = speech
+        self.frames = 0
+        self.pending = 0
+
+    def __call__(self, samples: np.ndarray) -> list[float]:
+        self.pending += len(samples)
+        probs = []
+        while self.pending >= FRAME:
+            t = self.frames * FRAME_MS
+            probs.append(0.9 if any(a <= t < b for a, b in self.speech) else 0.0)
+            self.frames += 1
+            self.pending -= FRAME
+        return probs
+
+
+Model = Callable[[DecodeTicket], DecodeResult]
+
+
+def result(words: list[Spoken], window_start_ms: int, **kw) -> DecodeResult:
+    raw = tuple(
+        RawWord(
+            w.text,
+            max(0, w.start_ms - window_start_ms) / 1000,
+            (w.end_ms - window_start_ms) / 1000,
+            0.9,
+        )
+        for w in words
+    )
+    return DecodeResult(raw, " ".join(w.text for w in words), **kw)
+
+
+def oracle(words: list[Spoken], **kw) -> Model:
+    """A perfect model: the words whose audio lies inside the ticket's window."""
+
+    def decode(ticket: DecodeTicket) -> DecodeResult:
+        heard = [
+            w
+            for w in words
+            if w.start_ms >= ticket.window_start_ms - 50 and w.end_ms <= ticket.window_end_ms
+        ]
+        return result(heard, ticket.window_start_ms, **kw)
+
+    return decode
+
+
+def silent_model(ticket: DecodeTicket) -> DecodeResult:
+    return DecodeResult((), "")
+
+
+# ------------------------------------------------------------------ the harness
+
+
+# The timing knobs these transcripts are written against, pinned so that tuning the defaults
+# does not rewrite every expected time below.
+PINNED = dict(
+    first_partial_ms=300,
+    partial_interval_ms=500,
+    max_interval_ms=3000,
+    min_turn_silence_ms=400,
+    max_turn_silence_ms=1280,
+    end_of_turn_confidence_threshold=0.4,
+    pre_roll_ms=400,
+    tail_ms=300,
+    window_budget_ms=10000,
+    max_turn_ms=45000,
+    vad_threshold=0.5,
+)
+
+
+def settings(**changes) -> TurnSettings:
+    return TurnSettings(**{**PINNED, **changes})
+
+
+@dataclass
+class Harness:
+    words: list[Spoken] = field(default_factory=list)
+    speech: list[tuple[int, int]] | None = None
+    model: Model | None = None
+    settings: TurnSettings = field(default_factory=settings)
+    auto: bool = True  # serve every ticket at once (a model with no latency)
+
+    def __post_init__(self) -> None:
+        speech = speech_of(self.words) if self.speech is None else self.speech
+        self.model = self.model or oracle(self.words)
+        self.session = StreamingSession(settings=self.settings, vad_probs=ScriptedVad(speech))
+        self.log: list[tuple[int, str, object]] = []  # (audio_ms, "feed"|ticket kind, event)
+        self.tickets: list[DecodeTicket] = []
+        self.n = 0  # samples fed so far
+
+    # audio
+    def step(self, frames: int = 1) -> None:
+        """Feed `frames` VAD frames; each sample's value is its index, so windows can be
+        checked against the stream position."""
+        samples = np.arange(self.n, self.n + frames * FRAME, dtype=np.float32)
+        self.n += len(samples)
+        for event in self.session.feed(samples):
+            self.log.append((self.session.audio_ms, "feed", event))
+        if self.auto:
+            self.serve()
+
+    def run_until(self, ms: int, frames: int = 1) -> None:
+        while self.session.audio_ms < ms:
+            self.step(frames)
+
+    # decoding
+    def ask(self) -> DecodeTicket | None:
+        ticket = self.session.next_request()
+        if ticket is not None:
+            self.tickets.append(ticket)
+        return ticket
+
+    def answer(self, ticket: DecodeTicket, res: DecodeResult | None = None) -> list:
+        assert self.model is not None
+        events = self.session.apply(ticket, res if res is not None else self.model(ticket))
+        for event in events:
+            self.log.append((self.session.audio_ms, ticket.kind, event))
+        return events
+
+    def serve(self) -> None:
+        while (ticket := self.ask()) is not None:
+            self.answer(ticket)
+
+    # reading the log
+    def events(self, kind: type) -> list:
+        return [e for _, _, e in self.log if isinstance(e, kind)]
+
+    @property
+    def updates(self) -> list[TurnUpdate]:
+        return self.events(TurnUpdate)
+
+    @property
+    def ends(self) -> list[TurnUpdate]:
+        return [u for u in self.updates if u.end_of_turn and not u.formatted]
+
+    def first(self, predicate) -> tuple[int, str, object]:
+        return next(entry for entry in self.log if predicate(entry[2]))
+
+    def end_at_ms(self) -> int:
+        at, _, _ = self.first(lambda e: isinstance(e, TurnUpdate) and e.end_of_turn)
+        return at
+
+    @property
+    def kinds(self) -> list[str]:
+        return [t.kind for t in self.tickets]
+
+
+def shown(update: TurnUpdate) -> str:
+    """A turn update as a client would see it: final words marked with *."""
+    return " ".join(w.text + ("*" if w.final else "") for w in update.words)
+
+
+HELLO = say("Hello world how are you?")  # 1024 .. 2474 ms
+SPEECH_END = 2496  # end of the last speech frame (2464 + 32)
+
+
+# ------------------------------------------------------------------ onset and first partial
+
+
+def test_silence_alone_starts_nothing():
+    h = Harness(speech=[])
+    h.run_until(3000)
+    assert h.log == [] and h.tickets == []
+    assert not h.session.turn_active
+    assert h.session.lag_ms == 0
+    # between turns only the pre-roll is kept
+    assert len(h.session._buf) <= (h.settings.pre_roll_ms + FRAME_MS) * RATE // 1000
+
+
+def test_speech_onset_emits_speech_started():
+    h = Harness(HELLO)
+    h.run_until(ONSET + FRAME_MS)
+    assert h.log == []  # one speech frame is not yet speech
+    h.step()
+    assert h.log == [(ONSET + 2 * FRAME_MS, "feed", SpeechStarted(0, ONSET))]
+    assert h.session.turn_active
+
+
+def test_first_partial_after_first_partial_ms_of_speech():
+    h = Harness(HELLO, auto=False)
+    while h.ask() is None:
+        h.step()
+    (ticket,) = h.tickets
+    assert h.session.audio_ms == first_partial_at(h.settings)
+    assert ticket.kind == "partial"
+    assert ticket.turn_order == 0
+    # the window starts about one pre-roll before the onset (less the onset detection delay)
+    # and ends now
+    start, end = ticket.window_start_ms, ticket.window_end_ms
+    assert ONSET - h.settings.pre_roll_ms <= start <= ONSET - h.settings.pre_roll_ms + 64
+    assert end == h.session.audio_ms
+    audio = ticket.request.audio
+    assert len(audio) == (end - start) * RATE // 1000
+    assert audio[0] == start * 16 and audio[-1] == end * 16 - 1
+    assert ticket.request.beam_size == 1 and not ticket.request.final
+    assert ticket.request.prompt == ""
+
+
+def first_partial_at(settings: TurnSettings) -> int:
+    """The first frame end with `first_partial_ms` of speech, once the onset is detected."""
+    frames = max(2, -(-settings.first_partial_ms // FRAME_MS))
+    return ONSET + frames * FRAME_MS
+
+
+@pytest.mark.parametrize("first_partial_ms", [100, 300, 600])
+def test_first_partial_ms_is_a_setting(first_partial_ms):
+    pinned = settings(first_partial_ms=first_partial_ms)
+    h = Harness(HELLO, settings=pinned, auto=False)
+    while h.ask() is None:
+        h.step()
+    assert h.session.audio_ms == first_partial_at(pinned)
+
+
+def test_at_most_one_request_in_flight():
+    h = Harness(HELLO, auto=False)
+    while h.ask() is None:
+        h.step()
+    first = h.tickets[0]
+    for _ in range(20):  # 640 ms more audio, the decode still running
+        h.step()
+        assert h.ask() is None
+    assert h.session.in_flight is first
+    assert not h.session.idle
+    h.answer(first)
+    second = h.ask()  # more than one interval of new audio: asked at once
+    assert second is not None and second.kind == "partial"
+    assert second.window_end_ms == h.session.audio_ms
+
+
+def test_partials_follow_at_the_partial_interval():
+    h = Harness(HELLO)
+    h.run_until(2400)
+    assert [(t.kind, t.window_end_ms) for t in h.tickets] == [
+        ("partial", ONSET + 320),
+        ("partial", ONSET + 320 + 512),  # the first frame 500 ms later
+        ("partial", ONSET + 320 + 1024),
+    ]
+    assert len({t.window_start_ms for t in h.tickets}) == 1  # the window grows from the onset
+
+
+def test_the_partial_interval_widens_when_decodes_come_back_slowly():
+    h = Harness(HELLO)
+    h.session.note_round_trip(2000)  # 1.5 x round trip = 3000 ms (the cap)
+    h.run_until(5000)
+    partials = [t.window_end_ms for t in h.tickets if t.kind == "partial"]
+    assert partials[0] == ONSET + 320
+    assert all(b - a >= 3000 for a, b in zip(partials, partials[1:], strict=False))
+
+
+def test_lag_is_the_audio_no_hypothesis_covers_yet():
+    h = Harness(HELLO, auto=False)
+    h.run_until(ONSET + 320)
+    ticket = h.ask()
+    h.run_until(ONSET + 1000)
+    assert h.session.lag_ms == h.session.audio_ms - ticket.window_start_ms
+    h.answer(ticket)
+    assert h.session.lag_ms == h.session.audio_ms - ticket.window_end_ms
+
+
+# ------------------------------------------------------------------ partial turn updates
+
+
+def test_words_become_final_after_two_agreeing_hypotheses():
+    h = Harness(HELLO)
+    h.run_until(2400)
+    assert [shown(u) for u in h.updates] == [
+        "hello",
+        "hello* world",
+        "hello* world* how are",
+    ]
+    assert all(not u.end_of_turn and u.turn_order == 0 for u in h.updates)
+    assert h.updates[1].words[0].start_ms == 1024 and h.updates[1].words[0].end_ms == 1274
+
+
+def test_partials_are_lower_case_without_punctuation():
+    h = Harness(say("Hello, World! How"))
+    h.run_until(2600)
+    assert all(w.text == w.text.lower().strip(",!") for u in h.updates for w in u.words)
+
+
+def test_a_hypothesis_that_changes_nothing_sends_no_update():
+    h = Harness(HELLO, auto=False)
+    h.run_until(ONSET + 320)
+    ticket = h.ask()
+    heard = h.model(ticket)
+    assert [shown(u) for u in h.answer(ticket, heard)] == ["hello"]
+    h.run_until(ONSET + 900)
+    assert [shown(u) for u in h.answer(h.ask(), heard)] == ["hello*"]
+    h.run_until(ONSET + 1500)
+    assert h.answer(h.ask(), heard) == []  # same words, same finality: nothing to send
+
+
+def test_end_of_turn_confidence_is_zero_while_speaking():
+    h = Harness(HELLO)
+    h.run_until(2400)
+    assert {u.end_of_turn_confidence for u in h.updates} == {0.0}
+
+
+# ------------------------------------------------------------------ pause and end of turn
+
+
+def test_a_pause_asks_at_once_for_an_eager_decode_with_the_final_beam():
+    h = Harness(HELLO, auto=False)
+    while True:
+        h.step()
+        eager = h.ask()
+        if eager is not None and eager.kind == "eager":
+            break
+        if eager is not None:
+            h.answer(eager)
+    assert h.kinds == ["partial", "partial", "partial", "eager"]
+    assert h.session.audio_ms == SPEECH_END + 96  # three silent frames end the speech
+    assert eager is not None and eager.kind == "eager"
+    assert eager.window_end_ms == SPEECH_END + 96  # speech end + tail, capped at now
+    assert eager.request.beam_size == h.settings.final_beam_size
+    assert not eager.request.final
+
+
+def test_a_sentence_end_ends_the_turn_after_min_turn_silence():
+    h = Harness(HELLO)
+    h.run_until(5000)
+    assert h.end_at_ms() == SPEECH_END + 416  # first frame with >= 400 ms of silence
+    # the eager decode heard the whole turn: no separate final decode
+    assert h.kinds == ["partial", "partial", "partial", "eager"]
+    (end,) = h.ends
+    assert shown(end) == "hello* world* how* are* you*"
+    assert end.end_of_turn_confidence == 1.0
+    assert end.turn_order == 0
+    assert h.session.turn_order == 1 and not h.session.turn_active
+
+
+def test_the_eager_hypothesis_raises_end_of_turn_confidence():
+    h = Harness(HELLO)
+    h.run_until(SPEECH_END + 200)
+    last = h.updates[-1]
+    assert not last.end_of_turn
+    assert last.end_of_turn_confidence >= h.settings.end_of_turn_confidence_threshold
+
+
+def test_min_turn_silence_is_a_setting():
+    h = Harness(HELLO, settings=settings(min_turn_silence_ms=800))
+    h.run_until(6000)
+    assert h.end_at_ms() == SPEECH_END + 800
+    assert h.kinds[-1] == "final"  # partials ran in the silence: a final decode fixes the turn
+    assert shown(h.ends[0]) == "hello* world* how* are* you*"
+
+
+UNFINISHED = say("Hello world how are you")  # no sentence end
+
+
+def test_without_a_sentence_end_the_turn_ends_by_max_turn_silence_at_the_latest():
+    h = Harness(UNFINISHED, settings=settings(end_of_turn_confidence_threshold=1.0))
+    h.run_until(6000)
+    assert h.end_at_ms() == SPEECH_END + 1280
+    assert shown(h.ends[0]) == "hello* world* how* are* you*"
+
+
+def test_a_threshold_nothing_reaches_makes_every_turn_wait_for_max_turn_silence():
+    h = Harness(HELLO, settings=settings(end_of_turn_confidence_threshold=1.0))
+    h.run_until(6000)
+    assert h.end_at_ms() == SPEECH_END + 1280
+
+
+def test_without_a_sentence_end_the_turn_does_not_end_at_min_turn_silence():
+    h = Harness(UNFINISHED)
+    h.run_until(SPEECH_END + 900)
+    assert h.ends == []
+    assert h.session.turn_active
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (docstring vs behaviour): without a sentence end the turn should end after "
+    "max_turn_silence_ms (1280), but the confidence ramp 0.1 + 0.34 * silence/max crosses the "
+    "default 0.4 threshold at ~88% of it, so it ends after ~1150 ms",
+)
+def test_without_a_sentence_end_the_turn_waits_for_max_turn_silence():
+    h = Harness(UNFINISHED)
+    h.run_until(6000)
+    assert h.end_at_ms() >= SPEECH_END + 1280
+
+
+def test_a_short_pause_inside_a_sentence_does_not_end_the_turn():
+    words = say("so I was thinking", at=ONSET) + say("that we could go.", at=ONSET + 1500 + 200)
+    h = Harness(words)
+    h.run_until(8000)
+    assert len(h.ends) == 1
+    assert shown(h.ends[0]) == "so* i* was* thinking* that* we* could* go*"
+
+
+# ------------------------------------------------------------------ formatted turns, next turn
+
+
+def test_format_turns_sends_unformatted_then_formatted_with_the_same_turn_order():
+    h = Harness(HELLO, settings=settings(format_turns=True))
+    h.run_until(5000)
+    ended = [u for u in h.updates if u.end_of_turn]
+    assert [(u.turn_order, u.formatted) for u in ended] == [(0, False), (0, True)]
+    assert ended[0].text == "hello world how are you"
+    assert ended[1].text == "Hello world how are you?"
+    assert [(w.start_ms, w.end_ms) for w in ended[0].words] == [
+        (w.start_ms, w.end_ms) for w in ended[1].words
+    ]
+    assert all(w.final for w in ended[1].words)
+
+
+def test_a_formatted_turn_reads_as_a_sentence():
+    h = Harness(say("well it works"), settings=settings(format_turns=True))
+    h.run_until(5000)
+    assert h.updates[-1].formatted
+    assert h.updates[-1].text == "Well it works."
+
+
+def test_without_format_turns_there_is_one_end_of_turn_message():
+    h = Harness(HELLO)
+    h.run_until(5000)
+    assert len([u for u in h.updates if u.end_of_turn]) == 1
+
+
+def test_the_next_turn_increments_turn_order_and_hears_the_last_one_as_prompt():
+    words = HELLO + say("I am fine.", at=5024)
+    h = Harness(words, settings=settings(format_turns=True))
+    h.run_until(9000)
+    assert h.events(SpeechStarted) == [SpeechStarted(0, ONSET), SpeechStarted(0, 5024)]
+    assert [(u.turn_order, u.formatted, u.text) for u in h.updates if u.end_of_turn] == [
+        (0, False, "hello world how are you"),
+        (0, True, "Hello world how are you?"),
+        (1, False, "i am fine"),
+        (1, True, "I am fine."),
+    ]
+    second = [t for t in h.tickets if t.turn_order == 1]
+    assert second and all(t.request.prompt == "Hello world how are you?" for t in second)
+    # turn 1's SpeechStarted comes before its first update
+    order = [e for _, _, e in h.log]
+    assert order.index(SpeechStarted(0, 5024)) < order.index(
+        next(u for u in h.updates if u.turn_order == 1)
+    )
+
+
+def test_keyterms_and_prompt_lead_the_decode_prompt():
+    pinned = settings(keyterms=("Ada", "Grace Hopper"), prompt="Meeting notes.")
+    h = Harness(HELLO + say("Bye.", at=5024), settings=pinned)
+    h.run_until(8000)
+    assert h.tickets[0].request.prompt == "Ada, Grace Hopper. Meeting notes."
+    assert h.tickets[-1].request.prompt == (
+        "Ada, Grace Hopper. Meeting notes. Hello world how are you?"
+    )
+
+
+def test_the_language_of_the_decode_is_on_the_end_of_turn_only():
+    h = Harness(HELLO, model=oracle(HELLO, language="es", language_probability=0.8))
+    h.run_until(5000)
+    assert {(u.language, u.language_confidence) for u in h.updates if not u.end_of_turn} == {
+        (None, None)
+    }
+    assert (h.ends[0].language, h.ends[0].language_confidence) == ("es", 0.8)
+
+
+def test_a_pinned_language_goes_into_every_request():
+    h = Harness(HELLO, settings=settings(language="de"))
+    h.run_until(5000)
+    assert {t.request.language for t in h.tickets} == {"de"}
+
+
+# ------------------------------------------------------------------ ForceEndpoint
+
+
+def test_force_endpoint_asks_for_a_final_decode_of_the_turn_so_far():
+    h = Harness(say("one two three four five six seven eight"), auto=False)
+    h.run_until(2000)
+    assert h.session.force_endpoint() == []
+    final = h.ask()
+    assert final.kind == "final"
+    assert final.request.final and final.request.beam_size == h.settings.final_beam_size
+    assert final.window_start_ms == h.tickets[0].window_start_ms  # the whole turn
+    assert final.window_end_ms == 2016
+    events = h.answer(final)
+    end = events[0]
+    assert isinstance(end, TurnUpdate) and end.end_of_turn
+    assert end.text == "one two three"
+    assert h.session.turn_order == 1
+    # the speaker is still talking: a new turn starts where the old one ended
+    assert events[1:] == [SpeechStarted(0, 2016)]
+    assert h.session.turn_active
+
+
+def test_force_endpoint_waits_for_the_decode_in_flight():
+    h = Harness(HELLO, auto=False)
+    h.run_until(ONSET + 320)
+    partial = h.ask()
+    h.run_until(2000)
+    h.session.force_endpoint()
+    assert h.ask() is None  # one at a time, even for a final
+    assert h.answer(partial) == []  # a partial that lands while ending shows nothing
+    final = h.ask()
+    assert final.kind == "final"
+    assert h.answer(final)[0].end_of_turn
+
+
+def test_force_endpoint_twice_or_without_a_turn_does_nothing():
+    h = Harness(HELLO, auto=False)
+    assert h.session.force_endpoint() == []
+    assert h.ask() is None
+    h.run_until(2000)
+    h.session.force_endpoint()
+    final = h.ask()
+    assert h.session.force_endpoint() == []
+    assert h.ask() is None
+    h.answer(final)
+    assert h.session.idle
+
+
+def test_force_endpoint_after_the_eager_decode_needs_no_final_decode():
+    h = Harness(HELLO)
+    h.run_until(SPEECH_END + 200)
+    assert h.kinds[-1] == "eager"
+    events = h.session.force_endpoint()
+    assert [e.end_of_turn for e in events] == [True]
+    assert h.ask() is None
+
+
+def test_speech_during_a_slow_final_decode_starts_the_next_turn():
+    words = say("Good morning.") + say("Hi there.", at=3008)
+    h = Harness(words, auto=False)
+    held = None
+    while h.session.audio_ms < 6000:
+        h.step()
+        ticket = held or h.ask()
+        if ticket is None:
+            continue
+        if ticket.kind == "eager" and ticket.turn_order == 0 and h.session.audio_ms < 3500:
+            held = ticket  # the decode that will close turn 0 is slow
+            continue
+        held = None
+        h.answer(ticket)
+    assert [(u.turn_order, u.text) for u in h.ends] == [(0, "good morning"), (1, "hi there")]
+    assert h.events(SpeechStarted)[1].at_ms <= 3008
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: feed() overwrites _pending_start_ms with every onset seen while a turn is "
+    "ending, so when a short utterance starts and ends during a slow final decode, the next "
+    "turn starts at the LATER onset and the utterance in between is silently lost",
+)
+def test_two_onsets_during_a_slow_final_decode_lose_no_words():
+    words = say("Good morning.") + say("hi", at=3008) + say("There you are.", at=4000)
+    h = Harness(words, auto=False)
+    held = None
+    while h.session.audio_ms < 8000:
+        h.step()
+        ticket = held or h.ask()
+        if ticket is None:
+            continue
+        if ticket.kind == "eager" and ticket.turn_order == 0 and h.session.audio_ms < 4500:
+            held = ticket  # turn 0's closing decode takes 2.8 s (a loaded server)
+            continue
+        held = None
+        h.answer(ticket)
+    heard = " ".join(w.text for u in h.ends for w in u.words)
+    assert heard == "good morning hi there you are"
+
+
+# ------------------------------------------------------------------ stale results
+
+
+def test_a_result_for_an_older_turn_is_ignored():
+    h = Harness(HELLO + say("Bye.", at=5024), auto=False)
+    h.run_until(ONSET + 320)
+    old = h.ask()
+    h.answer(old)
+    h.run_until(2000)
+    h.session.force_endpoint()
+    h.answer(h.ask())
+    assert h.session.turn_order == 1
+    assert h.session.apply(old, h.model(old)) == []
+
+
+def test_a_partial_for_a_window_that_has_moved_is_ignored():
+    h = Harness(HELLO, auto=False)
+    h.run_until(ONSET + 320)
+    ticket = h.ask()
+    h.session._window_start_ms += 100  # a commit happened while it was decoding
+    assert h.session.apply(ticket, h.model(ticket)) == []
+    assert h.session.in_flight is None
+
+
+# ------------------------------------------------------------------ noise
+
+
+def test_a_turn_with_no_words_is_dropped_silently():
+    h = Harness(speech=[(ONSET, 2500)], model=silent_model)
+    h.run_until(6000)
+    assert h.events(SpeechStarted) == [SpeechStarted(0, ONSET)]
+    assert h.updates == []
+    assert not h.session.turn_active
+    assert h.session.turn_order == 0
+    assert h.session.idle
+
+
+def test_after_noise_the_next_real_turn_is_turn_zero():
+    noise = (ONSET, 2000)
+    words = say("Hello there.", at=5024)
+
+    def model(ticket):
+        return oracle(words)(ticket) if ticket.window_end_ms > 5000 else silent_model(ticket)
+
+    h = Harness(words, speech=[noise, *speech_of(words)], model=model)
+    h.run_until(9000)
+    assert [(u.turn_order, u.text) for u in h.ends] == [(0, "hello there")]
+
+
+def test_rejected_hypotheses_that_come_back_empty_show_nothing():
+    h = Harness(HELLO, model=lambda t: DecodeResult((), "", rejected="no_speech"))
+    h.run_until(5000)
+    assert h.updates == []
+
+
+# ------------------------------------------------------------------ final words never change
+
+
+def final_prefix(update: TurnUpdate) -> list[tuple[str, int, int]]:
+    return [(w.text, w.start_ms, w.end_ms) for w in update.words if w.final]
+
+
+def assert_final_words_never_change(updates: list[TurnUpdate]) -> None:
+    by_turn: dict[int, list[TurnUpdate]] = {}
+    for u in updates:
+        if not u.formatted:
+            by_turn.setdefault(u.turn_order, []).append(u)
+    for order, turn in by_turn.items():
+        for before, after in zip(turn, turn[1:], strict=False):
+            a, b = final_prefix(before), final_prefix(after)
+            assert b[: len(a)] == a, f"turn {order}: {shown(before)!r} -> {shown(after)!r}"
+            assert after.final_text.startswith(before.final_text)
+            assert [w.final for w in after.words] == sorted(
+                (w.final for w in after.words), reverse=True
+            )  # final words first, tentative after
+        assert [u.end_of_turn for u in turn].count(True) <= 1
+        assert not turn[-1].end_of_turn or all(w.final for w in turn[-1].words)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_final_word_is_never_changed_over_random_hypotheses(seed):
+    rng = random.Random(seed)
+    words: list[Spoken] = []
+    t = ONSET
+    for i in range(rng.randint(20, 60)):
+        words.append(Spoken(f"w{i}" + ("." if rng.random() < 0.15 else ""), t, t + 200))
+        t += rng.choice([250, 300, 350, 300, 900, 1500])  # now and then a pause
+    truth = oracle(words)
+
+    def noisy(ticket: DecodeTicket) -> DecodeResult:
+        heard = list(truth(ticket).words)
+        heard = [
+            RawWord(f"x{rng.randint(0, 99)}", w.start, w.end, w.probability)
+            if rng.random() < 0.2
+            else w
+            for w in heard
+        ]
+        if heard and rng.random() < 0.3:  # the model drops the tail
+            heard = heard[: rng.randint(0, len(heard))]
+        return DecodeResult(tuple(heard), " ".join(w.text for w in heard))
+
+    h = Harness(words, model=noisy, auto=False)
+    pending: DecodeTicket | None = None
+    due = 0
+    while h.session.audio_ms < t + 3000:
+        h.step()
+        if pending is None:
+            pending = h.ask()
+            due = rng.randint(0, 6)  # a decode takes 0 to 6 frames
+        if pending is not None:
+            if due == 0:
+                h.answer(pending)
+                pending = None
+            else:
+                due -= 1
+    assert h.ends, "at least one turn ended"
+    assert_final_words_never_change(h.updates)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _finalize runs the loop guard over the whole assembled turn, so real speech "
+    "with a repeated phrase ('we need to go we need to go now') loses words that were already "
+    "sent as word_is_final=true, and everything after the repeat",
+)
+def test_the_end_of_turn_keeps_every_word_already_sent_as_final():
+    h = Harness(say("we need to go we need to go now please."))
+    h.run_until(7000)
+    assert_final_words_never_change(h.updates)
+    assert h.ends[0].text == "we need to go we need to go now please"
+
+
+# ------------------------------------------------------------------ long streams stay bounded
+
+
+def test_ten_minutes_of_speech_keep_the_buffer_bounded_and_lose_no_word():
+    words: list[Spoken] = []
+    t = ONSET
+    i = 0
+    while t < 600_000:  # sentences of 60 words (18 s) with 224 ms breaths between them
+        for k in range(60):
+            words.append(Spoken(f"w{i}" + ("." if k == 59 else ""), t, t + 250))
+            t += 300
+            i += 1
+        t += 224
+    h = Harness(words)
+    budget = h.settings.window_budget_ms
+    biggest = 0
+    while h.session.audio_ms < t + 3000:
+        h.step(frames=5)
+        biggest = max(biggest, len(h.session._buf))
+    assert biggest < (budget / 1000 + 2) * RATE
+    assert max(t.window_end_ms - t.window_start_ms for t in h.tickets) <= budget + 1000
+    # every word spoken is in exactly one ended turn, in order
+    assert [w.text for u in h.ends for w in u.words] == [w.text.rstrip(".") for w in words]
+    assert [u.turn_order for u in h.ends] == list(range(len(h.ends)))
+    assert all(u.end_ms - u.start_ms <= h.settings.max_turn_ms + 15000 for u in h.ends)
+
+
+def test_a_window_commit_moves_final_words_into_the_prompt():
+    words = say(" ".join(f"w{i}" for i in range(80)))  # 24 s without a pause
+    h = Harness(words)
+    h.run_until(words[-1].end_ms)
+    moved = [t for t in h.tickets if t.window_start_ms > h.tickets[0].window_start_ms]
+    assert moved, "the window moved on"
+    for ticket in moved:
+        before = [w.text for w in words if w.end_ms <= ticket.window_start_ms]
+        # the committed words are the prompt, ending with the last word before the window
+        assert ticket.request.prompt.split()[-1] == before[-1]
+        assert ticket.request.prompt == " ".join(before)[-200:]
+        assert len(ticket.request.audio) == (
+            (ticket.window_end_ms - ticket.window_start_ms) * RATE // 1000
+        )
+        assert ticket.request.audio[0] == ticket.window_start_ms * 16
+    # the committed words are still part of the turn shown to the client
+    assert h.updates[-1].words[0].text == "w0" and h.updates[-1].words[0].final
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_update_settings_rejects_unknown_keys():
+    session = StreamingSession(vad_probs=ScriptedVad([]))
+    with pytest.raises(ValueError, match="unknown turn settings: max_turn_silence, nonsense"):
+        session.update_settings({"max_turn_silence": 1, "nonsense": 2, "min_turn_silence_ms": 5})
+    assert session.settings == TurnSettings()  # nothing applied
+
+
+def test_update_settings_applies_known_keys_and_the_vad_threshold():
+    session = StreamingSession(vad_probs=ScriptedVad([]))
+    session.update_settings({"max_turn_silence_ms": 2000, "vad_threshold": 0.7})
+    assert session.settings.max_turn_silence_ms == 2000
+    assert session.vad.threshold == 0.7
+    assert session.vad.off_threshold == pytest.approx(0.55)
+    session.update_settings({"vad_threshold": 0.1})
+    assert session.vad.off_threshold == 0.05
+
+
+def test_update_settings_mid_turn_takes_effect_for_this_turn():
+    h = Harness(HELLO)
+    h.run_until(2000)
+    h.session.update_settings({"end_of_turn_confidence_threshold": 1.0})
+    h.run_until(6000)
+    assert h.end_at_ms() == SPEECH_END + 1280
+
+
+def test_every_setting_a_v3_client_can_send_is_an_engine_setting():
+    from streamscribe.protocols.assemblyai_v3 import parse_query, parse_update
+
+    config = parse_query(
+        {
+            "sample_rate": "16000",
+            "format_turns": "true",
+            "end_of_turn_confidence_threshold": "0.5",
+            "min_turn_silence": "300",
+            "max_turn_silence": "900",
+            "vad_threshold": "0.4",
+            "keyterms_prompt": '["a"]',
+            "prompt": "p",
+            "language_code": "en",
+        }
+    )
+    settings = TurnSettings().updated(config.turn)
+    assert settings.min_turn_silence_ms == 300 and settings.keyterms == ("a",)
+    changes = parse_update(
+        {
+            "type": "UpdateConfiguration",
+            "end_of_turn_confidence_threshold": 0.5,
+            "min_turn_silence": 300,
+            "min_end_of_turn_silence_when_confident": 300,
+            "max_turn_silence": 900,
+            "vad_threshold": 0.4,
+            "format_turns": True,
+            "keyterms_prompt": ["a"],
+            "prompt": "p",
+        }
+    )
+    StreamingSession(vad_probs=ScriptedVad([])).update_settings(changes)
+
+
+# ------------------------------------------------------------------ what a v3 client receives
+
+
+def test_an_engine_stream_renders_as_a_valid_v3_transcript():
+    import json
+
+    from assemblyai.streaming.v3 import TurnEvent
+
+    from streamscribe.protocols.assemblyai_v3 import V3Protocol, parse_query
+
+    words = HELLO + say("I am fine, thanks.", at=5024)
+    h = Harness(
+        words,
+        settings=settings(format_turns=True),
+        model=oracle(words, language="en", language_probability=0.97),
+    )
+    h.run_until(10_000)
+    proto = V3Protocol(
+        parse_query({"sample_rate": "16000", "format_turns": "True", "language_detection": "1"})
+    )
+    turns = [TurnEvent.model_validate_json(o.text) for u in h.updates for o in proto.render(u)]
+    assert [(t.turn_order, t.end_of_turn, t.turn_is_formatted) for t in turns if t.end_of_turn] == [
+        (0, True, False),
+        (0, True, True),
+        (1, True, False),
+        (1, True, True),
+    ]
+    for order in (0, 1):
+        unformatted = [t for t in turns if t.turn_order == order and not t.turn_is_formatted]
+        transcripts = [t.transcript for t in unformatted]
+        assert all(b.startswith(a) for a, b in zip(transcripts, transcripts[1:], strict=False))
+        assert unformatted[-1].language_code == "en"
+        assert all(t.language_code is None for t in unformatted[:-1])
+    assert [t.transcript for t in turns if t.turn_is_formatted] == [
+        "Hello world how are you?",
+        "I am fine, thanks.",
+    ]
+    assert json.loads(proto.render(h.updates[0])[0].text)["words"][0]["start"] == ONSET
