@@ -40,9 +40,13 @@ class LocalAgreement:
         self.final: list[HypWord] = []
         self._previous: list[HypWord] = []
         self.tentative: list[HypWord] = []
+        # final words whose audio already left the window (the prompt); a model given them as
+        # a prompt over a short window sometimes says them again, which must not be appended
+        self.context: list[HypWord] = []
 
     def reset(self) -> None:
         self.final.clear()
+        self.context = []
         self._previous = []
         self.tentative = []
 
@@ -53,20 +57,23 @@ class LocalAgreement:
         about one of them, fall back to time: keep what starts after the last final word.
         """
         n = len(self.final)
-        if [w.norm for w in hyp[:n]] == [w.norm for w in self.final]:
+        if n and [w.norm for w in hyp[:n]] == [w.norm for w in self.final]:
             return hyp[n:]
+        known = [w.norm for w in self.context[-40:] + self.final]
+        if not known:
+            return hyp
+        # match the known words inside the hypothesis; what follows the last match is new
+        matcher = SequenceMatcher(None, known, [w.norm for w in hyp], autojunk=False)
+        blocks = [b for b in matcher.get_matching_blocks() if b.size]
+        if blocks:
+            last = blocks[-1]
+            end = last.b + last.size
+            matched = sum(b.size for b in blocks)
+            reaches_end = last.a + last.size >= len(known) - 2
+            if reaches_end and matched >= 2 and matched * 2 >= min(len(known), end):
+                return hyp[end:]
         if not self.final:
             return hyp
-        # match the final words inside the hypothesis; what follows the last match is new
-        matcher = SequenceMatcher(
-            None, [w.norm for w in self.final], [w.norm for w in hyp], autojunk=False
-        )
-        blocks = [b for b in matcher.get_matching_blocks() if b.size]
-        matched = sum(b.size for b in blocks)
-        if blocks and matched * 2 >= min(n, len(hyp)):
-            last = blocks[-1]
-            if last.a + last.size >= n - 2:  # the match reaches the end of the final words
-                return hyp[last.b + last.size :]
         boundary = self.final[-1].end_ms - 80
         return [w for w in hyp if w.start_ms >= boundary]
 

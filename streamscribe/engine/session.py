@@ -63,7 +63,7 @@ class TurnSettings:
     language: str | None = None
     vad_threshold: float = 0.5
     partial_interval_ms: int = 500
-    first_partial_ms: int = 300
+    first_partial_ms: int = 200
     window_budget_ms: int = 10000
     max_turn_ms: int = 45000
     final_beam_size: int = 5
@@ -310,6 +310,7 @@ class StreamingSession:
         if cut <= self._window_start_ms:
             return
         self._committed.extend(self.agreement.commit_before(cut + 1))
+        self.agreement.context = list(self._committed)
         self._window_start_ms = cut
         self.agreement._previous = [w for w in self.agreement._previous if w.start_ms >= cut]
         self._trim()

@@ -95,8 +95,9 @@ class WhisperCT2Transcriber:
         results: list[DecodeResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault((r.language, r.task, r.beam_size), []).append(i)
-        for (language, task, beam), idx in groups.items():
+            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()))
+            groups.setdefault(key, []).append(i)
+        for (language, task, beam, _), idx in groups.items():
             out = self._decode_group([requests[i] for i in idx], language, task, beam)
             for i, res in zip(idx, out, strict=True):
                 results[i] = res
@@ -117,12 +118,17 @@ class WhisperCT2Transcriber:
             languages = [(d[0][0][2:-2], float(d[0][1])) for d in detected]
 
         tokenizers = [self.tokenizer(lang, task) for lang, _ in languages]
+        previous = [
+            tok.encode(" " + r.prompt.strip()) if r.prompt.strip() else []
+            for r, tok in zip(reqs, tokenizers, strict=True)
+        ]
+        # CTranslate2 needs <|startoftranscript|> at the same position in every batch item:
+        # every item keeps the same number of (most recent) previous-text tokens
+        keep = min(223 - 8, *(len(p) for p in previous))
         prompts = []
         max_new = []
-        for r, tok in zip(reqs, tokenizers, strict=True):
-            prompt: list[int] = []
-            if r.prompt.strip():
-                prompt = [tok.sot_prev, *tok.encode(" " + r.prompt.strip())[-(223 - 8) :]]
+        for prev, r, tok in zip(previous, reqs, tokenizers, strict=True):
+            prompt: list[int] = [tok.sot_prev, *prev[len(prev) - keep :]] if keep else []
             prompt += [*tok.sot_sequence, tok.no_timestamps]
             prompts.append(prompt)
             # a speaker rarely says more than ~5 tokens/s; bounds loops and runaway output
