@@ -69,9 +69,10 @@ class LocalAgreement:
             last = blocks[-1]
             end = last.b + last.size
             matched = sum(b.size for b in blocks)
-            reaches_end = last.a + last.size >= len(known) - 2
-            if reaches_end and matched >= 2 and matched * 2 >= min(len(known), end):
-                return hyp[end:]
+            unmatched_tail = len(known) - (last.a + last.size)
+            if unmatched_tail <= 2 and matched >= 2 and matched * 2 >= min(len(known), end):
+                # a revised word at the end of the known words is skipped, not appended again
+                return hyp[end + unmatched_tail :]
         if not self.final:
             return hyp
         boundary = self.final[-1].end_ms - 80
@@ -101,7 +102,8 @@ class LocalAgreement:
 
     def commit_before(self, ms: int) -> list[HypWord]:
         """Drop final words that end before `ms` (their audio left the window); return them."""
-        keep = [w for w in self.final if w.end_ms > ms]
-        gone = self.final[: len(self.final) - len(keep)]
-        self.final = keep
+        i = 0
+        while i < len(self.final) and self.final[i].end_ms <= ms:
+            i += 1
+        gone, self.final = self.final[:i], self.final[i:]
         return gone

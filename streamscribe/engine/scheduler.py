@@ -55,6 +55,7 @@ class DecodeScheduler:
         self.max_batch_size = max(1, max_batch_size)
         self.workers = max(1, workers)
         self._queue: list[_Item] = []
+        self._in_flight: list[_Item] = []
         self._wakeup: asyncio.Event | None = None
         self._seq = itertools.count()
         self._tasks: list[asyncio.Task] = []
@@ -67,14 +68,17 @@ class DecodeScheduler:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
+        """Stop the workers; every caller still waiting gets CancelledError, none waits forever."""
+        waiting = [*self._queue, *self._in_flight]
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for item in self._queue:
+        for item in waiting:
             if not item.future.done():
                 item.future.cancel()
         self._queue.clear()
+        self._in_flight.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -126,10 +130,15 @@ class DecodeScheduler:
             for item in batch:
                 self.stats.queue_delays_ms.append((now, (now - item.queued_at) * 1000))
             self.busy += 1
+            self._in_flight.extend(batch)
             try:
                 results = await loop.run_in_executor(
                     self._executor, self.transcriber.transcribe_batch, [i.request for i in batch]
                 )
+                if len(results) != len(batch):
+                    raise RuntimeError(
+                        f"backend returned {len(results)} results for {len(batch)} requests"
+                    )
             except Exception as exc:  # a model failure fails its requests, not the server
                 log.exception("decode batch of %d failed", len(batch))
                 self.stats.failed += len(batch)
@@ -139,6 +148,7 @@ class DecodeScheduler:
                 continue
             finally:
                 self.busy -= 1
+                self._in_flight = [i for i in self._in_flight if i not in batch]
             self.stats.batches += 1
             self.stats.requests += len(batch)
             self.stats.batch_sizes.append(len(batch))

@@ -143,8 +143,8 @@ class StreamingSession:
             if change == "start":
                 start = self.vad.state.speech_start_ms
                 if self.turn_active or self.ending:
-                    if self.ending:
-                        self._pending_start_ms = start
+                    if self.ending and self._pending_start_ms is None:
+                        self._pending_start_ms = start  # the earliest onset wins
                     continue
                 self._start_turn(start)
                 events.append(SpeechStarted(self.channel, start))
@@ -191,9 +191,10 @@ class StreamingSession:
         last = self._last_hyp[-1].raw if self._last_hyp else ""
         if not last and self.agreement.final:
             last = self.agreement.final[-1].raw
-        base = 0.9 if covered and last.endswith(SENTENCE_END) else 0.2
         ramp = min(1.0, silence / max(1, self.settings.max_turn_silence_ms))
-        return round(min(0.99, base * (0.5 + 0.5 * ramp) + 0.3 * ramp * (1 - base)), 4)
+        if covered and last.endswith(SENTENCE_END):
+            return round(0.45 + 0.5 * ramp, 4)  # 0.45 .. 0.95
+        return round(0.1 + 0.25 * ramp, 4)  # 0.10 .. 0.35: only the silence rule ends it
 
     def _check_endpoint(self) -> list[Event]:
         s = self.settings
@@ -213,7 +214,7 @@ class StreamingSession:
         confident = self.end_of_turn_confidence() >= s.end_of_turn_confidence_threshold
         if (
             (silence >= s.min_turn_silence_ms and confident)
-            or silence >= s.max_turn_silence_ms
+            or silence >= max(s.max_turn_silence_ms, s.min_turn_silence_ms)
             or (turn_ms >= s.max_turn_ms and silence >= 150)
         ):
             return self._end_turn(min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms))
@@ -292,6 +293,8 @@ class StreamingSession:
         ):
             end = min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms)
             return self._ticket("eager", end, s.final_beam_size)
+        if not self.vad.state.in_speech:
+            return None  # a pause: the eager decode above already heard everything
         if first and speech_ms >= s.first_partial_ms:
             return self._ticket("partial", self.audio_ms, s.partial_beam_size)
         if not first and since >= self._interval_ms():
@@ -404,9 +407,12 @@ class StreamingSession:
 
     def _finalize(self, hyp: list[HypWord]) -> list[Event]:
         self.agreement.finish(hyp)
+        sent_final = sum(1 for w in self.last_update.words if w.final) if self.last_update else 0
         words = [*self._committed, *self.agreement.final]
         cut = loop_start([w.raw for w in words])
-        if cut is not None:  # a final decode that ran on past its audio repeats the turn
+        if cut is not None and cut >= sent_final:
+            # a final decode that ran on past its audio repeats the turn; a repeat among words
+            # the client already has as final was really said and stays
             words = words[: max(cut, len(self._committed) + 1)]
         events: list[Event] = []
         if words:

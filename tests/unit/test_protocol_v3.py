@@ -866,11 +866,6 @@ def test_language_fields_are_left_out_when_the_engine_has_no_language():
     assert "language_code" not in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _turn renders `language_confidence or 1.0`, so a real confidence of 0.0 is "
-    "sent as 1.0 (full certainty)",
-)
 def test_a_zero_language_confidence_is_not_turned_into_certainty():
     message = render_one(
         protocol(language_detection="true"),

@@ -297,12 +297,6 @@ async def test_a_caller_that_gives_up_does_not_block_the_others(model):
         await scheduler.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: results are zipped with strict=True outside the try block, so a backend "
-    "returning the wrong number of results kills the worker task: that batch and every "
-    "later request wait forever",
-)
 async def test_a_backend_returning_too_few_results_fails_only_that_batch(model):
     scheduler = await make(model)
     try:
@@ -332,11 +326,6 @@ async def test_stop_cancels_what_is_still_queued(model):
     assert scheduler.queued == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stop() cancels the worker while it awaits the model but never resolves the "
-    "futures of the batch being decoded, so their callers wait forever",
-)
 async def test_stop_does_not_leave_the_batch_in_flight_waiting_forever(model):
     scheduler = await make(model)
     first = await busy(scheduler, model)
