@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     max_session_seconds: int = 10800
     idle_timeout_seconds: float = 120.0  # no audio nor message for this long ends a session
 
+    # platform: storage, access, retention, shutdown
+    database_url: str | None = None  # default: SQLite file <data_dir>/streamscribe.db
+    admin_key: str | None = None  # protects /v1/admin/*; unset: the admin API is off
+    insecure_no_auth: bool = False  # serve without keys on a non-loopback address
+    record_audio: bool = True  # write each session's audio to <data_dir>/recordings
+    retention_days: float | None = None  # delete sessions and recordings older than this
+    shutdown_grace_seconds: float = 30.0
+    max_frame_bytes: int = 1 << 20  # larger WebSocket messages are refused (close 1009)
+
     log_level: str = Field(default="info")
 
     @property

@@ -42,6 +42,7 @@ class SessionConfig:
     language_detection: bool = False
     speaker_labels: bool = False
     model: str | None = None
+    record: bool = True  # keep a recording of the session's audio (where the server records)
 
 
 # ---------------------------------------------------------------- commands (client -> engine)

@@ -1,15 +1,18 @@
 """The application factory: wires settings, model, scheduler, store and routes together.
 
-`create_app()` builds a FastAPI app whose lifespan loads the model once (in a thread, so start-up
-stays responsive) and starts the shared decode scheduler; `run()` serves it with uvicorn.
-A transcriber can be injected (tests, remote decode pools) instead of loading one.
+`create_app()` builds a FastAPI app whose lifespan opens the store (running migrations, closing
+sessions a crash left open and repairing their recordings), loads the model once (in a thread)
+and starts the shared decode scheduler; `run()` serves it with uvicorn and drains open sessions
+on SIGTERM/SIGINT before exiting. A transcriber can be injected (tests, remote decode pools).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import numpy as np
 import uvicorn
@@ -17,15 +20,38 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from streamscribe import __version__
+from streamscribe.audio.wav import repair_wav_header
 from streamscribe.config import Settings
 from streamscribe.engine.backends import load_transcriber
 from streamscribe.engine.decoding import DecodeRequest, Transcriber
 from streamscribe.engine.scheduler import DecodeScheduler
-from streamscribe.server import routes_v3
+from streamscribe.logs import configure as configure_logging
+from streamscribe.server import routes_admin, routes_sessions, routes_tokens, routes_v3
+from streamscribe.server.auth import is_loopback, open_mode
+from streamscribe.server.retention import retention_loop
 from streamscribe.server.state import ServerState
-from streamscribe.store.transcripts import TranscriptLog
+from streamscribe.store import Store
 
 log = logging.getLogger("streamscribe")
+
+
+class StartupRefused(RuntimeError):
+    """The server must not start as configured; the message says what to change."""
+
+
+async def _recover(store: Store) -> None:
+    """Sessions a crash left open become 'abnormal'; their recordings get a valid header."""
+    for session_id in await store.close_abandoned_sessions():
+        detail = await store.get_session(session_id)
+        path = detail.info.recording_path if detail else None
+        if path and Path(path).exists():
+            frames = repair_wav_header(path)
+            log.warning(
+                "recovered session %s: %d turns, %d audio frames",
+                session_id,
+                len(detail.turns) if detail else 0,
+                frames,
+            )
 
 
 def create_app(settings: Settings | None = None, transcriber: Transcriber | None = None) -> FastAPI:
@@ -34,6 +60,18 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await Store.open(settings.database_url, settings.data_dir)
+        if (
+            not is_loopback(settings.host)
+            and not settings.insecure_no_auth
+            and await store.count_active_keys() == 0
+        ):
+            await store.close()
+            raise StartupRefused(
+                f"refusing to serve {settings.host} without an API key: create one with "
+                "`streamscribe keys create NAME`, or pass --insecure-no-auth"
+            )
+        await _recover(store)
         model = transcriber
         if model is None:
             log.info(
@@ -46,20 +84,30 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             )
         scheduler = DecodeScheduler(model, settings.max_batch_size, settings.decode_workers)
         await scheduler.start()
-        app.state.streamscribe = ServerState(
-            settings=settings,
-            transcriber=model,
-            scheduler=scheduler,
-            transcripts=TranscriptLog(settings.data_dir),
-        )
+        state = ServerState(settings=settings, transcriber=model, scheduler=scheduler, store=store)
+        app.state.streamscribe = state
+        if await open_mode(state):
+            log.warning(
+                "OPEN MODE: no API key exists, anyone who can reach %s:%s may transcribe; "
+                "create a key with `streamscribe keys create NAME`",
+                settings.host,
+                settings.port,
+            )
+        sweeper = asyncio.create_task(retention_loop(state)) if settings.retention_days else None
         log.info("streamscribe %s ready on %s:%s", __version__, settings.host, settings.port)
         try:
             yield
         finally:
+            state.draining = True
+            await _drain(state, settings.shutdown_grace_seconds)
+            if sweeper is not None:
+                sweeper.cancel()
             await scheduler.stop()
+            await store.close()
 
     app = FastAPI(title="streamscribe", version=__version__, lifespan=lifespan)
-    app.include_router(routes_v3.router)
+    for module in (routes_v3, routes_tokens, routes_sessions, routes_admin):
+        app.include_router(module.router)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -70,6 +118,10 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         state: ServerState | None = getattr(app.state, "streamscribe", None)
         if state is None:
             return JSONResponse({"ready": False, "reason": "model loading"}, status_code=503)
+        if state.draining:
+            return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
+        if not await state.store.ping():
+            return JSONResponse({"ready": False, "reason": "database unreachable"}, status_code=503)
         if state.at_capacity:
             return JSONResponse({"ready": False, "reason": "at session capacity"}, status_code=503)
         return JSONResponse({"ready": True, "sessions": len(state.sessions)})
@@ -84,22 +136,70 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             "service": "streamscribe",
             "version": __version__,
             "model": settings.model,
-            "endpoints": {"assemblyai_v3": "/v3/ws", "metrics": "/metrics"},
+            "endpoints": {
+                "assemblyai_v3": "/v3/ws",
+                "token": "/v3/token",
+                "sessions": "/v1/sessions",
+            },
         }
 
     return app
 
 
+async def _drain(state: ServerState, grace_s: float) -> None:
+    """Wait for open sessions to flush their last turns and close (bounded by `grace_s`)."""
+    deadline = time.monotonic() + grace_s
+    while state.sessions and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if state.sessions:
+        log.error("%d sessions still open after %.0f s of grace", len(state.sessions), grace_s)
+
+
+class _GracefulServer(uvicorn.Server):
+    """On the first SIGTERM/SIGINT, let open sessions finish before uvicorn closes sockets.
+
+    uvicorn's own shutdown closes WebSockets with 1012 at once; streamscribe first stops
+    admitting sessions, lets each open one flush its final turn and send its Termination, and
+    only then lets uvicorn shut down (a second signal exits at once).
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._grace_s = grace_s
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame) -> None:  # type: ignore[override]
+        state: ServerState | None = getattr(self._app.state, "streamscribe", None)
+        if self._draining or state is None or not state.sessions:
+            return super().handle_exit(sig, frame)
+        self._draining = True
+        state.draining = True
+        log.info("shutting down: letting %d open sessions finish", len(state.sessions))
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._finish(state)))
+
+    async def _finish(self, state: ServerState) -> None:
+        await _drain(state, self._grace_s)
+        self.should_exit = True
+
+
 def run(settings: Settings) -> None:
     """Serve until interrupted (the `streamscribe serve` command)."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    uvicorn.run(
-        create_app(settings),
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,
+        ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=20,
         ws_ping_timeout=20,
     )
+    server = _GracefulServer(config, app, settings.shutdown_grace_seconds)
+    try:
+        server.run()
+    except StartupRefused as exc:
+        raise SystemExit(f"streamscribe: {exc}") from None

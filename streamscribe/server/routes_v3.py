@@ -1,14 +1,15 @@
-"""AssemblyAI Universal-Streaming v3 route: `/v3/ws`. Thin: parse, check capacity, hand over."""
+"""AssemblyAI Universal-Streaming v3 route `/v3/ws`: parse, authenticate, admit, hand over."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
 from streamscribe.errors import ProtocolError
-from streamscribe.events import ErrorKind, SessionConfig
+from streamscribe.events import SessionConfig
 from streamscribe.protocols import assemblyai_v3
 from streamscribe.protocols.common import Close
-from streamscribe.server.session_loop import run_session
+from streamscribe.server.auth import authenticate_stream
+from streamscribe.server.session_loop import check_admission, run_session
 
 router = APIRouter()
 
@@ -16,28 +17,22 @@ router = APIRouter()
 @router.websocket("/v3/ws")
 async def v3_ws(ws: WebSocket) -> None:
     state = ws.app.state.streamscribe
-    await ws.accept()
+    await ws.accept()  # the cloud answers bad requests with an Error message and a close code
+    query = dict(ws.query_params)
     try:
-        config = assemblyai_v3.parse_query(dict(ws.query_params))
+        principal = await authenticate_stream(state, ws.headers, query)
+        config = assemblyai_v3.parse_query(query)
+        await check_admission(state, principal)
     except ProtocolError as exc:
-        await _refuse(ws, assemblyai_v3.V3Protocol(SessionConfig()), exc)
+        await _refuse(ws, exc)
         return
-    dialect = assemblyai_v3.V3Protocol(config)
-    if state.at_capacity:
-        await _refuse(
-            ws,
-            dialect,
-            ProtocolError(
-                ErrorKind.BUSY,
-                "Server at capacity: try again shortly or raise --max-sessions",
-            ),
-        )
-        return
-    await run_session(ws, dialect, config, state, "assemblyai-v3")
+    await run_session(
+        ws, assemblyai_v3.V3Protocol(config), config, state, "assemblyai-v3", principal
+    )
 
 
-async def _refuse(ws: WebSocket, dialect: assemblyai_v3.V3Protocol, exc: ProtocolError) -> None:
-    for out in dialect.error(exc):
+async def _refuse(ws: WebSocket, exc: ProtocolError) -> None:
+    for out in assemblyai_v3.V3Protocol(SessionConfig()).error(exc):
         if isinstance(out, Close):
             await ws.close(out.code, out.reason)
         else:

@@ -17,9 +17,11 @@ import uuid
 from dataclasses import asdict
 from typing import Protocol
 
+import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from streamscribe.audio.converter import PcmConverter
+from streamscribe.audio.wav import WavWriter
 from streamscribe.engine.runner import SessionRunner
 from streamscribe.engine.session import TurnSettings
 from streamscribe.errors import ProtocolError
@@ -37,8 +39,11 @@ from streamscribe.events import (
     Terminate,
     TurnUpdate,
 )
+from streamscribe.logs import session_context
 from streamscribe.protocols.common import Close, Outgoing
+from streamscribe.server.auth import Principal
 from streamscribe.server.state import LiveSession, ServerState
+from streamscribe.store import TurnRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,46 @@ def turn_settings(state: ServerState, config: SessionConfig) -> TurnSettings:
     return base.updated(dict(config.turn))
 
 
+async def check_admission(state: ServerState, principal: Principal) -> None:
+    """Refuse a new session the server or the key has no room for (reason names the limit)."""
+    if state.draining:
+        raise ProtocolError(ErrorKind.BUSY, "Server shutting down: reconnect to another server")
+    if state.at_capacity:
+        raise ProtocolError(
+            ErrorKind.BUSY, "Server busy: at session capacity; try again shortly or another server"
+        )
+    key = principal.key
+    if key is None:
+        return
+    if key.max_streams is not None:
+        live = sum(1 for s in state.sessions.values() if s.key_id == key.id)
+        if live >= key.max_streams:
+            raise ProtocolError(
+                ErrorKind.LIMIT,
+                f"Unauthorized Connection: Too many concurrent sessions "
+                f"(key {key.name!r} allows {key.max_streams})",
+            )
+    if key.max_audio_hours_per_day is not None:
+        used = await state.store.audio_seconds_today(key.id)
+        if used >= key.max_audio_hours_per_day * 3600:
+            raise ProtocolError(
+                ErrorKind.LIMIT,
+                f"Daily audio limit reached: key {key.name!r} allows "
+                f"{key.max_audio_hours_per_day:g} h per day (UTC)",
+            )
+
+
+def session_limit_s(state: ServerState, principal: Principal, config: SessionConfig) -> float:
+    limits = [
+        state.settings.max_session_seconds,
+        config.max_session_s,
+        principal.max_session_seconds,
+    ]
+    if principal.key is not None:
+        limits.append(principal.key.max_session_seconds)
+    return float(min(x for x in limits if x))
+
+
 class _Ending(Exception):
     def __init__(self, reason: EndReason, error: ProtocolError | None = None) -> None:
         self.reason = reason
@@ -75,19 +120,43 @@ async def run_session(
     config: SessionConfig,
     state: ServerState,
     protocol_name: str,
+    principal: Principal | None = None,
 ) -> SessionEnded:
     """Serve one accepted WebSocket until the session ends; return how it ended."""
     session_id = str(uuid.uuid4())
+    with session_context(session_id):
+        return await _run(ws, dialect, config, state, protocol_name, principal, session_id)
+
+
+async def _run(
+    ws: WebSocket,
+    dialect: Dialect,
+    config: SessionConfig,
+    state: ServerState,
+    protocol_name: str,
+    principal: Principal | None,
+    session_id: str,
+) -> SessionEnded:
+    principal = principal or Principal(None)
     started = time.monotonic()
     fmt = config.audio
     runner = SessionRunner(
         state.scheduler, turn_settings(state, config), channels=fmt.channels, key=session_id
     )
     converter = PcmConverter(fmt.encoding, fmt.sample_rate, fmt.channels)
-    state.sessions[session_id] = LiveSession(session_id, protocol_name, runner)
+    recorder = _open_recorder(state, principal, config, session_id)
+    state.sessions[session_id] = LiveSession(session_id, protocol_name, runner, principal.key_id)
     state.sessions_total += 1
-    state.transcripts.open(session_id, protocol_name, _jsonable(config))
-    max_s = min(config.max_session_s or 1e12, state.settings.max_session_seconds)
+    await _store(
+        state.store.start_session(
+            session_id,
+            principal.key_id,
+            protocol_name,
+            _jsonable(config),
+            str(recorder.path) if recorder else None,
+        )
+    )
+    max_s = session_limit_s(state, principal, config)
     expires_at = int(time.time() + max_s)
     sender = _Sender(ws, dialect, state, session_id)
     sender_task = asyncio.create_task(sender.run(runner.events))
@@ -96,7 +165,9 @@ async def run_session(
     reason = EndReason.TERMINATED
     error: ProtocolError | None = None
     try:
-        await _receive_loop(ws, dialect, runner, converter, config, state, started, max_s, sender)
+        await _receive_loop(
+            ws, dialect, runner, converter, recorder, config, state, started, max_s, sender
+        )
     except _Ending as end:
         reason, error = end.reason, end.error
     except Exception:  # a server fault ends this session only
@@ -126,7 +197,11 @@ async def run_session(
     with contextlib.suppress(Exception):
         await asyncio.wait_for(sender_task, 10)
     await sender.close_if_open()
-    state.transcripts.close(session_id, ended)
+    if recorder is not None:
+        recorder.close()
+    audio_s = ended.audio_ms / 1000
+    await _store(state.store.end_session(session_id, str(reason), audio_s))
+    await _store(state.store.add_usage(principal.key_id, audio_s))
     state.sessions.pop(session_id, None)
     log.info(
         "session %s ended (%s): %.1f s audio, %d turns",
@@ -143,6 +218,7 @@ async def _receive_loop(
     dialect: Dialect,
     runner: SessionRunner,
     converter: PcmConverter,
+    recorder: WavWriter | None,
     config: SessionConfig,
     state: ServerState,
     started: float,
@@ -172,6 +248,8 @@ async def _receive_loop(
             )
         if sender.closed:
             raise _Ending(EndReason.ERROR if sender.failed else EndReason.CLIENT_GONE)
+        if state.draining:
+            raise _Ending(EndReason.SHUTDOWN)
         try:
             message = await asyncio.wait_for(ws.receive(), min(until_idle, until_expiry, 1.0))
         except TimeoutError:
@@ -200,6 +278,8 @@ async def _receive_loop(
                     raise _Ending(
                         EndReason.ERROR, ProtocolError(ErrorKind.BAD_AUDIO, f"Invalid audio: {exc}")
                     ) from None
+                if recorder is not None:
+                    _record(recorder, channels)
                 for channel, samples in enumerate(channels):
                     await runner.handle(Audio(samples, channel))
             else:
@@ -230,11 +310,12 @@ class _Sender:
             event = await events.get()
             if event is None:
                 return
-            if isinstance(event, TurnUpdate) and event.end_of_turn and not event.formatted:
-                self.final_turns += 1
-                self.state.transcripts.turn(self.session_id, event)
-            elif isinstance(event, TurnUpdate) and event.formatted:
-                self.state.transcripts.turn(self.session_id, event)
+            if isinstance(event, TurnUpdate) and event.end_of_turn:
+                # written the moment it is final (the formatted re-send replaces the text)
+                self.final_turns += not event.formatted
+                await _store(
+                    self.state.store.add_turn(self.session_id, TurnRecord.from_update(event))
+                )
             if isinstance(event, Error):
                 self.failed = True
             if self.closed:
@@ -261,6 +342,37 @@ class _Sender:
         with contextlib.suppress(Exception):
             await self.ws.close(1000)
         self.closed = True
+
+
+async def _store(call) -> None:
+    """Storage trouble is logged, never allowed to end a live session."""
+    try:
+        await call
+    except Exception:
+        log.exception("store write failed")
+
+
+def _open_recorder(
+    state: ServerState, principal: Principal, config: SessionConfig, session_id: str
+) -> WavWriter | None:
+    wanted = state.settings.record_audio and config.record
+    if principal.key is not None:
+        wanted = wanted and principal.key.record_audio
+    if not wanted:
+        return None
+    folder = state.settings.data_dir / "recordings"
+    folder.mkdir(parents=True, exist_ok=True)
+    return WavWriter(folder / f"{session_id}.wav", 16000, config.audio.channels)
+
+
+def _record(recorder: WavWriter, channels: list) -> None:
+    try:
+        n = min(len(c) for c in channels)
+        recorder.write(
+            channels[0][:n] if len(channels) == 1 else np.stack([c[:n] for c in channels])
+        )
+    except Exception:
+        log.exception("recording write failed")
 
 
 def _jsonable(config: SessionConfig) -> dict:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import Transcriber
 from streamscribe.engine.scheduler import DecodeScheduler
-from streamscribe.store.transcripts import TranscriptLog
+from streamscribe.store import Store
 
 if TYPE_CHECKING:
     from streamscribe.engine.runner import SessionRunner
@@ -24,6 +24,7 @@ class LiveSession:
     id: str
     protocol: str
     runner: SessionRunner
+    key_id: str | None = None
     started: float = field(default_factory=time.time)
 
 
@@ -32,10 +33,11 @@ class ServerState:
     settings: Settings
     transcriber: Transcriber
     scheduler: DecodeScheduler
-    transcripts: TranscriptLog
+    store: Store
     sessions: dict[str, LiveSession] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     sessions_total: int = 0
+    draining: bool = False  # shutting down: no new sessions, open ones finish
     max_lag_seen_ms: int = 0
 
     @property

@@ -3,7 +3,6 @@
 SQLAlchemy 2 async over SQLite (default, `<data_dir>/streamscribe.db`) or PostgreSQL (by URL),
 schema by the Alembic migrations shipped in `migrations/`. Everything above the store uses
 `Store` and the dataclasses re-exported here; tables and SQL stay inside this package.
-(`transcripts.TranscriptLog` is the older JSON-lines log that `Store` replaces.)
 """
 
 from streamscribe.store.records import (

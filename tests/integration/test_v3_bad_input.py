@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from speech import speech_or_skip, wer
 from websockets.exceptions import ConnectionClosed
 
 from streamscribe.audio.codecs import encode_mulaw
+from streamscribe.store import Store
 
 
 async def open_session(server, query: str = "sample_rate=16000"):
@@ -139,19 +141,21 @@ async def test_client_vanishing_mid_turn_keeps_the_transcript(server):
     begin = json.loads(await ws.recv())
     await stream(ws, chunks(speech.pcm16(), 3200), 0.1)
     ws.transport.abort()  # no close frame, no Terminate
-    log = server.data_dir / "sessions" / f"{begin['id']}.jsonl"
-    deadline = time.monotonic() + 30
-    records: list[dict] = []
-    while time.monotonic() < deadline:
-        if log.exists():
-            records = [json.loads(x) for x in log.read_text().splitlines()]
-            if records and records[-1]["kind"] == "end":
+    store = await Store.open(None, server.data_dir)  # the server's own SQLite file
+    try:
+        deadline = time.monotonic() + 30
+        detail = None
+        while time.monotonic() < deadline:
+            detail = await store.get_session(begin["id"])
+            if detail is not None and detail.info.ended is not None:
                 break
-        await asyncio.sleep(0.3)
-    assert records and records[-1]["kind"] == "end", records
-    assert records[-1]["reason"] == "client_gone"
-    text = " ".join(r["text"] for r in records if r["kind"] == "turn")
+            await asyncio.sleep(0.3)
+    finally:
+        await store.close()
+    assert detail is not None and detail.info.end_reason == "client_gone", detail
+    text = " ".join(t.text for t in detail.turns)
     assert wer(speech.text, text) <= 0.4, text
+    assert detail.info.recording_path and Path(detail.info.recording_path).exists()
     # and the server still serves a new session
     ws2 = await open_session(server)
     assert json.loads(await ws2.recv())["type"] == "Begin"
