@@ -40,6 +40,7 @@ bench: $(STAMP)
 system-deps:
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
 	ldconfig -p | grep -q libportaudio || (apt-get update -qq && apt-get install -y -qq libportaudio2)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
