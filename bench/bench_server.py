@@ -2,7 +2,7 @@
 
 Why this exists: the benchmark must measure the real `streamscribe serve` process (its CPU time
 and memory, its own lag metric), not an in-process app, so it starts the server as a subprocess
-(or finds the one behind `--url`) and polls it with psutil and GET /metrics. Nothing here knows
+(or finds the one behind `--url`) and polls it with psutil and GET /v1/metrics. Nothing here knows
 about sessions or turns; that is `bench_session.py`.
 """
 
@@ -188,7 +188,7 @@ class ResourceMonitor:
         lag = None
         with contextlib.suppress(httpx.HTTPError, ValueError):
             async with httpx.AsyncClient(timeout=2) as client:
-                r = await client.get(f"{self.base_url}/metrics")
+                r = await client.get(f"{self.base_url}/v1/metrics")
                 if r.status_code == 200:
                     self.last_metrics = r.json()
                     lag = self.last_metrics.get("session_lag_ms_max")

@@ -38,7 +38,7 @@ class RunningServer:
         return f"ws://127.0.0.1:{self.port}"
 
     def metrics(self) -> dict:
-        return httpx.get(self.http + "/metrics", timeout=5).json()
+        return httpx.get(self.http + "/v1/metrics", timeout=5).json()
 
 
 def start_server(data_dir: Path, *extra: str, env: dict | None = None) -> RunningServer:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.engine.session import DecodeTicket, StreamingSession, TurnSettings
@@ -46,6 +47,8 @@ class SessionRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         self.failed: BaseException | None = None
+        # observer of each decode's round trip: (kind, seconds); the server feeds its metrics
+        self.on_decode: Callable[[str, float], None] | None = None
 
     # ------------------------------------------------------------------ commands
     async def handle(self, command: Command) -> None:
@@ -98,7 +101,10 @@ class SessionRunner:
             self._idle.set()
             return
         self._tasks.pop(session.channel, None)
-        session.note_round_trip((time.perf_counter() - t0) * 1000)
+        elapsed = time.perf_counter() - t0
+        session.note_round_trip(elapsed * 1000)
+        if self.on_decode is not None:
+            self.on_decode(ticket.kind, elapsed)
         if result is None:  # superseded by a newer request
             session.in_flight = None
         else:

@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ class DecodeScheduler:
         self._tasks: list[asyncio.Task] = []
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
         self.stats = SchedulerStats()
+        self.on_batch: Callable[[int, float], None] | None = None  # (size, seconds) observer
         self.busy = 0
 
     async def start(self) -> None:
@@ -153,6 +155,8 @@ class DecodeScheduler:
             self.stats.requests += len(batch)
             self.stats.batch_sizes.append(len(batch))
             self.stats.decode_ms.append((time.perf_counter() - now) * 1000)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - now)
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)

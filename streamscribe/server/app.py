@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from streamscribe import __version__
 from streamscribe.audio.wav import repair_wav_header
@@ -85,6 +85,10 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         scheduler = DecodeScheduler(model, settings.max_batch_size, settings.decode_workers)
         await scheduler.start()
         state = ServerState(settings=settings, transcriber=model, scheduler=scheduler, store=store)
+        scheduler.on_batch = lambda n, s: (
+            state.metrics.batch_size.observe(n),
+            state.metrics.decode_seconds.observe(s),
+        )
         app.state.streamscribe = state
         if await open_mode(state):
             log.warning(
@@ -127,8 +131,19 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         return JSONResponse({"ready": True, "sessions": len(state.sessions)})
 
     @app.get("/metrics")
-    async def metrics() -> dict:
-        return app.state.streamscribe.metrics()
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        state: ServerState = app.state.streamscribe
+        state.metrics.decode_queue.set(state.scheduler.queued)
+        state.metrics.lag.set(
+            max((s.runner.lag_ms for s in state.sessions.values()), default=0) / 1000
+        )
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    @app.get("/v1/metrics")
+    async def metrics_json() -> dict:
+        """The same figures as JSON, for people and the benchmark."""
+        return app.state.streamscribe.summary()
 
     @app.get("/")
     async def index() -> dict:

@@ -1,4 +1,10 @@
-"""Temporary tokens for browsers: `GET /v3/token` (AssemblyAI v3 rules; see shared/protocols)."""
+"""Temporary tokens for browsers: `GET /v3/token` (AssemblyAI v3 rules; see shared/protocols).
+
+A server-side caller with an API key mints a single-use token and hands it to a browser, which
+opens one session with `?token=` (or, as the AssemblyAI SDK does, in the Authorization header).
+The token must be redeemed within `expires_in_seconds` (1-600, required) and caps the session it
+opens at `max_session_duration_seconds` (60-10800, default 10800). Redeeming lives in `auth`.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +16,44 @@ from streamscribe.server.auth import Principal, require_key
 
 router = APIRouter()
 
+EXPIRES = (1, 600)
+SESSION = (60, 10800)
+
+
+def _bounded(value: str | None, name: str, bounds: tuple[int, int], default: int | None) -> int:
+    low, high = bounds
+    rule = f"{name} must be an integer from {low} to {high}"
+    if value is None or not value.strip():
+        if default is None:
+            raise HTTPException(400, f"{name} is required: an integer from {low} to {high}")
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise HTTPException(400, f"{rule}, got {value[:40]!r}") from None
+    if not low <= number <= high:
+        raise HTTPException(400, f"{rule}, got {number}")
+    return number
+
 
 @router.get("/v3/token")
 async def v3_token(
     request: Request,
-    expires_in_seconds: int | None = Query(None, description="1-600: seconds to redeem it in"),
-    max_session_duration_seconds: int = Query(10800, description="60-10800: session cap"),
+    expires_in_seconds: str | None = Query(
+        None, description="1-600 (required): seconds within which the token must be used"
+    ),
+    max_session_duration_seconds: str | None = Query(
+        None, description="60-10800 (default 10800): longest session the token may open"
+    ),
     principal: Principal = Depends(require_key),
 ) -> dict:
-    if expires_in_seconds is None or not 1 <= expires_in_seconds <= 600:
-        raise HTTPException(400, "expires_in_seconds is required: an integer from 1 to 600")
-    if not 60 <= max_session_duration_seconds <= 10800:
-        raise HTTPException(400, "max_session_duration_seconds must be an integer from 60 to 10800")
+    expires = _bounded(expires_in_seconds, "expires_in_seconds", EXPIRES, None)
+    session_s = _bounded(
+        max_session_duration_seconds, "max_session_duration_seconds", SESSION, SESSION[1]
+    )
     state = request.app.state.streamscribe
     if principal.key is None:  # open mode: any token opens a session, none is stored
         token = "tk_open_" + secrets.token_urlsafe(24)
     else:
-        token = await state.store.create_token(
-            principal.key.id, expires_in_seconds, max_session_duration_seconds
-        )
-    return {"token": token, "expires_in_seconds": expires_in_seconds}
+        token = await state.store.create_token(principal.key.id, expires, session_s)
+    return {"token": token, "expires_in_seconds": expires}

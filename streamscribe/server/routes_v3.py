@@ -24,16 +24,17 @@ async def v3_ws(ws: WebSocket) -> None:
         config = assemblyai_v3.parse_query(query)
         await check_admission(state, principal)
     except ProtocolError as exc:
-        await _refuse(ws, exc)
+        await _refuse(ws, exc, state)
         return
     await run_session(
         ws, assemblyai_v3.V3Protocol(config), config, state, "assemblyai-v3", principal
     )
 
 
-async def _refuse(ws: WebSocket, exc: ProtocolError) -> None:
+async def _refuse(ws: WebSocket, exc: ProtocolError, state) -> None:
     for out in assemblyai_v3.V3Protocol(SessionConfig()).error(exc):
         if isinstance(out, Close):
+            state.metrics.errors.labels(str(out.code)).inc()
             await ws.close(out.code, out.reason)
         else:
             await ws.send_text(out.text)

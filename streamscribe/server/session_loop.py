@@ -147,6 +147,10 @@ async def _run(
     recorder = _open_recorder(state, principal, config, session_id)
     state.sessions[session_id] = LiveSession(session_id, protocol_name, runner, principal.key_id)
     state.sessions_total += 1
+    metrics = state.metrics
+    metrics.sessions_total.labels(protocol_name).inc()
+    metrics.sessions_active.labels(protocol_name).inc()
+    runner.on_decode = lambda kind, s: metrics.latency.labels(kind).observe(s)
     await _store(
         state.store.start_session(
             session_id,
@@ -203,6 +207,9 @@ async def _run(
     await _store(state.store.end_session(session_id, str(reason), audio_s))
     await _store(state.store.add_usage(principal.key_id, audio_s))
     state.sessions.pop(session_id, None)
+    metrics.sessions_active.labels(protocol_name).dec()
+    metrics.session_ends.labels(str(reason)).inc()
+    metrics.audio_seconds.labels(protocol_name).inc(audio_s)
     log.info(
         "session %s ended (%s): %.1f s audio, %d turns",
         session_id,
@@ -327,6 +334,8 @@ class _Sender:
             try:
                 if isinstance(out, Close):
                     self.closed = True
+                    if out.code != 1000:
+                        self.state.metrics.errors.labels(str(out.code)).inc()
                     await self.ws.close(out.code, out.reason)
                     return
                 await self.ws.send_text(out.text)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import Transcriber
 from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.server.metrics import Metrics
 from streamscribe.store import Store
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class ServerState:
     started: float = field(default_factory=time.time)
     sessions_total: int = 0
     draining: bool = False  # shutting down: no new sessions, open ones finish
+    metrics: Metrics = field(default_factory=Metrics)
     max_lag_seen_ms: int = 0
 
     @property
@@ -48,7 +50,7 @@ class ServerState:
         delay = self.scheduler.stats.recent_queue_delay_ms()
         return bool(self.sessions) and delay > self.settings.max_queue_delay_ms
 
-    def metrics(self) -> dict:
+    def summary(self) -> dict:
         stats = self.scheduler.stats
         lags = [s.runner.lag_ms for s in self.sessions.values()]
         decode = sorted(stats.decode_ms)
