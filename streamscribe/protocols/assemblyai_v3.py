@@ -7,13 +7,21 @@ become wire frames, ending with `Termination` and close 1000. States are named, 
 legal in each is checked here, never in the route. Types follow what the official SDK's pydantic
 models validate: every int is an int (ms, whole seconds), never a float.
 
+Hostile input stops here, with a close code and a reason that says what is accepted: text frames
+over `MAX_TEXT_CHARS`, JSON that is not strict JSON (NaN, nesting too deep, numbers past Python's
+limits), settings outside the ranges the query accepts, keyterm lists and prompts beyond their
+limits, language codes the model does not know, control messages faster than `CONTROL_RATE` a
+second (close 3007, as the cloud does for rates). Frames after `Terminate` are not even parsed.
+Everything else about misbehaving peers (message size, slow readers, vanishing sockets) belongs
+to the server and the WebSocket layer.
+
 Reference: shared/protocols/assemblyai-v3-streaming.md.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -37,17 +45,36 @@ from streamscribe.events import (
 )
 from streamscribe.protocols.common import (
     BYTES_PER_SAMPLE,
+    WHISPER_LANGUAGES,
     Close,
     Outgoing,
     QueryReader,
+    RateLimit,
     SendJson,
     chunk_ms,
     close_reason,
+    finite_number,
+    list_problem,
+    loads_json,
+    quoted,
+    shown,
 )
 
 ENCODINGS = ("pcm_s16le", "pcm_mulaw")
 MIN_CHUNK_MS = 50
 MAX_CHUNK_MS = 1000
+
+# Limits on what a client may ask for (the cloud documents 100 keyterms of 50 characters).
+# Whisper reads only the last ~220 prompt tokens; a longer prompt is only work for the tokenizer.
+MAX_KEYTERMS = 100
+MAX_KEYTERM_CHARS = 50
+MAX_PROMPT_CHARS = 4000
+# A control message is a small JSON object; anything far larger is not one.
+MAX_TEXT_CHARS = 64 * 1024
+# Text (control) frames: a burst of CONTROL_BURST, then CONTROL_RATE a second. Audio frames are
+# not counted: each holds at least 50 ms, and the server's back-pressure paces them.
+CONTROL_RATE = 50.0
+CONTROL_BURST = 100
 
 # close codes (protocol document §5)
 NORMAL = 1000
@@ -70,6 +97,15 @@ CLOSE_CODES = {
     ErrorKind.TIMEOUT: IDLE,
     ErrorKind.BUSY: TRY_AGAIN_LATER,
     ErrorKind.INTERNAL: SERVER_ERROR,
+}
+
+# Accepted ranges of numeric settings, in the query and in UpdateConfiguration alike.
+_RANGES: dict[str, tuple[float, float]] = {
+    "end_of_turn_confidence_threshold": (0.0, 1.0),
+    "min_turn_silence": (0, 10000),
+    "min_end_of_turn_silence_when_confident": (0, 10000),
+    "max_turn_silence": (0, 60000),
+    "vad_threshold": (0.0, 1.0),
 }
 
 # UpdateConfiguration / query names -> engine turn-setting names
@@ -103,7 +139,9 @@ def parse_query(query: Mapping[str, str]) -> SessionConfig:
             BAD_MESSAGE,
         )
     turn: dict[str, Any] = {"format_turns": q.bool("format_turns")}
-    threshold = q.float("end_of_turn_confidence_threshold", None, 0.0, 1.0)
+    threshold = q.float(
+        "end_of_turn_confidence_threshold", None, *_RANGES["end_of_turn_confidence_threshold"]
+    )
     if threshold is not None:
         turn["end_of_turn_confidence_threshold"] = threshold
     min_silence = q.int("min_turn_silence", None, 0, 10000)
@@ -116,19 +154,27 @@ def parse_query(query: Mapping[str, str]) -> SessionConfig:
         turn["max_turn_silence_ms"] = max_silence
     if "min_turn_silence_ms" in turn and "max_turn_silence_ms" in turn:
         turn["max_turn_silence_ms"] = max(turn["max_turn_silence_ms"], turn["min_turn_silence_ms"])
-    vad = q.float("vad_threshold", None, 0.0, 1.0)
+    vad = q.float("vad_threshold", None, *_RANGES["vad_threshold"])
     if vad is not None:
         turn["vad_threshold"] = vad
-    keyterms = q.string_list("keyterms_prompt")
+    keyterms = q.string_list("keyterms_prompt", MAX_KEYTERMS, MAX_KEYTERM_CHARS)
     if keyterms:
         turn["keyterms"] = keyterms
     if q.has("prompt"):
+        if len(query["prompt"]) > MAX_PROMPT_CHARS:
+            raise _bad_message(f"Invalid prompt: longer than {MAX_PROMPT_CHARS} characters")
         turn["prompt"] = query["prompt"]
     languages = q.string_list("language_codes") or q.string_list("language_code")
     if not languages and q.has("language"):
         languages = (query["language"].strip(),)
-    if len(languages) == 1 and languages[0] not in ("multi", "auto"):
-        turn["language"] = languages[0].split("-")[0].lower()
+    if len(languages) == 1 and languages[0].lower() not in ("multi", "auto"):
+        language = languages[0].split("-")[0].lower()
+        if language not in WHISPER_LANGUAGES:
+            raise _bad_message(
+                f"Invalid language code {quoted(languages[0])}: expected a code the model "
+                "knows, e.g. en, es, fr, de, it, pt (or multi to detect it)"
+            )
+        turn["language"] = language
     inactivity = q.int("inactivity_timeout", None, 5, 3600)
     return SessionConfig(
         audio=AudioFormat(encoding=encoding, sample_rate=sample_rate, channels=1),
@@ -136,6 +182,7 @@ def parse_query(query: Mapping[str, str]) -> SessionConfig:
         inactivity_timeout_s=float(inactivity) if inactivity is not None else None,
         language_detection=q.bool("language_detection"),
         speaker_labels=q.bool("speaker_labels"),
+        record=q.bool("record", True),
         model=query.get("speech_model") or None,
     )
 
@@ -144,16 +191,46 @@ def _bad_message(reason: str) -> ProtocolError:
     return ProtocolError(ErrorKind.BAD_REQUEST, reason, BAD_MESSAGE)
 
 
+def _json_type(value: Any) -> str:
+    """How a non-string `type` is named in a reason (never its repr: it may be huge or deep)."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return {int: "a number", float: "a number", list: "an array", dict: "an object"}.get(
+        type(value), "a value"
+    )
+
+
+def _json_hint(data: bytes) -> str:
+    """A hint for a binary frame that was meant as a text message."""
+    head = data[:1]
+    if head in (b"{", b"[") and data.rstrip()[-1:] in (b"}", b"]"):
+        return " (this binary frame looks like JSON: send control messages as text frames)"
+    return ""
+
+
 def parse_update(message: dict[str, Any]) -> dict[str, Any]:
-    """Fields of an UpdateConfiguration message as engine turn settings."""
+    """Fields of an UpdateConfiguration message as engine turn settings.
+
+    Values are checked like the query's: numbers finite and in the same ranges, keyterms and
+    prompt within their limits. Unknown fields and nulls are ignored, as the cloud does.
+    """
     changes: dict[str, Any] = {}
     for key, value in message.items():
         if key == "type" or key not in _TURN_FIELDS or value is None:
-            continue  # unknown/unsupported fields are ignored, as the cloud does
+            continue
+        if key == "min_end_of_turn_silence_when_confident" and (
+            message.get("min_turn_silence") is not None
+        ):
+            continue  # the new name wins, in whatever order the two arrive
         name, kind = _TURN_FIELDS[key]
         if kind is tuple:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise _bad_message(f"Invalid Message: {key} must be a list of strings")
+            problem = list_problem(tuple(value), MAX_KEYTERMS, MAX_KEYTERM_CHARS)
+            if problem:
+                raise _bad_message(f"Invalid Message: {key}: {problem}")
             changes[name] = tuple(value)
         elif kind is bool:
             if not isinstance(value, bool):
@@ -162,25 +239,31 @@ def parse_update(message: dict[str, Any]) -> dict[str, Any]:
         elif kind is str:
             if not isinstance(value, str):
                 raise _bad_message(f"Invalid Message: {key} must be a string")
+            if len(value) > MAX_PROMPT_CHARS:
+                raise _bad_message(
+                    f"Invalid Message: {key} is longer than {MAX_PROMPT_CHARS} characters"
+                )
             changes[name] = value
         else:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _bad_message(f"Invalid Message: {key} must be a number")
+            lo, hi = _RANGES[key]
+            if not finite_number(value) or not lo <= value <= hi:
+                raise _bad_message(f"Invalid Message: {key} must be a number between {lo} and {hi}")
             changes[name] = kind(value)
-    if "min_turn_silence" in message and "min_end_of_turn_silence_when_confident" in message:
-        changes["min_turn_silence_ms"] = int(message["min_turn_silence"])
     return changes
 
 
 class V3Protocol:
     """One v3 connection's protocol state."""
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.state = State.OPEN
         self.format_turns = bool(config.turn.get("format_turns", False))
         fmt = config.audio
         self._bytes_per_frame = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
+        self._control_rate = RateLimit(CONTROL_RATE, CONTROL_BURST, clock)
 
     # ---------------------------------------------------------------- client -> server
     def receive_bytes(self, data: bytes) -> list[Command]:
@@ -191,7 +274,7 @@ class V3Protocol:
             raise ProtocolError(
                 ErrorKind.BAD_AUDIO,
                 f"Invalid audio: {len(data)} bytes is not a whole number of {fmt.encoding} "
-                f"samples ({self._bytes_per_frame} bytes each)",
+                f"samples ({self._bytes_per_frame} bytes each){_json_hint(data)}",
                 BAD_AUDIO,
             )
         ms = chunk_ms(len(data), fmt.encoding, fmt.sample_rate, fmt.channels)
@@ -199,28 +282,36 @@ class V3Protocol:
             raise ProtocolError(
                 ErrorKind.BAD_AUDIO,
                 f"Input duration violation: {ms:.0f} ms. Expected between "
-                f"{MIN_CHUNK_MS} and {MAX_CHUNK_MS} ms",
+                f"{MIN_CHUNK_MS} and {MAX_CHUNK_MS} ms{_json_hint(data)}",
                 BAD_AUDIO,
             )
         return [RawAudio(data)]
 
     def receive_text(self, text: str) -> list[Command]:
+        if self.state is not State.OPEN:
+            return []  # flushing or closed: nothing a client sends matters, not even parsed
+        if not self._control_rate.allow():
+            raise ProtocolError(
+                ErrorKind.RATE,
+                f"Message rate exceeded: more than {CONTROL_RATE:.0f} text messages a second "
+                "(KeepAlive once every few seconds is plenty)",
+                BAD_AUDIO,
+            )
+        if len(text) > MAX_TEXT_CHARS:
+            raise _bad_message(
+                f"Invalid Message: a text frame of {len(text)} characters (control messages are "
+                f"JSON objects of at most {MAX_TEXT_CHARS}; audio goes in binary frames)"
+            )
         try:
-            message = json.loads(text)
-        except (json.JSONDecodeError, ValueError):
-            raise _bad_message(f"Invalid JSON: {text[:60]}") from None
+            message = loads_json(text)
+        except ValueError:
+            raise _bad_message(f"Invalid JSON: {shown(text, 60)}") from None
         if not isinstance(message, dict):
-            raise _bad_message(f"Invalid Message: {text[:60]}")
+            raise _bad_message(f"Invalid Message: {shown(text, 60)}")
         kind = message.get("type")
-        if self.state is State.CLOSED:
-            return []
         if kind == "Terminate":
-            if self.state is State.TERMINATING:
-                return []
             self.state = State.TERMINATING
             return [Terminate()]
-        if self.state is State.TERMINATING:
-            return []  # nothing else matters once the session is flushing
         if kind == "ForceEndpoint":
             return [ForceEndpoint()]
         if kind == "KeepAlive":
@@ -230,8 +321,14 @@ class V3Protocol:
             if "format_turns" in changes:
                 self.format_turns = changes["format_turns"]
             return [UpdateConfig(changes)] if changes else []
+        if kind is None and "audio_data" in message:
+            raise _bad_message(
+                f"Invalid Message: send audio as binary frames of raw {self.config.audio.encoding}"
+                " bytes, not base64 in audio_data (that is the v2 API)"
+            )
+        shown_kind = shown(kind, 40) if isinstance(kind, str) else _json_type(kind)
         raise _bad_message(
-            f"Invalid Message Type: {str(kind)[:40]} (expected Terminate, ForceEndpoint, "
+            f"Invalid Message Type: {shown_kind} (expected Terminate, ForceEndpoint, "
             "KeepAlive or UpdateConfiguration)"
         )
 
@@ -303,7 +400,9 @@ class V3Protocol:
         }
         if self.config.language_detection and update.end_of_turn and update.language:
             message["language_code"] = update.language
-            message["language_confidence"] = round(float(update.language_confidence or 1.0), 4)
+            message["language_confidence"] = round(
+                float(1.0 if update.language_confidence is None else update.language_confidence), 4
+            )
         if self.config.speaker_labels and update.speaker:
             message["speaker_label"] = update.speaker
         return message

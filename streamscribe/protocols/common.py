@@ -1,12 +1,17 @@
 """Helpers every dialect shares: outgoing frames, query-string parsing, chunk-size checks.
 
-Pure functions and small value types only; no sockets, no awaits (sans-I/O).
+Pure functions and small value types only; no sockets, no awaits (sans-I/O). Everything here
+reads text a client controls, so each helper either returns a checked value or raises
+`ProtocolError`; never any other exception, whatever the input (deep JSON nesting, numbers past
+Python's limits, NaN, lone surrogates). `tests/unit/test_parsers_property.py` holds them to that.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +45,89 @@ Outgoing = SendText | SendJson | Close
 
 
 def close_reason(text: str, limit: int = 123) -> str:
-    """WebSocket close reasons are at most 123 bytes of UTF-8."""
-    data = text.encode("utf-8")
+    """WebSocket close reasons are at most 123 bytes of valid UTF-8 (lone surrogates escaped)."""
+    data = text.encode("utf-8", "backslashreplace")
     if len(data) <= limit:
-        return text
+        return data.decode("utf-8")
     return data[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
+def shown(text: str, limit: int) -> str:
+    """At most `limit` characters of client text, fit for a reason: unprintable characters
+    (controls, lone surrogates) are escaped, so the reason is always valid, visible UTF-8."""
+    part = text[:limit]
+    if part.isprintable():
+        return part
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in part)
+
+
+def quoted(value: str, limit: int = 40) -> str:
+    """A client value quoted as Python would (`'abc'`), cut to `limit` characters."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_json(text: str) -> Any:
+    """Strict `json.loads` for client text: anything that is not JSON raises ValueError.
+
+    That includes what the standard library lets through or fails on differently: NaN and
+    Infinity literals (not JSON), nesting too deep for the parser (RecursionError), integers
+    beyond Python's digit limit (already a ValueError).
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def finite_number(value: Any) -> bool:
+    """A JSON number that means something: int or finite float, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+class RateLimit:
+    """A token bucket: `burst` events at once, `rate` a second sustained.
+
+    The clock is injected (a function returning seconds), so a dialect stays sans-I/O and its
+    tests can drive time by hand.
+    """
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._tokens = burst
+        self._at = clock()
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+# Language codes Whisper models know (faster-whisper's tokenizer list). An unknown code must
+# stop at the edge: inside a decode batch it would fail every session sharing that batch.
+_LANGUAGE_LIST = (
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw "
+    "he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt "
+    "my ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl "
+    "tr tt uk ur uz vi yi yo zh yue"
+)
+WHISPER_LANGUAGES = frozenset(_LANGUAGE_LIST.split())
+
+# A number as a query value: ASCII only (Python's int()/float() also take "1_000", Arabic-Indic
+# digits, "infinity"), and short (a 10^5-digit value is no setting anyone means).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
+_MAX_NUMBER_CHARS = 32
 
 
 class QueryReader:
@@ -55,10 +138,20 @@ class QueryReader:
         self.code = code
 
     def _fail(self, name: str, expected: str) -> ProtocolError:
-        value = self.query.get(name)
+        value = quoted(str(self.query.get(name)))
         return ProtocolError(
-            ErrorKind.BAD_REQUEST, f"Invalid {name}={value!r}: expected {expected}", self.code
+            ErrorKind.BAD_REQUEST, f"Invalid {name}={value}: expected {expected}", self.code
         )
+
+    def _number(self, name: str) -> float | int | None:
+        """The value as an int or a finite float; None when it is not a plain decimal number."""
+        raw = self.query[name].strip()
+        if len(raw) > _MAX_NUMBER_CHARS or not _NUMBER.fullmatch(raw):
+            return None
+        if raw.lstrip("+-").isdigit():
+            return int(raw)
+        value = float(raw)
+        return value if math.isfinite(value) else None
 
     def has(self, name: str) -> bool:
         return name in self.query and self.query[name] != ""
@@ -68,17 +161,10 @@ class QueryReader:
     ) -> int | None:
         if not self.has(name):
             return default
-        raw = self.query[name].strip()
-        try:
-            value = int(raw)
-        except ValueError:
-            try:  # "16000.0" is an integer too
-                as_float = float(raw)
-            except ValueError:
-                as_float = float("nan")
-            if not as_float.is_integer():
-                raise self._fail(name, _range("an integer", lo, hi)) from None
-            value = int(as_float)
+        number = self._number(name)  # "16000.0" is an integer too
+        if number is None or (isinstance(number, float) and not number.is_integer()):
+            raise self._fail(name, _range("an integer", lo, hi))
+        value = int(number)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise self._fail(name, _range("an integer", lo, hi))
         return value
@@ -92,11 +178,15 @@ class QueryReader:
     ) -> float | None:
         if not self.has(name):
             return default
-        try:
-            value = float(self.query[name])
-        except ValueError:
-            raise self._fail(name, _range("a number", lo, hi)) from None
-        if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+        number = self._number(name)
+        if number is None:
+            raise self._fail(name, _range("a number", lo, hi))
+        value = float(number)
+        if (
+            not math.isfinite(value)
+            or (lo is not None and value < lo)
+            or (hi is not None and value > hi)
+        ):
             raise self._fail(name, _range("a number", lo, hi))
         return value
 
@@ -118,22 +208,44 @@ class QueryReader:
             raise self._fail(name, "one of " + ", ".join(options))
         return value
 
-    def string_list(self, name: str) -> tuple[str, ...]:
-        """A JSON array of strings (as SDKs send lists), or a single plain string."""
+    def string_list(
+        self, name: str, max_items: int | None = None, max_chars: int | None = None
+    ) -> tuple[str, ...]:
+        """A JSON array of strings (as SDKs send lists), or a single plain string.
+
+        Blank items are dropped; `max_items` and `max_chars` (per item) bound what is kept.
+        """
         if not self.has(name):
             return ()
         raw = self.query[name]
+        shape = 'a JSON array of strings, e.g. ["word", "two words"]'
         if raw.lstrip().startswith("["):
             try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                raise self._fail(
-                    name, 'a JSON array of strings, e.g. ["word", "two words"]'
-                ) from None
+                value = loads_json(raw)
+            except ValueError:
+                raise self._fail(name, shape) from None
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise self._fail(name, 'a JSON array of strings, e.g. ["word", "two words"]')
-            return tuple(v.strip() for v in value if v.strip())
-        return (raw.strip(),)
+                raise self._fail(name, shape)
+            items = tuple(v.strip() for v in value if v.strip())
+        else:
+            items = (raw.strip(),) if raw.strip() else ()
+        problem = list_problem(items, max_items, max_chars)
+        if problem:
+            raise ProtocolError(ErrorKind.BAD_REQUEST, f"Invalid {name}: {problem}", self.code)
+        return items
+
+
+def list_problem(
+    items: tuple[str, ...], max_items: int | None, max_chars: int | None
+) -> str | None:
+    """What is wrong with a list of strings against its limits (None: nothing)."""
+    if max_items is not None and len(items) > max_items:
+        return f"{len(items)} items, at most {max_items} are accepted"
+    if max_chars is not None:
+        for item in items:
+            if len(item) > max_chars:
+                return f"{quoted(item, 20)} is longer than {max_chars} characters"
+    return None
 
 
 def _range(kind: str, lo: Any, hi: Any) -> str:
