@@ -78,10 +78,18 @@ class LocalAgreement:
         boundary = self.final[-1].end_ms - 80
         return [w for w in hyp if w.start_ms >= boundary]
 
-    def insert(self, hyp: list[HypWord]) -> list[HypWord]:
-        """Add a new hypothesis of the window; return the words that just became final."""
+    def insert(self, hyp: list[HypWord], may_finalize: bool = True) -> list[HypWord]:
+        """Add a new hypothesis of the window; return the words that just became final.
+
+        With `may_finalize` False (a hypothesis from too little audio to be trusted) the words
+        are shown as tentative and the hypothesis does not count towards agreement.
+        """
         hyp = [w for w in hyp if w.norm]
         rest = self._after_final(hyp)
+        if not may_finalize:
+            self._previous = []
+            self.tentative = rest
+            return []
         prev = self._previous
         k = 0
         while k < len(rest) and k < len(prev) and rest[k].norm == prev[k].norm:

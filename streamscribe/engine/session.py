@@ -71,6 +71,8 @@ class TurnSettings:
     pre_roll_ms: int = 400
     tail_ms: int = 300
     max_interval_ms: int = 3000
+    min_final_window_ms: int = 1500  # partials of shorter windows never make words final
+    busy_rtt_ms: int = 1000  # decodes slower than this mean load: greedy finals, fewer partials
 
     def updated(self, changes: dict) -> TurnSettings:
         known = {f.name for f in dataclasses.fields(self)}
@@ -250,7 +252,15 @@ class StreamingSession:
 
     def _interval_ms(self) -> int:
         s = self.settings
-        return int(min(s.max_interval_ms, max(s.partial_interval_ms, 1.5 * self._rtt_ms)))
+        return int(min(s.max_interval_ms, max(s.partial_interval_ms, 2 * self._rtt_ms)))
+
+    @property
+    def under_load(self) -> bool:
+        return self._rtt_ms > self.settings.busy_rtt_ms
+
+    def _final_beam(self) -> int:
+        """Beam search for finals, unless the decoder is saturated (then greedy, as partials)."""
+        return self.settings.partial_beam_size if self.under_load else self.settings.final_beam_size
 
     def note_round_trip(self, ms: float) -> None:
         """Wall time a decode took (queue + model): widens the partial cadence under load."""
@@ -282,7 +292,7 @@ class StreamingSession:
             return None
         s = self.settings
         if self.ending:
-            return self._ticket("final", self._end_at_ms, s.final_beam_size)
+            return self._ticket("final", self._end_at_ms, self._final_beam())
         self._maybe_commit()
         since = self.audio_ms - self._last_request_end_ms
         speech_ms = self.audio_ms - self.vad.state.speech_start_ms
@@ -292,7 +302,7 @@ class StreamingSession:
             and self._last_request_end_ms < self.vad.state.speech_end_ms
         ):
             end = min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms)
-            return self._ticket("eager", end, s.final_beam_size)
+            return self._ticket("eager", end, self._final_beam())
         if not self.vad.state.in_speech:
             return None  # a pause: the eager decode above already heard everything
         if first and speech_ms >= s.first_partial_ms:
@@ -305,7 +315,7 @@ class StreamingSession:
         """Move final words (and their audio) out of an over-long window into the prompt."""
         window = self.audio_ms - self._window_start_ms
         budget = self.settings.window_budget_ms
-        if self._rtt_ms > 1000:  # under load: shorter windows cost less per decode
+        if self.under_load:  # shorter windows cost less per decode
             budget = max(4000, budget // 2)
         if window <= budget or not self.agreement.final:
             return
@@ -356,7 +366,9 @@ class StreamingSession:
             ):
                 return self._finalize(hyp)
             return []
-        self.agreement.insert(hyp)
+        # words heard in a very short window are often wrong: they are shown, not finalized
+        trusted = ticket.window_end_ms - ticket.window_start_ms >= self.settings.min_final_window_ms
+        self.agreement.insert(hyp, may_finalize=trusted)
         update = self._update(
             [*self._committed, *self.agreement.final], self.agreement.tentative, False
         )

@@ -110,6 +110,8 @@ def silent_model(ticket: DecodeTicket) -> DecodeResult:
 # The timing knobs these transcripts are written against, pinned so that tuning the defaults
 # does not rewrite every expected time below.
 PINNED = dict(
+    min_final_window_ms=0,  # most tests study agreement itself; one test below covers the guard
+    busy_rtt_ms=10**9,
     first_partial_ms=300,
     partial_interval_ms=500,
     max_interval_ms=3000,
@@ -878,3 +880,16 @@ def test_an_engine_stream_renders_as_a_valid_v3_transcript():
         "I am fine, thanks.",
     ]
     assert json.loads(proto.render(h.updates[0])[0].text)["words"][0]["start"] == ONSET
+
+
+def test_hypotheses_of_a_very_short_window_never_make_words_final():
+    """Words heard in under 1.5 s of audio are shown but wait for a longer window to agree."""
+    h = Harness(HELLO, settings=settings(min_final_window_ms=1500))
+    h.run_until(6000)
+    for update in h.updates:
+        if update.end_of_turn or not update.words:
+            continue
+        window = update.words[-1].end_ms - (ONSET - 400)
+        if window < 1400:
+            assert not any(w.final for w in update.words), update
+    assert shown(h.ends[0]) == "hello* world* how* are* you*"
