@@ -185,6 +185,8 @@ async def get_recording(
     detail = await _detail(request, session_id, principal)
     if not detail.info.recording_path:
         raise HTTPException(404, NO_RECORDING)
+    if session_id in _state(request).sessions:  # still growing: its size is not known yet
+        raise HTTPException(409, "the session is still live: fetch its recording once it has ended")
     path = Path(detail.info.recording_path)
     if not path.is_file():
         raise HTTPException(
