@@ -426,12 +426,21 @@ class StreamingSession:
             # a final decode that ran on past its audio repeats the turn; a repeat among words
             # the client already has as final was really said and stays
             words = words[: max(cut, len(self._committed) + 1)]
+        # The formatted turn is the final decode of the whole window (beam search, full
+        # context): words shown as final earlier stay as they were in the unformatted turn, but
+        # the re-send carries the best transcript the model can give (DESIGN: "one final decode
+        # of the turn ... is what clients get as the formatted turn").
+        best = [w for w in hyp if w.norm]
+        cut = loop_start([w.raw for w in best])
+        if cut is not None:
+            best = best[:cut]
+        formatted = [*self._committed, *best] if best else words
         events: list[Event] = []
         if words:
             events.append(self._update(words, [], True))
             if self.settings.format_turns:
-                events.append(self._update(words, [], True, formatted=True))
-            self._context = " ".join(w.raw for w in words)
+                events.append(self._update(formatted, [], True, formatted=True))
+            self._context = " ".join(w.raw for w in formatted)
             self.turn_order += 1
         self.ending = False
         self.turn_active = False
