@@ -40,18 +40,36 @@ class StartupRefused(RuntimeError):
 
 
 async def _recover(store: Store) -> None:
-    """Sessions a crash left open become 'abnormal'; their recordings get a valid header."""
+    """Sessions a crash left open become 'abnormal': their recordings get a valid header and
+    their audio is metered (from the recording when there is one)."""
     for session_id in await store.close_abandoned_sessions():
         detail = await store.get_session(session_id)
-        path = detail.info.recording_path if detail else None
+        if detail is None:
+            continue
+        seconds = detail.info.audio_seconds
+        path = detail.info.recording_path
         if path and Path(path).exists():
-            frames = repair_wav_header(path)
-            log.warning(
-                "recovered session %s: %d turns, %d audio frames",
-                session_id,
-                len(detail.turns) if detail else 0,
-                frames,
-            )
+            seconds = max(seconds, repair_wav_header(path) / 16000)
+        await store.add_usage(detail.info.key_id, seconds)
+        log.warning(
+            "recovered session %s: %d turns, %.1f s audio", session_id, len(detail.turns), seconds
+        )
+
+
+async def check_startup(settings: Settings) -> None:
+    """Refuse to serve a non-loopback address with no key (unless told to)."""
+    if is_loopback(settings.host) or settings.insecure_no_auth:
+        return
+    store = await Store.open(settings.database_url, settings.data_dir)
+    try:
+        keys = await store.count_active_keys()
+    finally:
+        await store.close()
+    if keys == 0:
+        raise StartupRefused(
+            f"refusing to serve {settings.host} without an API key: create one with "
+            "`streamscribe keys create NAME`, or pass --insecure-no-auth"
+        )
 
 
 def create_app(settings: Settings | None = None, transcriber: Transcriber | None = None) -> FastAPI:
@@ -185,9 +203,14 @@ class _GracefulServer(uvicorn.Server):
         self._draining = False
 
     def handle_exit(self, sig: int, frame) -> None:  # type: ignore[override]
+        # a stop asked for is a clean exit (status 0), with or without sessions to drain
+        if self.should_exit or self._draining:
+            self.force_exit = True
+            return
         state: ServerState | None = getattr(self._app.state, "streamscribe", None)
-        if self._draining or state is None or not state.sessions:
-            return super().handle_exit(sig, frame)
+        if state is None or not state.sessions:
+            self.should_exit = True
+            return
         self._draining = True
         state.draining = True
         log.info("shutting down: letting %d open sessions finish", len(state.sessions))
@@ -202,6 +225,10 @@ class _GracefulServer(uvicorn.Server):
 def run(settings: Settings) -> None:
     """Serve until interrupted (the `streamscribe serve` command)."""
     configure_logging(settings.log_level)
+    try:
+        asyncio.run(check_startup(settings))
+    except StartupRefused as exc:
+        raise SystemExit(f"streamscribe: {exc}") from None
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -74,6 +74,7 @@ async def authenticate_stream(
     """Authenticate a WebSocket handshake; raise ProtocolError(AUTH) with a reason."""
     token = query.get("token") or None
     secret = credential(headers.get("authorization"))
+    from_header = token is None and secret is not None
     if await open_mode(state):
         return Principal(None)
     if secret is not None:
@@ -87,6 +88,12 @@ async def authenticate_stream(
             key = await _key(state, grant.key_id)
             if key is not None:
                 return Principal(key, grant.max_session_seconds)
+        if from_header:
+            raise ProtocolError(
+                ErrorKind.AUTH,
+                "Unauthorized Connection: invalid or revoked API key "
+                "(or a used or expired temporary token)",
+            )
         raise ProtocolError(
             ErrorKind.AUTH,
             "Unauthorized Connection: invalid, used or expired token "
@@ -122,6 +129,10 @@ async def require_admin(request: Request) -> None:
         raise HTTPException(
             403, "The admin API is off: start the server with STREAMSCRIBE_ADMIN_KEY set"
         )
-    given = credential(request.headers.get("authorization")) or ""
+    given = credential(request.headers.get("authorization"))
+    if given is None:
+        raise HTTPException(
+            401, "Missing Authorization header: send the admin key (STREAMSCRIBE_ADMIN_KEY)"
+        )
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(401, "Invalid admin key")
+        raise HTTPException(403, "Wrong admin key: send the value of STREAMSCRIBE_ADMIN_KEY")

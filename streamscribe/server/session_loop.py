@@ -80,7 +80,7 @@ async def check_admission(state: ServerState, principal: Principal) -> None:
     if key is None:
         return
     if key.max_streams is not None:
-        live = sum(1 for s in state.sessions.values() if s.key_id == key.id)
+        live = sum(1 for s in state.sessions.values() if s.key_id == key.id and not s.ending)
         if live >= key.max_streams:
             raise ProtocolError(
                 ErrorKind.LIMIT,
@@ -192,6 +192,14 @@ async def _run(
         session_ms=int((time.monotonic() - started) * 1000),
         reason=reason,
     )
+    # the books are closed before the client hears Termination: a client that reconnects at
+    # once is not counted twice, and one that reads its session back finds it ended
+    live = state.sessions.get(session_id)
+    if live is not None:
+        live.ending = True
+    audio_s = ended.audio_ms / 1000
+    await _store(state.store.end_session(session_id, str(reason), audio_s))
+    await _store(state.store.add_usage(principal.key_id, audio_s))
     if error is not None:
         runner.events.put_nowait(Error(error.kind, error.reason))
         sender.pending_error = error
@@ -203,9 +211,6 @@ async def _run(
     await sender.close_if_open()
     if recorder is not None:
         recorder.close()
-    audio_s = ended.audio_ms / 1000
-    await _store(state.store.end_session(session_id, str(reason), audio_s))
-    await _store(state.store.add_usage(principal.key_id, audio_s))
     state.sessions.pop(session_id, None)
     metrics.sessions_active.labels(protocol_name).dec()
     metrics.session_ends.labels(str(reason)).inc()
@@ -369,7 +374,7 @@ def _open_recorder(
         wanted = wanted and principal.key.record_audio
     if not wanted:
         return None
-    folder = state.settings.data_dir / "recordings"
+    folder = (state.settings.data_dir / "recordings").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return WavWriter(folder / f"{session_id}.wav", 16000, config.audio.channels)
 

@@ -27,6 +27,7 @@ class LiveSession:
     runner: SessionRunner
     key_id: str | None = None
     started: float = field(default_factory=time.time)
+    ending: bool = False  # finished: its Termination is on the way
 
 
 @dataclass

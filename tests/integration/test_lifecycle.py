@@ -201,12 +201,6 @@ async def test_recovered_server_serves_new_sessions(crashed: Crash):
     assert (await fresh.closed(20))[0] == 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: app._recover closes abandoned sessions but never meters them: usage "
-    "(Store.add_usage) misses the audio of every session a crash ended, so daily limits and "
-    "GET /v1/usage undercount; add_usage(key_id, audio_seconds) for each recovered session",
-)
 def test_sigkill_session_audio_is_metered(crashed: Crash):
     info = httpx.get(f"{crashed.server.http}/v1/sessions/{crashed.session_id}", timeout=10).json()
     usage = httpx.get(f"{crashed.server.http}/v1/usage", timeout=10).json()
@@ -246,12 +240,6 @@ async def test_sigterm_mid_turn_finishes_the_turn_then_exits_0(tmp_path: Path):
     assert abs(detail.info.audio_seconds - client.sent_seconds) <= 0.3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: app._GracefulServer.handle_exit calls uvicorn's handle_exit when no session "
-    "is open, which records the signal; uvicorn (>=0.29) re-raises recorded signals after "
-    "shutdown, so an idle server dies by SIGTERM (-15, shell 143) while a drained one exits 0",
-)
 async def test_sigterm_while_idle_exits_0_at_once(tmp_path: Path):
     server = start_server(tmp_path)
     t0 = time.monotonic()
@@ -292,12 +280,6 @@ def test_non_loopback_without_keys_refuses_to_start(tmp_path: Path):
     assert "--insecure-no-auth" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: app.run() catches StartupRefused around server.run(), but uvicorn's "
-    "lifespan swallows the exception, logs it with a full traceback and exits 3, so the "
-    "refusal's fix is buried in a traceback; check before starting uvicorn instead",
-)
 def test_refusal_to_start_is_one_clear_message(tmp_path: Path):
     done = _serve(tmp_path, "--host", "0.0.0.0")
     output = done.stdout + done.stderr

@@ -271,13 +271,6 @@ async def test_wrong_key_is_refused_with_1008(platform: Platform, secret: str):
     assert "Unauthorized" in outcome.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: auth.authenticate_stream tries an unknown header value as a token "
-    "(`token = token or secret`), so a wrong or revoked API key is told 'invalid, used or "
-    "expired token (mint a new one with GET /v3/token)'; the API-key reason below it is "
-    "unreachable",
-)
 async def test_wrong_key_reason_talks_about_the_key(platform: Platform):
     outcome = await refused(platform.server, auth("sk_not-a-real-key-0123456789"))
     assert "API key" in outcome.reason, outcome.reason
@@ -312,12 +305,6 @@ async def test_max_streams_refuses_a_second_concurrent_session(
     assert end.code == 1000 and end.messages[-1]["type"] == "Termination"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: session_loop._run sends the Termination and close before it writes "
-    "end_session/add_usage and only then pops state.sessions, so check_admission still counts "
-    "the finished session and a max_streams=1 client that reconnects at once gets 3009",
-)
 async def test_sequential_sessions_within_max_streams(platform: Platform, alice_session: Streamed):
     ws, _ = await open_begun(platform.server, auth(platform.alice))
     assert (await finish(ws)).code == 1000
@@ -349,12 +336,6 @@ def test_admin_api_needs_the_admin_key(platform: Platform, method: str, path: st
     assert "mallory" not in names and "alice" in names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: auth.require_admin answers a request without credentials "
-    "'Invalid admin key', which does not say what to send; it should name the "
-    "Authorization header and STREAMSCRIBE_ADMIN_KEY",
-)
 def test_admin_refusal_names_the_fix(platform: Platform):
     r = httpx.get(platform.server.http + "/v1/admin/keys", timeout=10)
     assert "Authorization" in r.json()["detail"], r.text
