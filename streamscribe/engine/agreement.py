@@ -33,6 +33,26 @@ class HypWord:
         return normalize_word(self.raw)
 
 
+def after_known(known: list[HypWord], hyp: list[HypWord]) -> list[HypWord] | None:
+    """The words of `hyp` after the part that repeats `known` (None: it does not repeat it).
+
+    Matched as a sequence, not by time: a model given `known` as its prompt over a short window
+    may say it again with squeezed timestamps, and a revised hypothesis may change a word or two.
+    """
+    matcher = SequenceMatcher(None, [w.norm for w in known], [w.norm for w in hyp], autojunk=False)
+    blocks = [b for b in matcher.get_matching_blocks() if b.size]
+    if not blocks:
+        return None
+    last = blocks[-1]
+    end = last.b + last.size
+    matched = sum(b.size for b in blocks)
+    unmatched_tail = len(known) - (last.a + last.size)
+    if unmatched_tail <= 2 and matched >= 2 and matched * 2 >= min(len(known), end):
+        # a revised word at the end of the known words is skipped, not appended again
+        return hyp[end + unmatched_tail :]
+    return None
+
+
 class LocalAgreement:
     """Tracks the final prefix of the current decode window."""
 
@@ -59,20 +79,12 @@ class LocalAgreement:
         n = len(self.final)
         if n and [w.norm for w in hyp[:n]] == [w.norm for w in self.final]:
             return hyp[n:]
-        known = [w.norm for w in self.context[-40:] + self.final]
+        known = self.context[-40:] + self.final
         if not known:
             return hyp
-        # match the known words inside the hypothesis; what follows the last match is new
-        matcher = SequenceMatcher(None, known, [w.norm for w in hyp], autojunk=False)
-        blocks = [b for b in matcher.get_matching_blocks() if b.size]
-        if blocks:
-            last = blocks[-1]
-            end = last.b + last.size
-            matched = sum(b.size for b in blocks)
-            unmatched_tail = len(known) - (last.a + last.size)
-            if unmatched_tail <= 2 and matched >= 2 and matched * 2 >= min(len(known), end):
-                # a revised word at the end of the known words is skipped, not appended again
-                return hyp[end + unmatched_tail :]
+        rest = after_known(known, hyp)
+        if rest is not None:
+            return rest
         if not self.final:
             return hyp
         boundary = self.final[-1].end_ms - 80

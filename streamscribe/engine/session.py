@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamscribe.engine.agreement import HypWord, LocalAgreement
+from streamscribe.engine.agreement import HypWord, LocalAgreement, after_known
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult
 from streamscribe.engine.guards import loop_start
 from streamscribe.engine.vad import SileroStream, VadTracker
@@ -431,6 +431,9 @@ class StreamingSession:
         # the re-send carries the best transcript the model can give (DESIGN: "one final decode
         # of the turn ... is what clients get as the formatted turn").
         best = [w for w in hyp if w.norm]
+        if self._committed:  # the prompt said again over the window is not new speech
+            again = after_known(self._committed[-40:], best)
+            best = best if again is None else again
         cut = loop_start([w.raw for w in best])
         if cut is not None:
             best = best[:cut]

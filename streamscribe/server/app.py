@@ -30,6 +30,7 @@ from streamscribe.server import routes_admin, routes_sessions, routes_tokens, ro
 from streamscribe.server.auth import is_loopback, open_mode
 from streamscribe.server.retention import retention_loop
 from streamscribe.server.state import ServerState
+from streamscribe.server.uvicorn_protocols import FlowControlledWebSocket, RequestDeadlineHttp
 from streamscribe.store import Store
 
 log = logging.getLogger("streamscribe")
@@ -237,6 +238,8 @@ def run(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,
         ws_max_size=settings.max_frame_bytes,
+        ws=FlowControlledWebSocket,
+        http=RequestDeadlineHttp,
         ws_ping_interval=20,
         ws_ping_timeout=20,
     )

@@ -48,6 +48,7 @@ from streamscribe.store import TurnRecord
 log = logging.getLogger(__name__)
 
 FINISH_TIMEOUT_S = 60.0
+SEND_TIMEOUT_S = 10.0  # a client that stops reading is treated as gone after this
 BACKPRESSURE_POLL_S = 0.02
 
 
@@ -341,9 +342,9 @@ class _Sender:
                     self.closed = True
                     if out.code != 1000:
                         self.state.metrics.errors.labels(str(out.code)).inc()
-                    await self.ws.close(out.code, out.reason)
+                    await asyncio.wait_for(self.ws.close(out.code, out.reason), SEND_TIMEOUT_S)
                     return
-                await self.ws.send_text(out.text)
+                await asyncio.wait_for(self.ws.send_text(out.text), SEND_TIMEOUT_S)
             except Exception:  # the peer went away mid-send
                 self.closed = True
                 return
@@ -354,7 +355,7 @@ class _Sender:
         if self.pending_error is not None:
             await self._send(self.dialect.error(self.pending_error))
         with contextlib.suppress(Exception):
-            await self.ws.close(1000)
+            await asyncio.wait_for(self.ws.close(1000), SEND_TIMEOUT_S)
         self.closed = True
 
 

@@ -511,13 +511,6 @@ async def test_a_client_that_never_reads_does_not_stall_a_live_stream(server, ba
     slow.transport.abort()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: uvicorn's websockets-sansio protocol answers every ping with "
-    "transport.write() and keeps reading while its write buffer is paused, so a peer that pings "
-    "and never reads grows server memory without bound; run uvicorn with a subclass that pauses "
-    "reading in pause_writing() and resumes in resume_writing() (ws=FlowControlledWebSocket)",
-)
 async def test_a_ping_flood_that_never_reads_the_pongs_is_bounded(tmp_path):
     """Measured on a server of its own: on the shared one, memory freed by earlier tests is
     reused and hides the growth."""
@@ -539,13 +532,6 @@ async def test_a_ping_flood_that_never_reads_the_pongs_is_bounded(tmp_path):
     assert grown < 40, f"server RSS grew {grown:.0f} MB answering {sent} pings nobody read"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: session_loop awaits ws.send_text()/ws.close() without a timeout; once a "
-    "non-reading peer has filled the transport buffer they never return, run_session never "
-    "ends and the session (one of max_sessions) leaks; bound each send/close with "
-    "asyncio.wait_for(..., SEND_TIMEOUT_S) and treat a timeout as the client gone",
-)
 async def test_a_client_with_full_buffers_does_not_hold_its_session_forever(server, baseline):
     ws = await connect(server, f"{QUERY}&inactivity_timeout=5", ping_interval=None)
     assert json.loads(await ws.recv())["type"] == "Begin"
@@ -604,12 +590,6 @@ async def test_a_frozen_client_is_ended_by_its_inactivity_timeout(server, baseli
     assert code == 4031 and "idle" in reason.lower(), (code, reason)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: uvicorn has no deadline for the request head, so a half-sent handshake "
-    "holds its socket forever (slowloris); run uvicorn with an http protocol subclass that "
-    "closes connections whose request head is not complete within ~10 s",
-)
 async def test_half_open_handshakes_are_closed_by_a_deadline(server, baseline):
     socks = []
     for _ in range(20):
@@ -641,14 +621,6 @@ def _still_open(sock: socket.socket) -> bool:
         return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SERVER: a handshake whose request head is over websockets' 8 KiB line limit is "
-    "refused by websockets.ServerProtocol (414/431 queued in conn.data_to_send()), but uvicorn's "
-    "websockets-sansio protocol never writes that response nor closes: the client hangs until "
-    "its own timeout. In the ws protocol subclass: after data_received(), if "
-    "self.conn.handshake_exc is set, write self.conn.data_to_send() and close the transport",
-)
 async def test_an_oversized_handshake_gets_a_prompt_http_refusal(server, baseline):
     with pytest.raises(websockets.InvalidStatus) as info:
         await asyncio.wait_for(connect(server, f"{QUERY}&prompt=" + "p" * 9000), 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import httpx
@@ -27,9 +28,10 @@ async def test_prometheus_metrics_count_sessions_audio_and_decodes(server):
         await ws.send('{"type":"Terminate"}')
         async for _ in ws:
             pass
-    async with websockets.connect(f"{server.ws}/v3/ws?sample_rate=7") as ws:
-        async for _ in ws:
-            pass
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async with websockets.connect(f"{server.ws}/v3/ws?sample_rate=7") as ws:
+            async for _ in ws:
+                pass
     text = httpx.get(server.http + "/metrics").text
     values = {}
     for line in text.splitlines():
@@ -43,6 +45,7 @@ async def test_prometheus_metrics_count_sessions_audio_and_decodes(server):
     assert values['streamscribe_decode_latency_seconds_count{kind="partial"}'] >= 1
     assert values["streamscribe_decode_batch_size_count"] >= 1
     assert "streamscribe_decode_queue_depth" in values
+    assert values['streamscribe_errors_total{code="3006"}'] >= 1
     summary = httpx.get(server.http + "/v1/metrics").json()
     assert summary["decode_requests"] >= 1 and summary["sessions_active"] == 0
 
