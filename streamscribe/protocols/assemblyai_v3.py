@@ -343,6 +343,8 @@ class V3Protocol:
                 )
             ]
         if isinstance(event, TurnUpdate):
+            if event.formatted and not self.format_turns:
+                return []  # the formatted re-send is only for clients that asked for it
             return [SendJson(self._turn(event))]
         if isinstance(event, SpeechStarted):
             return []  # optional in v3 and unknown to SDK 0.64: not sent
@@ -374,8 +376,6 @@ class V3Protocol:
         ]
 
     def _turn(self, update: TurnUpdate) -> dict[str, Any]:
-        if not self.format_turns and update.formatted:
-            pass  # the engine only formats when asked; render what it sends
         words = [
             {
                 "start": int(w.start_ms),

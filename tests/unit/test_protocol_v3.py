@@ -824,7 +824,7 @@ def test_end_of_turn_then_formatted_resend_share_the_turn_order():
 
 def test_formatted_turn_transcript_is_the_full_text_even_with_tentative_words():
     message = render_one(
-        protocol(),
+        protocol(format_turns="true"),
         turn(word("Hi", 0, 1), word("there.", 1, 2, final=False), end=True, formatted=True),
     )
     assert message["transcript"] == "Hi there."
@@ -1033,3 +1033,9 @@ def test_transcript_of_a_session_ended_by_a_bad_frame():
     assert sent(wire)[1] == {"type": "Error", "error_code": 3006, "error": "Invalid Message: []"}
     assert wire[-1] == Close(3006, "Invalid Message: []")
     assert proto.receive_bytes(pcm(100)) == []
+
+
+def test_a_formatted_turn_is_not_sent_to_a_client_that_did_not_ask_for_it():
+    update = turn(word("Hi", 0, 1), end=True, formatted=True)
+    assert protocol().render(update) == []
+    assert protocol(format_turns="true").render(update)
