@@ -121,9 +121,13 @@ class LocalAgreement:
         return rest
 
     def commit_before(self, ms: int) -> list[HypWord]:
-        """Drop final words that end before `ms` (their audio left the window); return them."""
+        """Drop final words that end by `ms` (their audio left the window); return them.
+
+        The last hypothesis keeps only words that start inside the new window.
+        """
         i = 0
         while i < len(self.final) and self.final[i].end_ms <= ms:
             i += 1
         gone, self.final = self.final[:i], self.final[i:]
+        self._previous = [w for w in self._previous if w.start_ms >= ms]
         return gone

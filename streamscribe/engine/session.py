@@ -322,10 +322,9 @@ class StreamingSession:
         cut = self.agreement.final[-1].end_ms
         if cut <= self._window_start_ms:
             return
-        self._committed.extend(self.agreement.commit_before(cut + 1))
+        self._committed.extend(self.agreement.commit_before(cut))
         self.agreement.context = list(self._committed)
         self._window_start_ms = cut
-        self.agreement._previous = [w for w in self.agreement._previous if w.start_ms >= cut]
         self._trim()
 
     def _ticket(self, kind: str, end_ms: int, beam: int) -> DecodeTicket:

@@ -97,12 +97,12 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
                 "loading model %s (%s, %s)", settings.model, settings.device, settings.compute_type
             )
             model = await asyncio.to_thread(load_transcriber, settings)
-            # one warm-up decode so the first session does not pay for lazy initialisation
-            await asyncio.to_thread(
-                model.transcribe_batch, [DecodeRequest(np.zeros(16000, dtype=np.float32))]
-            )
         scheduler = DecodeScheduler(model, settings.max_batch_size, settings.decode_workers)
         await scheduler.start()
+        if transcriber is None:
+            # one warm-up decode (through the scheduler, the model's only caller) so the first
+            # session does not pay for lazy initialisation
+            await scheduler.submit(DecodeRequest(np.zeros(16000, dtype=np.float32)), "warm-up")
         state = ServerState(settings=settings, transcriber=model, scheduler=scheduler, store=store)
         scheduler.on_batch = lambda n, s: (
             state.metrics.batch_size.observe(n),
