@@ -65,9 +65,15 @@ class Audio:
 
 @dataclass(frozen=True, slots=True)
 class ForceEndpoint:
-    """End the current turn now (None: on every channel)."""
+    """End the current turn now (channel None: on every channel).
+
+    With a `marker`, the engine answers with `Flushed(marker)` once every turn that the force
+    ended has been emitted as final: the flush acknowledgement some dialects send (Fireworks
+    checkpoints, OpenAI Realtime manual commits, Deepgram Finalize).
+    """
 
     channel: int | None = None
+    marker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,7 @@ class TurnUpdate:
     language_confidence: float | None = None
     speaker: str | None = None
     translation: str | None = None
+    forced: bool = False  # the turn was ended by the client (ForceEndpoint), not by silence
 
     @property
     def final_text(self) -> str:
@@ -149,6 +156,14 @@ class TurnUpdate:
     @property
     def end_ms(self) -> int:
         return self.words[-1].end_ms if self.words else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """Every turn ended by `ForceEndpoint(marker=...)` has been emitted as final."""
+
+    marker: str
+    channel: int | None = None
 
 
 class EndReason(StrEnum):
@@ -185,4 +200,4 @@ class Error:
     message: str
 
 
-Event = SessionStarted | SpeechStarted | TurnUpdate | SessionEnded | Error
+Event = SessionStarted | SpeechStarted | TurnUpdate | Flushed | SessionEnded | Error

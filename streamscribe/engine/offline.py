@@ -8,7 +8,8 @@ for streamed and offline transcripts. Progress is reported in seconds of audio d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from streamscribe.audio.files import decode_file
 from streamscribe.config import Settings
-from streamscribe.engine.decoding import DecodeRequest, Transcriber
+from streamscribe.engine.decoding import DecodeRequest, DecodeResult, Transcriber
+from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.events import TurnUpdate, Word
 
 RATE = 16000
@@ -46,26 +48,47 @@ def speech_regions(audio: np.ndarray, max_region_s: float = MAX_REGION_S) -> lis
     return regions
 
 
-def transcribe_audio(
+DecodeBatch = Callable[[list[DecodeRequest]], Awaitable[list[DecodeResult | None]]]
+
+
+async def transcribe_audio_async(
     audio: np.ndarray,
-    transcriber: Transcriber,
+    decode_batch: DecodeBatch,
     beam_size: int = 5,
     language: str | None = None,
     on_progress: Callable[[float, float], None] | None = None,
+    task: str = "transcribe",
+    prompt: str = "",
+    channel: int = 0,
 ) -> list[TurnUpdate]:
+    """Transcribe 16 kHz mono audio region by region through `decode_batch`.
+
+    The server passes its shared scheduler here (`scheduler_batch`), so a long upload is decoded
+    in batches beside the live sessions instead of blocking them; the CLI passes the model.
+    `prompt` leads the first region (vocabulary, style); later regions hear the one before.
+    """
     total = len(audio) / RATE
     regions = speech_regions(audio)
     turns: list[TurnUpdate] = []
-    prompt = ""
+    context = ""
     for i in range(0, len(regions), BATCH):
         batch = regions[i : i + BATCH]
+        lead = " ".join(p for p in (prompt.strip(), context) if p)
         requests = [
             DecodeRequest(
-                audio[a:b], prompt=prompt, beam_size=beam_size, language=language, final=True
+                audio[a:b],
+                prompt=lead,
+                beam_size=beam_size,
+                language=language,
+                task=task,
+                final=True,
             )
             for a, b in batch
         ]
-        for (a, _b), result in zip(batch, transcriber.transcribe_batch(requests), strict=True):
+        results = await decode_batch(requests)
+        for (a, _b), result in zip(batch, results, strict=True):
+            if result is None:
+                continue
             offset = a * 1000 // RATE
             words = tuple(
                 Word(
@@ -80,7 +103,7 @@ def transcribe_audio(
             if words:
                 turns.append(
                     TurnUpdate(
-                        channel=0,
+                        channel=channel,
                         turn_order=len(turns),
                         words=words,
                         end_of_turn=True,
@@ -91,12 +114,42 @@ def transcribe_audio(
                     )
                 )
         if turns:
-            prompt = turns[-1].text[-200:]
+            context = turns[-1].text[-200:]
         if on_progress is not None:
             on_progress(min(total, batch[-1][1] / RATE), total)
     if on_progress is not None:
         on_progress(total, total)
     return turns
+
+
+def scheduler_batch(scheduler: DecodeScheduler, key: str) -> DecodeBatch:
+    """Decode a batch of final requests through the shared scheduler (never superseded)."""
+
+    async def decode(requests: list[DecodeRequest]) -> list[DecodeResult | None]:
+        return list(await asyncio.gather(*(scheduler.submit(r, key) for r in requests)))
+
+    return decode
+
+
+def transcribe_audio(
+    audio: np.ndarray,
+    transcriber: Transcriber,
+    beam_size: int = 5,
+    language: str | None = None,
+    on_progress: Callable[[float, float], None] | None = None,
+    task: str = "transcribe",
+    prompt: str = "",
+) -> list[TurnUpdate]:
+    """Synchronous form for the CLI: the model decodes each batch directly."""
+
+    async def decode(requests: list[DecodeRequest]) -> list[DecodeResult | None]:
+        return list(transcriber.transcribe_batch(requests))
+
+    return asyncio.run(
+        transcribe_audio_async(
+            audio, decode, beam_size, language, on_progress, task=task, prompt=prompt
+        )
+    )
 
 
 def transcribe_file(

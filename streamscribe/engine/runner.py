@@ -22,6 +22,7 @@ from streamscribe.events import (
     Error,
     ErrorKind,
     Event,
+    Flushed,
     ForceEndpoint,
     KeepAlive,
     Terminate,
@@ -47,6 +48,8 @@ class SessionRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         self.failed: BaseException | None = None
+        # ForceEndpoint markers not yet acknowledged: (marker, channel, channels it waits on)
+        self._markers: list[tuple[str, int | None, list[StreamingSession]]] = []
         # observer of each decode's round trip: (kind, seconds); the server feeds its metrics
         self.on_decode: Callable[[str, float], None] | None = None
 
@@ -57,9 +60,13 @@ class SessionRunner:
             self._emit(session.feed(command.samples))
             self._pump(session)
         elif isinstance(command, ForceEndpoint):
-            for s in self._targets(command.channel):
-                self._emit(s.force_endpoint())
+            targets = self._targets(command.channel)
+            for s in targets:
+                self._emit(s.force_endpoint(by_client=True))
                 self._pump(s)
+            if command.marker is not None:
+                self._markers.append((command.marker, command.channel, targets))
+                self._acknowledge_markers()
         elif isinstance(command, UpdateConfig):
             for s in self.sessions:
                 s.update_settings(command.changes)
@@ -109,7 +116,20 @@ class SessionRunner:
             session.in_flight = None
         else:
             self._emit(session.apply(ticket, result))
+            self._acknowledge_markers()
         self._pump(session)
+
+    def _acknowledge_markers(self) -> None:
+        """Emit `Flushed` for each marker whose forced turns have all been emitted as final.
+
+        Markers are acknowledged in the order they came; a session is done with a force once it
+        is no longer `ending` (its final turn was emitted, or there was no turn to end)."""
+        while self._markers:
+            marker, channel, targets = self._markers[0]
+            if any(s.ending for s in targets):
+                return
+            self._markers.pop(0)
+            self._emit([Flushed(marker, channel)])
 
     def _update_idle(self) -> None:
         if not self._tasks and all(s.idle for s in self.sessions):

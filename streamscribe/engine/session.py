@@ -131,6 +131,7 @@ class StreamingSession:
         self._rtt_ms = 0.0
         self.last_update: TurnUpdate | None = None
         self.finished = False
+        self._forced = False  # the turn being ended was ended by the client
 
     # ------------------------------------------------------------------ audio in
     def feed(self, samples: np.ndarray) -> list[Event]:
@@ -222,10 +223,13 @@ class StreamingSession:
             return self._end_turn(min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms))
         return []
 
-    def force_endpoint(self) -> list[Event]:
-        """End the current turn now (ForceEndpoint, Terminate, end of stream)."""
+    def force_endpoint(self, by_client: bool = False) -> list[Event]:
+        """End the current turn now (ForceEndpoint, Terminate, end of stream).
+
+        `by_client` marks the final turn `forced` (a client's ForceEndpoint / Finalize)."""
         if not self.turn_active or self.ending:
             return []
+        self._forced = by_client
         return self._end_turn(self.audio_ms)
 
     def _end_turn(self, end_ms: int) -> list[Event]:
@@ -413,6 +417,7 @@ class StreamingSession:
             end_of_turn_confidence=1.0 if end_of_turn else self.end_of_turn_confidence(),
             language=lang if end_of_turn else None,
             language_confidence=lang_p if end_of_turn else None,
+            forced=end_of_turn and self._forced,
         )
         return update
 
@@ -445,6 +450,7 @@ class StreamingSession:
             self._context = " ".join(w.raw for w in formatted)
             self.turn_order += 1
         self.ending = False
+        self._forced = False
         self.turn_active = False
         self.last_update = None
         self.agreement.reset()

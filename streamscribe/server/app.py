@@ -26,7 +26,17 @@ from streamscribe.engine.backends import load_transcriber
 from streamscribe.engine.decoding import DecodeRequest, Transcriber
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.logs import configure as configure_logging
-from streamscribe.server import routes_admin, routes_sessions, routes_tokens, routes_v3
+from streamscribe.server import (
+    routes_admin,
+    routes_assemblyai_v2,
+    routes_deepgram,
+    routes_fireworks,
+    routes_openai,
+    routes_sessions,
+    routes_tokens,
+    routes_v3,
+    routes_web,
+)
 from streamscribe.server.auth import is_loopback, open_mode
 from streamscribe.server.retention import retention_loop
 from streamscribe.server.state import ServerState
@@ -129,7 +139,17 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             await store.close()
 
     app = FastAPI(title="streamscribe", version=__version__, lifespan=lifespan)
-    for module in (routes_v3, routes_tokens, routes_sessions, routes_admin):
+    for module in (
+        routes_v3,
+        routes_tokens,
+        routes_sessions,
+        routes_admin,
+        routes_assemblyai_v2,
+        routes_deepgram,
+        routes_fireworks,
+        routes_openai,
+        routes_web,
+    ):
         app.include_router(module.router)
 
     @app.get("/healthz")

@@ -893,3 +893,29 @@ def test_hypotheses_of_a_very_short_window_never_make_words_final():
         if window < 1400:
             assert not any(w.final for w in update.words), update
     assert shown(h.ends[0]) == "hello* world* how* are* you*"
+
+
+# ------------------------------------------------------------------ client-forced turns
+
+
+def test_a_turn_the_client_ends_is_marked_forced_and_the_next_is_not():
+    words = say("one two three four five six seven eight")
+    h = Harness(words, auto=False)
+    h.run_until(2000)
+    h.session.force_endpoint(by_client=True)
+    end = h.answer(h.ask())[0]
+    assert end.end_of_turn and end.forced
+    h.auto = True
+    h.run_until(words[-1].end_ms + 2000)
+    later = [u for u in h.ends if u.turn_order == 1]
+    assert later and not later[0].forced  # ended by silence
+
+
+def test_a_turn_ended_by_silence_or_terminate_is_not_forced():
+    h = Harness(HELLO)
+    h.run_until(SPEECH_END + 2000)
+    assert h.ends and not h.ends[0].forced
+    h2 = Harness(HELLO, auto=False)
+    h2.run_until(2000)
+    h2.session.force_endpoint()  # Terminate / end of stream
+    assert not h2.answer(h2.ask())[0].forced

@@ -1,0 +1,7 @@
+"""OpenAI transcription: batch, SSE streaming and the Realtime transcription session."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
