@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,multilingual]'
+	# the AssemblyAI v2 realtime tests drive SDK 0.64.2, which cannot share a venv with 1.x:
+	# it lives in its own folder and the tests run it in a subprocess with PYTHONPATH set
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/sdk/assemblyai-0.64.2 'assemblyai==0.64.2'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,6 +44,7 @@ system-deps:
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
 	ldconfig -p | grep -q libportaudio || (apt-get update -qq && apt-get install -y -qq libportaudio2)
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
