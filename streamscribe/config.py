@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     compute_type: str = "int8"
     cpu_threads: int = 0  # 0: all cores
     decode_workers: int = 1  # parallel model calls (ctranslate2 inter_threads)
+    # a session that needs another language than English (or detection, or translation) while
+    # the default model is English-only gets this one, loaded on first use
+    multilingual_model: str = "base"
+    models: list[str] = []  # further models a session may name (speech_model / model)
+    language_switch_confidence: float = 0.7  # a turn changes the session's language only above
 
     # scheduler / streaming policy
     max_batch_size: int = 8

@@ -22,6 +22,10 @@ class DecodeRequest:
     language: str | None = None  # None: detect (multilingual models) or English
     task: str = "transcribe"
     final: bool = False  # finals are scheduled before partials
+    # with language None: keep `language_hint` unless another language is detected with at
+    # least `switch_confidence` (a session's language does not flip on a short, unclear turn)
+    language_hint: str | None = None
+    switch_confidence: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,9 @@ class TurnSettings:
     format_turns: bool = False
     keyterms: tuple[str, ...] = ()
     prompt: str = ""
-    language: str | None = None
+    language: str | None = None  # pinned; None: detect (multilingual models)
+    language_switch_confidence: float = 0.7  # detection must beat this to change language
+    translate: bool = False  # add the English translation of each final turn
     vad_threshold: float = 0.5
     partial_interval_ms: int = 500
     first_partial_ms: int = 200
@@ -126,6 +128,7 @@ class StreamingSession:
         self._last_hyp_kind = ""
         self._last_request_end_ms = 0
         self._turn_language: tuple[str | None, float | None] = (None, None)
+        self.session_language: str | None = None  # the language of the last final turn
         self._context = ""
         self.in_flight: DecodeTicket | None = None
         self._rtt_ms = 0.0
@@ -334,12 +337,17 @@ class StreamingSession:
     def _ticket(self, kind: str, end_ms: int, beam: int) -> DecodeTicket:
         start = self._window_start_ms
         end_ms = max(end_ms, start)
+        language = self.settings.language
+        if language is None and kind == "partial":
+            language = self._turn_language[0]  # detected once per turn, not on every partial
         request = DecodeRequest(
             audio=self._audio(start, end_ms),
             prompt=self._prompt(),
             beam_size=beam,
-            language=self.settings.language,
+            language=language,
             final=kind == "final",
+            language_hint=self.session_language,
+            switch_confidence=self.settings.language_switch_confidence,
         )
         ticket = DecodeTicket(next(_ticket_ids), kind, self.turn_order, start, end_ms, request)
         self.in_flight = ticket
@@ -443,6 +451,8 @@ class StreamingSession:
             best = best[:cut]
         formatted = [*self._committed, *best] if best else words
         events: list[Event] = []
+        if self._turn_language[0] is not None:
+            self.session_language = self._turn_language[0]
         if words:
             events.append(self._update(words, [], True))
             if self.settings.format_turns:

@@ -115,7 +115,7 @@ class WhisperCT2Transcriber:
         languages: list[tuple[str | None, float | None]] = [(language, None)] * len(reqs)
         if language is None and self.multilingual:
             detected = self.model.detect_language(enc)
-            languages = [(d[0][0][2:-2], float(d[0][1])) for d in detected]
+            languages = [stick_to_hint(d, r) for d, r in zip(detected, reqs, strict=True)]
 
         tokenizers = [self.tokenizer(lang, task) for lang, _ in languages]
         previous = [
@@ -276,3 +276,16 @@ def _words_from_alignment(alignment: list[dict], audio_s: float) -> list[RawWord
         start = min(start, end)
         out.append(RawWord(w["word"].strip(), start, end, float(w["probability"])))
     return out
+
+
+def stick_to_hint(detected: list[tuple[str, float]], request: DecodeRequest) -> tuple[str, float]:
+    """The language to decode in: the detected one, unless the request's hint (the session's
+    language so far) differs and the detection is not confident enough to switch.
+
+    `detected` is CTranslate2's ranking, [("<|de|>", p), ...], best first."""
+    ranked = [(token[2:-2], float(p)) for token, p in detected]
+    best, p = ranked[0]
+    hint = request.language_hint
+    if hint is None or best == hint or p >= request.switch_confidence:
+        return best, p
+    return hint, next((q for lang, q in ranked if lang == hint), 0.0)

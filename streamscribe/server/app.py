@@ -24,6 +24,7 @@ from streamscribe.audio.wav import repair_wav_header
 from streamscribe.config import Settings
 from streamscribe.engine.backends import load_transcriber
 from streamscribe.engine.decoding import DecodeRequest, Transcriber
+from streamscribe.engine.registry import ModelRegistry
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.logs import configure as configure_logging
 from streamscribe.server import (
@@ -114,10 +115,22 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             # session does not pay for lazy initialisation
             await scheduler.submit(DecodeRequest(np.zeros(16000, dtype=np.float32)), "warm-up")
         state = ServerState(settings=settings, transcriber=model, scheduler=scheduler, store=store)
-        scheduler.on_batch = lambda n, s: (
-            state.metrics.batch_size.observe(n),
-            state.metrics.decode_seconds.observe(s),
+
+        def observe(sched: DecodeScheduler) -> None:
+            sched.on_batch = lambda n, s: (
+                state.metrics.batch_size.observe(n),
+                state.metrics.decode_seconds.observe(s),
+            )
+
+        observe(scheduler)
+        state.models = ModelRegistry(
+            settings.model,
+            scheduler,
+            lambda name: load_transcriber(settings.model_copy(update={"model": name})),
+            settings.max_batch_size,
+            settings.decode_workers,
         )
+        state.models.on_new_scheduler = observe
         app.state.streamscribe = state
         if await open_mode(state):
             log.warning(
@@ -135,7 +148,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             await _drain(state, settings.shutdown_grace_seconds)
             if sweeper is not None:
                 sweeper.cancel()
-            await scheduler.stop()
+            await state.models.stop()
             await store.close()
 
     app = FastAPI(title="streamscribe", version=__version__, lifespan=lifespan)

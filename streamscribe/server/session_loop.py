@@ -23,8 +23,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from streamscribe.audio.converter import PcmConverter
 from streamscribe.audio.wav import WavWriter
 from streamscribe.engine.runner import SessionRunner
+from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.engine.session import TurnSettings
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import ModelNotFoundError, ProtocolError
 from streamscribe.events import (
     Audio,
     Command,
@@ -42,6 +43,7 @@ from streamscribe.events import (
 from streamscribe.logs import session_context
 from streamscribe.protocols.common import Close, Outgoing
 from streamscribe.server.auth import Principal
+from streamscribe.server.model_choice import choose_model
 from streamscribe.server.state import LiveSession, ServerState
 from streamscribe.store import TurnRecord
 
@@ -126,7 +128,25 @@ async def run_session(
     """Serve one accepted WebSocket until the session ends; return how it ended."""
     session_id = str(uuid.uuid4())
     with session_context(session_id):
-        return await _run(ws, dialect, config, state, protocol_name, principal, session_id)
+        try:
+            scheduler = await session_scheduler(state, config)
+        except ProtocolError as exc:
+            await _Sender(ws, dialect, state, session_id)._send(dialect.error(exc))
+            return SessionEnded(0, 0, EndReason.ERROR)
+        return await _run(
+            ws, dialect, config, state, protocol_name, principal, session_id, scheduler
+        )
+
+
+async def session_scheduler(state: ServerState, config: SessionConfig) -> DecodeScheduler:
+    """The scheduler of the model this session needs (loaded on first use).
+
+    Raises ProtocolError naming the fix when no served model fits the session."""
+    name = choose_model(state.settings, config, state.transcriber.multilingual)
+    try:
+        return await state.scheduler_for(name)
+    except ModelNotFoundError as exc:
+        raise ProtocolError(ErrorKind.BAD_REQUEST, f"Model {name!r} unavailable: {exc}") from None
 
 
 async def _run(
@@ -137,12 +157,13 @@ async def _run(
     protocol_name: str,
     principal: Principal | None,
     session_id: str,
+    scheduler: DecodeScheduler,
 ) -> SessionEnded:
     principal = principal or Principal(None)
     started = time.monotonic()
     fmt = config.audio
     runner = SessionRunner(
-        state.scheduler, turn_settings(state, config), channels=fmt.channels, key=session_id
+        scheduler, turn_settings(state, config), channels=fmt.channels, key=session_id
     )
     converter = PcmConverter(fmt.encoding, fmt.sample_rate, fmt.channels)
     recorder = _open_recorder(state, principal, config, session_id)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import Transcriber
+from streamscribe.engine.registry import ModelRegistry
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.server.metrics import Metrics
 from streamscribe.store import Store
@@ -42,6 +43,12 @@ class ServerState:
     draining: bool = False  # shutting down: no new sessions, open ones finish
     metrics: Metrics = field(default_factory=Metrics)
     max_lag_seen_ms: int = 0
+    models: ModelRegistry | None = None  # every model in use; `scheduler` is the default's
+
+    async def scheduler_for(self, model: str | None) -> DecodeScheduler:
+        if self.models is None:
+            return self.scheduler
+        return await self.models.scheduler(model)
 
     @property
     def at_capacity(self) -> bool:

@@ -919,3 +919,30 @@ def test_a_turn_ended_by_silence_or_terminate_is_not_forced():
     h2.run_until(2000)
     h2.session.force_endpoint()  # Terminate / end of stream
     assert not h2.answer(h2.ask())[0].forced
+
+
+# ------------------------------------------------------------------ languages
+
+
+def test_partials_reuse_the_turns_detected_language_and_finals_detect_again():
+    words = say("eins zwei drei vier fünf sechs sieben acht")
+    german = oracle(words, language="de", language_probability=0.9)
+    h = Harness(words, model=german)
+    h.run_until(words[-1].end_ms + 2000)
+    partials = [t for t in h.tickets if t.kind == "partial"]
+    assert partials[0].request.language is None  # the first one detects
+    assert all(t.request.language == "de" for t in partials[1:])
+    finals = [t for t in h.tickets if t.kind != "partial"]
+    assert finals and all(t.request.language is None for t in finals)
+    assert h.session.session_language == "de"
+    assert h.ends[0].language == "de"
+
+
+def test_the_session_language_is_the_hint_of_the_next_turns_requests():
+    first = say("hallo welt wie geht es?")
+    second = say("und noch etwas", at=first[-1].end_ms + 3000)
+    h = Harness([*first, *second], model=oracle([*first, *second], language="de"))
+    h.run_until(second[-1].end_ms + 2000)
+    later = [t for t in h.tickets if t.turn_order == 1]
+    assert later and all(t.request.language_hint == "de" for t in later)
+    assert all(t.request.switch_confidence == h.settings.language_switch_confidence for t in later)
