@@ -35,6 +35,7 @@ from streamscribe.server import (
     routes_openai,
     routes_sessions,
     routes_tokens,
+    routes_uploads,
     routes_v3,
     routes_web,
 )
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         routes_deepgram,
         routes_fireworks,
         routes_openai,
+        routes_uploads,
         routes_web,
     ):
         app.include_router(module.router)
@@ -197,16 +199,26 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         """The same figures as JSON, for people and the benchmark."""
         return app.state.streamscribe.summary()
 
-    @app.get("/")
-    async def index() -> dict:
+    @app.get("/v1/info")
+    async def info() -> dict:
+        """What this server is and serves (the page at `/` reads it to set itself up)."""
+        state: ServerState = app.state.streamscribe
+        extra = [settings.multilingual_model] if settings.multilingual_model else []
         return {
             "service": "streamscribe",
             "version": __version__,
             "model": settings.model,
+            "models": list(dict.fromkeys([settings.model, *settings.models, *extra])),
+            "multilingual": bool(extra) or state.transcriber.multilingual,
+            "auth": "open" if await open_mode(state) else "key",
+            "record_audio": settings.record_audio,
+            "max_upload_bytes": routes_uploads.MAX_UPLOAD_BYTES,
             "endpoints": {
+                "page": "/",
                 "assemblyai_v3": "/v3/ws",
                 "token": "/v3/token",
                 "sessions": "/v1/sessions",
+                "uploads": "/v1/transcripts",
             },
         }
 

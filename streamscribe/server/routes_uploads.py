@@ -1,0 +1,341 @@
+"""File uploads transcribed by the server: `POST /v1/transcripts`, progress at `GET .../{id}`.
+
+A client (the dashboard, curl) uploads an audio or video file as multipart form data: `file`,
+and optionally `language` (a code, or `auto`), `keyterms` (comma- or newline-separated) and
+`speech_model`. The server answers 202 with a job id at once. The job then decodes the file
+(PyAV, in a thread), keeps its 16 kHz audio as the session's recording, and transcribes it
+region by region through the decode scheduler of the chosen model, beside the live sessions.
+`GET /v1/transcripts/{id}` reports the stage and progress (audio seconds done of the total) and,
+when done, the turns. The result is a stored session (protocol "upload", id = job id), so it
+appears in History with its exports and recording like any streamed session.
+
+Jobs are kept in memory (an hour after they finish); the session stays in the store. A key sees
+only its own jobs. Every refusal says what to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request
+from starlette.datastructures import UploadFile
+
+from streamscribe.audio.files import decode_file
+from streamscribe.audio.wav import WavWriter
+from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
+from streamscribe.errors import AudioDecodeError, ProtocolError
+from streamscribe.events import EndReason, SessionConfig
+from streamscribe.protocols.common import WHISPER_LANGUAGES
+from streamscribe.server.auth import Principal, require_key
+from streamscribe.server.routes_sessions import turn_json
+from streamscribe.server.session_loop import session_scheduler
+from streamscribe.server.state import ServerState
+from streamscribe.store import TurnRecord
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1")
+
+RATE = 16000
+PROTOCOL = "upload"
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+MAX_ACTIVE_JOBS = 4  # uploads being decoded or transcribed at once, per server
+KEEP_FINISHED_S = 3600.0
+MAX_KEYTERMS = 100
+MAX_KEYTERM_CHARS = 50
+_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+@dataclass
+class Job:
+    """One upload being transcribed; its id is also the stored session's id."""
+
+    id: str
+    key_id: str | None
+    filename: str
+    created: float = field(default_factory=time.time)
+    status: str = "queued"  # queued | decoding | transcribing | done | error
+    audio_seconds: float = 0.0
+    done_seconds: float = 0.0
+    error: str | None = None
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    finished: float | None = None
+    task: asyncio.Task | None = None
+
+    @property
+    def progress(self) -> float:
+        if self.status == "done":
+            return 1.0
+        if not self.audio_seconds:
+            return 0.0
+        return round(min(1.0, self.done_seconds / self.audio_seconds), 4)
+
+    def json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "session_id": self.id,
+            "filename": self.filename,
+            "status": self.status,
+            "progress": self.progress,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "done_seconds": round(self.done_seconds, 3),
+            "error": self.error,
+        }
+        if self.status == "done":
+            body["turns"] = self.turns
+            body["text"] = "\n".join(t["text"] for t in self.turns)
+        return body
+
+
+def _jobs(request: Request) -> dict[str, Job]:
+    jobs = getattr(request.app.state, "upload_jobs", None)
+    if jobs is None:
+        jobs = request.app.state.upload_jobs = {}
+    now = time.time()
+    stale = [j.id for j in jobs.values() if j.finished and now - j.finished > KEEP_FINISHED_S]
+    for job_id in stale:
+        del jobs[job_id]
+    return jobs
+
+
+def _language(value: str | None) -> str | None:
+    text = (value or "").strip().lower()
+    if text in ("", "auto", "multi"):
+        return None
+    code = text.split("-")[0]
+    if code not in WHISPER_LANGUAGES:
+        raise HTTPException(
+            400,
+            f"language={value!r} is not a language the model knows: use a code such as en, "
+            "es, fr, de (or auto to detect it)",
+        )
+    return code
+
+
+def _keyterms(value: str | None) -> tuple[str, ...]:
+    terms = tuple(t.strip() for t in re.split(r"[,\n]", value or "") if t.strip())
+    if len(terms) > MAX_KEYTERMS:
+        raise HTTPException(400, f"keyterms: at most {MAX_KEYTERMS} terms, got {len(terms)}")
+    long = [t for t in terms if len(t) > MAX_KEYTERM_CHARS]
+    if long:
+        raise HTTPException(
+            400, f"keyterms: each term at most {MAX_KEYTERM_CHARS} characters ({long[0][:60]!r})"
+        )
+    return terms
+
+
+def _field(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _too_large() -> HTTPException:
+    return HTTPException(
+        413,
+        f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB: cut it into parts "
+        "or transcribe it locally with `streamscribe transcribe FILE`",
+    )
+
+
+def _save(upload: UploadFile, path: Path) -> int:
+    """Copy the upload to `path`; raises 413 past the size limit. Returns the bytes written."""
+    written = 0
+    upload.file.seek(0)
+    with path.open("wb") as out:
+        while block := upload.file.read(1 << 20):
+            written += len(block)
+            if written > MAX_UPLOAD_BYTES:
+                raise _too_large()
+            out.write(block)
+    return written
+
+
+def _write_recording(path: Path, audio: np.ndarray) -> None:
+    writer = WavWriter(path, RATE, 1)
+    try:
+        for start in range(0, len(audio), RATE * 10):
+            writer.write(audio[start : start + RATE * 10])
+    finally:
+        writer.close()
+
+
+@router.post("/transcripts", status_code=202)
+async def create_transcript(
+    request: Request, principal: Principal = Depends(require_key)
+) -> dict[str, Any]:
+    """Upload a file (multipart field `file`) to be transcribed; poll the job it returns."""
+    state: ServerState = request.app.state.streamscribe
+    if state.draining:
+        raise HTTPException(503, "the server is shutting down: upload to another server")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 64 * 1024:
+        raise _too_large()
+    jobs = _jobs(request)
+    active = sum(1 for j in jobs.values() if j.finished is None)
+    if active >= MAX_ACTIVE_JOBS:
+        raise HTTPException(
+            503,
+            f"server busy: {active} uploads are being transcribed; try again in a minute",
+        )
+    if "multipart/form-data" not in request.headers.get("content-type", ""):
+        raise HTTPException(
+            400, "send the file as multipart/form-data in a field named 'file' (curl -F file=@X)"
+        )
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(
+                400, "no file: send it as multipart/form-data in a field named 'file'"
+            )
+        language = _language(_field(form, "language"))
+        keyterms = _keyterms(_field(form, "keyterms"))
+        model = (_field(form, "speech_model") or "").strip() or None
+        config = SessionConfig(
+            turn={"language": language} if language else {},
+            model=model,
+            language_detection=language is None and state.transcriber.multilingual,
+        )
+        try:
+            scheduler_model = await session_scheduler(state, config)
+        except ProtocolError as exc:
+            raise HTTPException(400, exc.reason) from None
+        filename = Path(upload.filename or "upload").name[:200] or "upload"
+        job = Job(str(uuid.uuid4()), principal.key_id, filename)
+        folder = (state.settings.data_dir / "uploads").resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = Path(filename).suffix
+        path = folder / f"{job.id}{suffix if _SUFFIX.match(suffix) else ''}"
+        try:
+            size = await asyncio.to_thread(_save, upload, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise HTTPException(400, f"{filename!r} is empty: upload an audio or video file")
+    params = {
+        "filename": filename,
+        "bytes": size,
+        "language": language,
+        "keyterms": list(keyterms),
+        "speech_model": model,
+    }
+    jobs[job.id] = job
+    job.task = asyncio.create_task(
+        _transcribe(state, principal, job, path, params, scheduler_model, language, keyterms)
+    )
+    return job.json()
+
+
+@router.get("/transcripts/{job_id}")
+async def get_transcript_job(
+    job_id: str, request: Request, principal: Principal = Depends(require_key)
+) -> dict[str, Any]:
+    """The job's stage, progress and (when done) turns; the session itself is in /v1/sessions."""
+    job = _jobs(request).get(job_id)
+    if job is None or (principal.key_id is not None and job.key_id != principal.key_id):
+        raise HTTPException(
+            404,
+            f"no upload job {job_id!r} for this key (jobs are kept an hour after they finish): "
+            f"the transcript, if it finished, is at /v1/sessions/{job_id}",
+        )
+    return job.json()
+
+
+async def _transcribe(
+    state: ServerState,
+    principal: Principal,
+    job: Job,
+    path: Path,
+    params: dict[str, Any],
+    scheduler: Any,
+    language: str | None,
+    keyterms: tuple[str, ...],
+) -> None:
+    store = state.store
+    started = False
+    try:
+        job.status = "decoding"
+        try:
+            audio = await asyncio.to_thread(decode_file, path)
+        except AudioDecodeError as exc:
+            reason = str(exc).replace(str(path), repr(job.filename))
+            raise _JobError(
+                f"{reason}: upload an audio or video file (WAV, MP3, M4A, ...)"
+            ) from None
+        if len(audio) == 0:
+            raise _JobError(f"no audio in {job.filename!r}: its audio track is empty")
+        job.audio_seconds = len(audio) / RATE
+        await _check_quota(state, principal, job.audio_seconds)
+        recording: Path | None = None
+        key = principal.key
+        if state.settings.record_audio and (key is None or key.record_audio):
+            folder = (state.settings.data_dir / "recordings").resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+            recording = folder / f"{job.id}.wav"
+            await asyncio.to_thread(_write_recording, recording, audio)
+        params = {**params, "audio_seconds": round(job.audio_seconds, 3)}
+        await store.start_session(
+            job.id, principal.key_id, PROTOCOL, params, str(recording) if recording else None
+        )
+        started = True
+        job.status = "transcribing"
+
+        def progress(done: float, total: float) -> None:
+            job.done_seconds = done
+
+        prompt = ", ".join(keyterms) + "." if keyterms else ""
+        turns = await transcribe_audio_async(
+            audio,
+            scheduler_batch(scheduler, f"upload-{job.id}"),
+            state.settings.final_beam_size,
+            language,
+            on_progress=progress,
+            prompt=prompt,
+        )
+        records = [TurnRecord.from_update(t) for t in turns]
+        for record in records:
+            await store.add_turn(job.id, record)
+        await store.end_session(job.id, str(EndReason.TERMINATED), job.audio_seconds)
+        await store.add_usage(principal.key_id, job.audio_seconds)
+        job.turns = [turn_json(r) for r in records]
+        job.status = "done"
+        log.info("upload %s: %.1f s audio, %d turns", job.id, job.audio_seconds, len(records))
+    except _JobError as exc:
+        job.error, job.status = str(exc), "error"
+    except Exception:
+        log.exception("upload %s failed", job.id)
+        job.error, job.status = "transcription failed on the server: see its log", "error"
+    finally:
+        if started and job.status != "done":
+            try:
+                await store.end_session(job.id, str(EndReason.ERROR), job.audio_seconds)
+            except Exception:
+                log.exception("store write failed")
+        path.unlink(missing_ok=True)
+        job.finished = time.time()
+
+
+class _JobError(Exception):
+    """A job failed for a reason the user can act on (the message says how)."""
+
+
+async def _check_quota(state: ServerState, principal: Principal, seconds: float) -> None:
+    key = principal.key
+    if key is None or key.max_audio_hours_per_day is None:
+        return
+    used = await state.store.audio_seconds_today(key.id)
+    allowed = key.max_audio_hours_per_day * 3600
+    if used + seconds > allowed:
+        raise _JobError(
+            f"daily audio limit: key {key.name!r} allows {key.max_audio_hours_per_day:g} h per "
+            f"day (UTC) and this file needs {seconds / 60:.1f} min more than is left; "
+            "ask for a higher limit or try tomorrow"
+        )
