@@ -43,6 +43,9 @@ class SessionConfig:
     speaker_labels: bool = False
     model: str | None = None
     record: bool = True  # keep a recording of the session's audio (where the server records)
+    # emit `AudioProgress` every so many ms of audio received (None: never); for dialects that
+    # speak on the audio clock even in silence (AssemblyAI v2's empty partial transcripts)
+    progress_interval_ms: int | None = None
 
 
 # ---------------------------------------------------------------- commands (client -> engine)
@@ -159,6 +162,17 @@ class TurnUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioProgress:
+    """The stream has received `audio_ms` of audio (only with `SessionConfig.progress_interval_ms`).
+
+    Queued behind the events that audio produced, so a dialect can speak on the audio clock when
+    the engine has nothing to say (silence), as AssemblyAI v2 does with empty partials.
+    """
+
+    audio_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Flushed:
     """Every turn ended by `ForceEndpoint(marker=...)` has been emitted as final."""
 
@@ -200,4 +214,4 @@ class Error:
     message: str
 
 
-Event = SessionStarted | SpeechStarted | TurnUpdate | Flushed | SessionEnded | Error
+Event = SessionStarted | SpeechStarted | TurnUpdate | Flushed | AudioProgress | SessionEnded | Error

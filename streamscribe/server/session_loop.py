@@ -28,6 +28,7 @@ from streamscribe.engine.session import TurnSettings
 from streamscribe.errors import ModelNotFoundError, ProtocolError
 from streamscribe.events import (
     Audio,
+    AudioProgress,
     Command,
     EndReason,
     Error,
@@ -261,6 +262,8 @@ async def _receive_loop(
 ) -> None:
     idle_limit = config.inactivity_timeout_s or state.settings.idle_timeout_seconds
     last_activity = time.monotonic()
+    progress_ms = config.progress_interval_ms or 0
+    next_progress_ms = progress_ms
     while True:
         now = time.monotonic()
         until_idle = idle_limit - (now - last_activity)
@@ -316,6 +319,9 @@ async def _receive_loop(
                     _record(recorder, channels)
                 for channel, samples in enumerate(channels):
                     await runner.handle(Audio(samples, channel))
+                if progress_ms and converter.audio_ms >= next_progress_ms:
+                    runner.events.put_nowait(AudioProgress(converter.audio_ms))
+                    next_progress_ms = converter.audio_ms + progress_ms
             else:
                 await runner.handle(command)
         if runner.failed is not None:
