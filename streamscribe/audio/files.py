@@ -9,8 +9,10 @@ channels, so a mono recording duplicated into stereo keeps its level (FFmpeg's o
 matrix adds 3 dB for float output).
 
 Only the first audio stream of a file is decoded. Every failure -- missing file, no audio, corrupt
-data -- raises `AudioDecodeError` naming the file and the problem. Raw wire bytes are decoded in
-`codecs.py`; WAV recordings are written by `wav.py`.
+data -- raises `AudioDecodeError` naming the file and the problem. Uploads that never touch the
+disk (an HTTP request body) go through `decode_stream`, which takes a binary file object and can
+stop early once a length cap is passed. Raw wire bytes are decoded in `codecs.py`; WAV recordings
+are written by `wav.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.error
@@ -39,10 +42,13 @@ def _reason(exc: BaseException) -> str:
 
 
 @contextmanager
-def _open_audio(path: Path) -> Iterator[tuple[av.container.InputContainer, av.AudioStream]]:
-    """Open `path` and yield (container, first audio stream); always closes the container."""
+def _open_audio(
+    path: Path, source: BinaryIO | None = None
+) -> Iterator[tuple[av.container.InputContainer, av.AudioStream]]:
+    """Open `path` (or the file object `source`, named `path` in errors) and yield
+    (container, first audio stream); always closes the container."""
     try:
-        container = av.open(str(path), mode="r")
+        container = av.open(source if source is not None else str(path), mode="r")
     except _AV_ERRORS as exc:
         raise AudioDecodeError(f"cannot open {path}: {_reason(exc)}") from exc
     try:
@@ -68,8 +74,10 @@ def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
     return data.astype(np.float32, copy=False)
 
 
-def _iter_blocks(path: Path, sample_rate: int, mono: bool) -> Iterator[np.ndarray]:
-    """Decode `path` frame by frame into float32 blocks of shape (channels, n) at sample_rate.
+def _iter_blocks(
+    path: Path, sample_rate: int, mono: bool, source: BinaryIO | None = None
+) -> Iterator[np.ndarray]:
+    """Decode `path` (or `source`) frame by frame into float32 blocks of shape (channels, n).
 
     With `mono`, channels are averaged before resampling (cheaper) and blocks have one row.
     Yields nothing at all for an audio stream without frames.
@@ -83,7 +91,7 @@ def _iter_blocks(path: Path, sample_rate: int, mono: bool) -> Iterator[np.ndarra
             return resampler.process(block[0], last=last)[np.newaxis, :]
         return resampler.process(block, last=last)
 
-    with _open_audio(path) as (container, stream):
+    with _open_audio(path, source) as (container, stream):
         try:
             for frame in container.decode(stream):
                 block = _frame_to_float(frame)
@@ -125,6 +133,36 @@ def decode_file(path: str | Path, sample_rate: int = TARGET_RATE) -> np.ndarray:
     """Decode the whole first audio stream, down-mixed to mono: float32 of shape (n,)."""
     _check_rate(sample_rate)
     blocks = [block[0] for block in _iter_blocks(Path(path), sample_rate, mono=True)]
+    if not blocks:
+        return np.zeros(0, np.float32)
+    return np.concatenate(blocks)
+
+
+def decode_stream(
+    source: BinaryIO,
+    sample_rate: int = TARGET_RATE,
+    name: str = "upload",
+    max_seconds: float | None = None,
+) -> np.ndarray:
+    """Decode a seekable binary file object (an upload), down-mixed to mono: float32 (n,).
+
+    `name` stands for the file in error messages. With `max_seconds`, decoding stops as soon as
+    more than that has been decoded, so the result is longer than `max_seconds` exactly when the
+    file is: a caller can refuse an over-long upload without holding all of it in memory.
+    """
+    _check_rate(sample_rate)
+    limit = None if max_seconds is None else int(max_seconds * sample_rate)
+    blocks: list[np.ndarray] = []
+    total = 0
+    decoder = _iter_blocks(Path(name), sample_rate, mono=True, source=source)
+    try:
+        for block in decoder:
+            blocks.append(block[0])
+            total += block.shape[1]
+            if limit is not None and total > limit:
+                break
+    finally:
+        decoder.close()
     if not blocks:
         return np.zeros(0, np.float32)
     return np.concatenate(blocks)
