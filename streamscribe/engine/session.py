@@ -35,6 +35,7 @@ from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
 RATE = 16000
 SAMPLES_PER_MS = RATE // 1000
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
+TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
 
 
 def format_words(raw: list[str]) -> list[str]:
@@ -128,6 +129,7 @@ class StreamingSession:
         self._last_hyp_kind = ""
         self._last_request_end_ms = 0
         self._turn_language: tuple[str | None, float | None] = (None, None)
+        self._turn_language_trusted = False
         self.session_language: str | None = None  # the language of the last final turn
         self._context = ""
         self.in_flight: DecodeTicket | None = None
@@ -169,6 +171,7 @@ class StreamingSession:
         self._last_hyp_end_ms = self._turn_start_ms
         self._last_hyp_kind = ""
         self._turn_language = (None, None)
+        self._turn_language_trusted = False
 
     def _trim(self) -> None:
         """Keep only the window (in a turn) or the pre-roll (between turns)."""
@@ -338,7 +341,7 @@ class StreamingSession:
         start = self._window_start_ms
         end_ms = max(end_ms, start)
         language = self.settings.language
-        if language is None and kind == "partial":
+        if language is None and kind == "partial" and self._turn_language_trusted:
             language = self._turn_language[0]  # detected once per turn, not on every partial
         request = DecodeRequest(
             audio=self._audio(start, end_ms),
@@ -363,6 +366,13 @@ class StreamingSession:
         hyp = self._to_stream_time(ticket, result)
         if result.language:
             self._turn_language = (result.language, result.language_probability)
+            # a detection over a short window is a guess: partials keep detecting until one
+            # is confident or has heard enough audio
+            self._turn_language_trusted = (
+                result.language_probability or 0.0
+            ) >= self.settings.language_switch_confidence or (
+                ticket.window_end_ms - ticket.window_start_ms >= TRUSTED_DETECTION_MS
+            )
         if ticket.kind == "final":
             return self._finalize(hyp)
         if ticket.window_start_ms != self._window_start_ms:

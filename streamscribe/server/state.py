@@ -78,4 +78,5 @@ class ServerState:
             if stats.batch_sizes
             else 0.0,
             "uptime_s": round(time.time() - self.started, 1),
+            "models_loaded": sorted(self.models.loaded) if self.models else [],
         }
