@@ -41,6 +41,7 @@ class SessionConfig:
     max_session_s: float | None = None
     language_detection: bool = False
     speaker_labels: bool = False
+    max_speakers: int | None = None  # cap on distinct speakers (None: the engine's default)
     model: str | None = None
     record: bool = True  # keep a recording of the session's audio (where the server records)
     # emit `AudioProgress` every so many ms of audio received (None: never); for dialects that

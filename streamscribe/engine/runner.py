@@ -12,8 +12,10 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 
+from streamscribe.engine.enrichment import TurnEnricher
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.engine.session import DecodeTicket, StreamingSession, TurnSettings
 from streamscribe.events import (
@@ -39,11 +41,17 @@ class SessionRunner:
         settings: TurnSettings | None = None,
         channels: int = 1,
         key: str | None = None,
+        enricher: TurnEnricher | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.key = key or uuid.uuid4().hex
         self.sessions = [StreamingSession(c, settings) for c in range(channels)]
         self.events: asyncio.Queue[Event] = asyncio.Queue()
+        # final turns being enriched (speakers, translation) hold the events behind them here
+        self.enricher = enricher
+        self._outbox: deque[Event | asyncio.Future] = deque()
+        self._outbox_empty = asyncio.Event()
+        self._outbox_empty.set()
         self._tasks: dict[int, asyncio.Task] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -57,6 +65,8 @@ class SessionRunner:
     async def handle(self, command: Command) -> None:
         if isinstance(command, Audio):
             session = self.sessions[command.channel]
+            if self.enricher is not None:
+                self.enricher.feed(command.channel, command.samples)
             self._emit(session.feed(command.samples))
             self._pump(session)
         elif isinstance(command, ForceEndpoint):
@@ -80,7 +90,30 @@ class SessionRunner:
 
     def _emit(self, events: list[Event]) -> None:
         for e in events:
-            self.events.put_nowait(e)
+            if self.enricher is not None and self.enricher.wants(e):
+                future = asyncio.ensure_future(self.enricher.enrich(e))  # type: ignore[arg-type]
+                future.add_done_callback(lambda _f: self._release())
+                self._outbox.append(future)
+            else:
+                self._outbox.append(e)
+        self._release()
+
+    def _release(self) -> None:
+        """Move events to the queue in order; an enrichment not yet done holds those behind it."""
+        while self._outbox:
+            head = self._outbox[0]
+            if isinstance(head, asyncio.Future):
+                if not head.done():
+                    self._outbox_empty.clear()
+                    return
+                self._outbox.popleft()
+                if head.cancelled() or head.exception() is not None:
+                    log.error("a final turn's enrichment was lost: %r", head)
+                    continue
+                self.events.put_nowait(head.result())
+            else:
+                self.events.put_nowait(self._outbox.popleft())
+        self._outbox_empty.set()
 
     # ------------------------------------------------------------------ decoding
     def _pump(self, session: StreamingSession) -> None:
@@ -142,9 +175,10 @@ class SessionRunner:
             self._pump(s)
         while self.failed is None:
             if not self._tasks and all(s.idle for s in self.sessions):
-                return
+                break
             self._idle.clear()
             await self._idle.wait()
+        await self._outbox_empty.wait()
 
     async def cancel(self) -> None:
         for t in list(self._tasks.values()):

@@ -69,6 +69,7 @@ MAX_CHUNK_MS = 1000
 MAX_KEYTERMS = 100
 MAX_KEYTERM_CHARS = 50
 MAX_PROMPT_CHARS = 4000
+MAX_SPEAKERS = 10
 # A control message is a small JSON object; anything far larger is not one.
 MAX_TEXT_CHARS = 64 * 1024
 # Text (control) frames: a burst of CONTROL_BURST, then CONTROL_RATE a second. Audio frames are
@@ -167,14 +168,12 @@ def parse_query(query: Mapping[str, str]) -> SessionConfig:
     languages = q.string_list("language_codes") or q.string_list("language_code")
     if not languages and q.has("language"):
         languages = (query["language"].strip(),)
-    if len(languages) == 1 and languages[0].lower() not in ("multi", "auto"):
-        language = languages[0].split("-")[0].lower()
-        if language not in WHISPER_LANGUAGES:
-            raise _bad_message(
-                f"Invalid language code {quoted(languages[0])}: expected a code the model "
-                "knows, e.g. en, es, fr, de, it, pt (or multi to detect it)"
-            )
+    language = pinned_language(languages)
+    if language is not None:
         turn["language"] = language
+    if q.bool("translate"):  # our extension: the English translation of each final turn
+        turn["translate"] = True
+    max_speakers = q.int("max_speakers", None, 1, MAX_SPEAKERS)
     inactivity = q.int("inactivity_timeout", None, 5, 3600)
     return SessionConfig(
         audio=AudioFormat(encoding=encoding, sample_rate=sample_rate, channels=1),
@@ -182,9 +181,23 @@ def parse_query(query: Mapping[str, str]) -> SessionConfig:
         inactivity_timeout_s=float(inactivity) if inactivity is not None else None,
         language_detection=q.bool("language_detection"),
         speaker_labels=q.bool("speaker_labels"),
+        max_speakers=max_speakers,
         record=q.bool("record", True),
         model=query.get("speech_model") or None,
     )
+
+
+def pinned_language(languages: tuple[str, ...] | list[str]) -> str | None:
+    """The one language a client pinned (None: detect); unknown codes are refused."""
+    if len(languages) != 1 or languages[0].lower() in ("multi", "auto"):
+        return None
+    language = languages[0].split("-")[0].lower()
+    if language not in WHISPER_LANGUAGES:
+        raise _bad_message(
+            f"Invalid language code {quoted(languages[0])}: expected a code the model "
+            "knows, e.g. en, es, fr, de, it, pt (or multi to detect it)"
+        )
+    return language
 
 
 def _bad_message(reason: str) -> ProtocolError:
@@ -217,6 +230,11 @@ def parse_update(message: dict[str, Any]) -> dict[str, Any]:
     prompt within their limits. Unknown fields and nulls are ignored, as the cloud does.
     """
     changes: dict[str, Any] = {}
+    codes = message.get("language_codes")
+    if codes is not None:
+        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+            raise _bad_message("Invalid Message: language_codes must be a list of strings")
+        changes["language"] = pinned_language(codes)
     for key, value in message.items():
         if key == "type" or key not in _TURN_FIELDS or value is None:
             continue
@@ -405,4 +423,6 @@ class V3Protocol:
             )
         if self.config.speaker_labels and update.speaker:
             message["speaker_label"] = update.speaker
+        if update.end_of_turn and update.translation is not None:
+            message["translation"] = update.translation  # our extension (translate=true)
         return message

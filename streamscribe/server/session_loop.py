@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from streamscribe.audio.converter import PcmConverter
 from streamscribe.audio.wav import WavWriter
+from streamscribe.engine.enrichment import TurnEnricher
 from streamscribe.engine.runner import SessionRunner
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.engine.session import TurnSettings
@@ -70,6 +71,21 @@ def turn_settings(state: ServerState, config: SessionConfig) -> TurnSettings:
         vad_threshold=s.vad_threshold,
     )
     return base.updated(dict(config.turn))
+
+
+def make_enricher(
+    scheduler: DecodeScheduler, settings: TurnSettings, config: SessionConfig, session_id: str
+) -> TurnEnricher | None:
+    """What each final turn gets after the fact: its translation (speakers: see speakers/)."""
+    if not settings.translate:
+        return None
+    return TurnEnricher(
+        scheduler,
+        session_id,
+        config.audio.channels,
+        translate=settings.translate,
+        beam_size=settings.final_beam_size,
+    )
 
 
 async def check_admission(state: ServerState, principal: Principal) -> None:
@@ -163,8 +179,13 @@ async def _run(
     principal = principal or Principal(None)
     started = time.monotonic()
     fmt = config.audio
+    settings = turn_settings(state, config)
     runner = SessionRunner(
-        scheduler, turn_settings(state, config), channels=fmt.channels, key=session_id
+        scheduler,
+        settings,
+        channels=fmt.channels,
+        key=session_id,
+        enricher=make_enricher(scheduler, settings, config, session_id),
     )
     converter = PcmConverter(fmt.encoding, fmt.sample_rate, fmt.channels)
     recorder = _open_recorder(state, principal, config, session_id)

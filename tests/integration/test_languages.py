@@ -140,3 +140,19 @@ async def test_a_language_the_model_cannot_serve_is_refused_naming_the_fix(engli
     assert messages[-1]["type"] == "Error"
     assert "--model base" in messages[-1]["error"] and "'de'" in messages[-1]["error"]
     assert ws.close_code == 3006
+
+
+async def test_translate_adds_the_english_of_each_final_turn(server):
+    audio, _ = clip("de", 0)  # "für die besten aussichten auf hongkong ... kowloon fahren"
+    messages, code = await stream(
+        server, "sample_rate=16000&language_code=de&translate=true&format_turns=true", audio
+    )
+    assert code == 1000
+    turns = finals(messages)
+    assert turns and all(isinstance(t.get("translation"), str) for t in turns)
+    english = " ".join(t["translation"] for t in turns).lower()
+    german = " ".join(t["transcript"] for t in turns).lower()
+    assert "island" in english or "hong kong" in english, english
+    assert english != german and "sollten" not in english
+    partials = [m for m in messages if m.get("type") == "Turn" and not m["end_of_turn"]]
+    assert all("translation" not in p for p in partials)

@@ -596,11 +596,32 @@ def test_update_configuration_ignores_unknown_and_null_fields():
     proto = protocol()
     assert (
         proto.receive_text(
-            '{"type":"UpdateConfiguration","language_codes":["en"],"session_heartbeat":true,'
-            '"max_turn_silence":null}'
+            '{"type":"UpdateConfiguration","session_heartbeat":true,"max_turn_silence":null}'
         )
         == []
     )
+
+
+@pytest.mark.parametrize(
+    ("codes", "language"),
+    [(["de"], "de"), (["fr-FR"], "fr"), (["multi"], None), (["en", "es"], None)],
+)
+def test_update_configuration_language_codes_pin_or_unpin_the_language(codes, language):
+    proto = protocol()
+    message = json.dumps({"type": "UpdateConfiguration", "language_codes": codes})
+    assert proto.receive_text(message) == [UpdateConfig({"language": language})]
+
+
+def test_update_configuration_refuses_an_unknown_language_code():
+    with pytest.raises(ProtocolError, match="xx"):
+        protocol().receive_text('{"type":"UpdateConfiguration","language_codes":["xx"]}')
+
+
+def test_translate_and_max_speakers_are_read_from_the_query():
+    config = parse_query({"sample_rate": "16000", "translate": "true", "max_speakers": "3"})
+    assert config.turn["translate"] is True and config.max_speakers == 3
+    with pytest.raises(ProtocolError, match="max_speakers"):
+        parse_query({"sample_rate": "16000", "max_speakers": "0"})
 
 
 @pytest.mark.parametrize(
