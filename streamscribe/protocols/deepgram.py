@@ -1,0 +1,510 @@
+"""Deepgram live transcription (`/v1/listen` WebSocket), sans-I/O.
+
+Theory of operation: `parse_options` reads the upgrade's query string (repeated keys for lists,
+as the SDK sends them) into `DeepgramOptions` or raises `ProtocolError`, which the route answers
+with an HTTP status before the upgrade, as the cloud does (400 bad parameters, 401 credentials).
+`session_config` turns the options into the protocol-neutral `SessionConfig`. A
+`DeepgramProtocol` then translates both ways: binary frames become `RawAudio` (any chunk size:
+partial sample frames are carried over to the next frame), an empty binary frame or
+`CloseStream` becomes `Terminate`, `Finalize` a marked `ForceEndpoint`, `KeepAlive` itself;
+engine events become `Results`, `SpeechStarted`, `UtteranceEnd` and, at the end, `Metadata` and
+close 1000. Errors close with Deepgram's codes: 1008 `DATA-0000` for audio or messages that
+cannot be used, 1011 `NET-0001` after 10 s without audio or a message, 1011 `NET-0000` otherwise.
+
+Turns and spans: the engine's turn is Deepgram's span. Interim `Results` (`is_final: false`)
+carry the whole turn so far; the turn's end is one final `Results` (`is_final: true`) with
+`speech_final: true` when silence ended it (unless `endpointing=false`), `from_finalize: true`
+when a client `Finalize` did. Spans tile the stream: each starts where the channel's last final
+ended. With `punctuate`/`smart_format` the final carries the engine's formatted re-send (the
+beam decode of the whole turn), with `punctuated_word` on every word. Times are float seconds.
+
+Options (shared with the pre-recorded API, `deepgram_prerecorded`) are read and words
+rendered in `deepgram_options`; this module holds the connection's state and messages.
+
+Reference: shared/protocols/deepgram-listen.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from streamscribe.errors import ProtocolError
+from streamscribe.events import (
+    AudioFormat,
+    Command,
+    Error,
+    ErrorKind,
+    Event,
+    Flushed,
+    ForceEndpoint,
+    KeepAlive,
+    RawAudio,
+    SessionConfig,
+    SessionEnded,
+    SessionStarted,
+    SpeechStarted,
+    Terminate,
+    TurnUpdate,
+    UpdateConfig,
+    Word,
+)
+from streamscribe.protocols.common import (
+    BYTES_PER_SAMPLE,
+    Close,
+    Outgoing,
+    RateLimit,
+    SendJson,
+    close_reason,
+    list_problem,
+    loads_json,
+    shown,
+)
+from streamscribe.protocols.deepgram_options import (
+    MAX_CHANNELS,
+    MAX_KEYTERM_CHARS,
+    MAX_KEYTERMS,
+    NO_AUDIO_TIMEOUT_S,
+    DeepgramOptions,
+    Params,
+    alternative,
+    created_stamp,
+    model_info,
+    parse_options,
+    seconds,
+    session_config,
+)
+
+__all__ = ["DeepgramProtocol", "parse_options", "parse_query", "session_config", "wav_format"]
+
+MAX_TEXT_CHARS = 64 * 1024
+CONTROL_RATE = 50.0
+CONTROL_BURST = 100
+
+# close codes and reason prefixes (protocol document §4)
+NORMAL = 1000
+POLICY = 1008
+SERVER_ERROR = 1011
+DATA_ERROR = "DATA-0000"
+NET_ERROR = "NET-0000"
+NET_TIMEOUT = "NET-0001"
+
+
+def parse_query(params: Params) -> SessionConfig:
+    """`parse_options` then `session_config`, for a stream whose encoding is in the query."""
+    return session_config(parse_options(params))
+
+
+# ---------------------------------------------------------------- containerized (WAV) streams
+
+_WAV_CODECS = {1: "pcm_s16le", 6: "pcm_alaw", 7: "pcm_mulaw"}
+_EXTENSIBLE = 0xFFFE
+MAX_WAV_HEADER = 64 * 1024
+
+
+def wav_format(data: bytes) -> tuple[AudioFormat, int] | None:
+    """The format of a WAV stream's first bytes and the header's length (audio starts there).
+
+    None when `data` is not a RIFF/WAVE header at all; ProtocolError (BAD_AUDIO) when it is one
+    this server cannot stream (another codec, a rate out of range, a header cut short).
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos = 12
+    fmt: AudioFormat | None = None
+    while pos + 8 <= min(len(data), MAX_WAV_HEADER):
+        chunk, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = pos + 8
+        if chunk == b"fmt ":
+            if body + 16 > len(data):
+                break
+            codec, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
+            if codec == _EXTENSIBLE and size >= 40 and body + 26 <= len(data):
+                codec = struct.unpack_from("<H", data, body + 24)[0]
+            encoding = _WAV_CODECS.get(codec)
+            if encoding is None or (encoding == "pcm_s16le" and bits != 16):
+                raise _bad_audio(
+                    f"Unsupported WAV audio (format {codec}, {bits}-bit): stream 16-bit PCM, "
+                    "mu-law or A-law WAV, or raw audio with encoding= and sample_rate="
+                )
+            if not 8000 <= rate <= 48000 or not 1 <= channels <= MAX_CHANNELS:
+                raise _bad_audio(
+                    f"Unsupported WAV audio ({rate} Hz, {channels} channels): 8000-48000 Hz "
+                    f"and 1-{MAX_CHANNELS} channels are accepted"
+                )
+            fmt = AudioFormat(encoding, rate, channels)
+        elif chunk == b"data":
+            if fmt is None:
+                break
+            return fmt, body
+        pos = body + size + (size & 1)
+    raise _bad_audio(
+        "Incomplete WAV header: the first binary frame must hold the whole header up to the "
+        "data chunk"
+    )
+
+
+def _bad_audio(reason: str) -> ProtocolError:
+    return ProtocolError(ErrorKind.BAD_AUDIO, reason, POLICY)
+
+
+# ---------------------------------------------------------------- the live protocol
+
+
+class State(Enum):
+    OPEN = "open"  # audio flowing
+    CLOSING = "closing"  # CloseStream (or an empty frame) received: flushing the last turns
+    CLOSED = "closed"  # Metadata or an error close sent
+
+
+class DeepgramProtocol:
+    """One `/v1/listen` connection's protocol state.
+
+    `skip_bytes` is the length of a WAV header the route read the format from: those bytes
+    are not audio. `clock` (seconds, monotonic) paces control messages; `now` stamps Metadata.
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        options: DeepgramOptions | None = None,
+        skip_bytes: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.options = options or DeepgramOptions()
+        self.state = State.OPEN
+        self.request_id = str(uuid.uuid4())
+        self.created = now()
+        self._now = now
+        fmt = config.audio
+        self.channels = fmt.channels
+        self._frame_bytes = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
+        self._pending = b""
+        self._skip = skip_bytes
+        self._frames = 0
+        self._sha = hashlib.sha256()
+        self._control_rate = RateLimit(CONTROL_RATE, CONTROL_BURST, clock)
+        self._span_start_ms = [0] * fmt.channels  # where each channel's next span begins
+        self._finalizes = 0
+        self._forced_since_flush: set[int] = set()
+        self._pending_out: list[dict[str, Any]] = []  # Configure replies, sent with the next frame
+        self.model_uuid, self.model_info = model_info(self.options.model)
+
+    @property
+    def audio_ms(self) -> int:
+        """Audio received so far, per channel."""
+        return self._frames * 1000 // self.config.audio.sample_rate
+
+    # ---------------------------------------------------------------- client -> server
+    def receive_bytes(self, data: bytes) -> list[Command]:
+        if self.state is not State.OPEN:
+            return []  # audio after CloseStream is ignored
+        if not data:
+            self.state = State.CLOSING  # the legacy close: an empty binary frame
+            return [Terminate()]
+        if data[:1] == b"{" and len(data) <= 256 and data.rstrip()[-1:] == b"}":
+            control = self._control_in_binary(data)
+            if control is not None:
+                return control
+        self._sha.update(data)
+        if self._skip:
+            cut = min(self._skip, len(data))
+            data, self._skip = data[cut:], self._skip - cut
+        data = self._pending + data
+        whole = len(data) - len(data) % self._frame_bytes
+        self._pending = data[whole:]
+        if not whole:
+            return []
+        self._frames += whole // self._frame_bytes
+        return [RawAudio(data[:whole])]
+
+    def _control_in_binary(self, data: bytes) -> list[Command] | None:
+        """A control message sent as a binary frame (a common client slip) is still honoured."""
+        try:
+            message = loads_json(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if isinstance(message, dict) and message.get("type") in (
+            "KeepAlive",
+            "Finalize",
+            "CloseStream",
+        ):
+            return self._control(message, data.decode("utf-8"))
+        return None
+
+    def receive_text(self, text: str) -> list[Command]:
+        if self.state is not State.OPEN:
+            return []  # flushing or closed: nothing a client sends matters, not even parsed
+        if not self._control_rate.allow():
+            raise ProtocolError(
+                ErrorKind.RATE,
+                f"Too many messages: more than {CONTROL_RATE:.0f} text messages a second "
+                "(a KeepAlive every few seconds is plenty)",
+                POLICY,
+            )
+        if len(text) > MAX_TEXT_CHARS:
+            raise SchemaError(
+                f"A text frame of {len(text)} characters: control messages are small JSON "
+                "objects and audio goes in binary frames",
+                text,
+            )
+        try:
+            message = loads_json(text)
+        except ValueError:
+            raise SchemaError("Could not parse the message as JSON", text) from None
+        if not isinstance(message, dict):
+            raise SchemaError("A control message must be a JSON object with a type", text)
+        return self._control(message, text)
+
+    def _control(self, message: dict[str, Any], text: str) -> list[Command]:
+        kind = message.get("type")
+        if kind == "KeepAlive":
+            return [KeepAlive()]
+        if kind == "CloseStream":
+            self.state = State.CLOSING
+            return [Terminate()]
+        if kind == "Finalize":
+            channel = message.get("channel")
+            if channel is not None and (
+                isinstance(channel, bool)
+                or not isinstance(channel, int)
+                or not 0 <= channel < self.channels
+            ):
+                raise SchemaError(
+                    f"Finalize channel must be an integer from 0 to {self.channels - 1}", text
+                )
+            self._finalizes += 1
+            return [ForceEndpoint(channel, marker=f"finalize-{self._finalizes}")]
+        if kind == "Configure":
+            return self._configure(message)
+        named = shown(kind, 40) if isinstance(kind, str) else "missing"
+        raise SchemaError(
+            f"Unknown message type {named}: expected KeepAlive, Finalize, CloseStream or Configure",
+            text,
+        )
+
+    def _configure(self, message: dict[str, Any]) -> list[Command]:
+        """Configure (SDK v7): new keyterms take effect at once; the reply goes out with the
+        next frame the server sends (this server sends nothing unprompted)."""
+        features = message.get("features")
+        keyterms = message.get("keyterms")
+        reply: dict[str, Any] = {"request_id": self.request_id}
+        if features:
+            self._pending_out.append(
+                {
+                    "type": "ConfigureFailure",
+                    **reply,
+                    "code": "CONFIGURE_INTERNAL_ERROR",
+                    "description": "Changing features mid-stream is not supported: set them "
+                    "in the URL when connecting",
+                }
+            )
+            return []
+        if keyterms is None:
+            keyterms = []
+        if not isinstance(keyterms, list) or not all(isinstance(k, str) for k in keyterms):
+            self._pending_out.append(
+                {
+                    "type": "ConfigureFailure",
+                    **reply,
+                    "code": "CONFIGURE_KEYTERMS_NOT_SUPPORTED",
+                    "description": "keyterms must be a list of strings",
+                }
+            )
+            return []
+        terms = tuple(k.strip() for k in keyterms if k.strip())
+        if list_problem(terms, MAX_KEYTERMS, MAX_KEYTERM_CHARS):
+            self._pending_out.append(
+                {
+                    "type": "ConfigureFailure",
+                    **reply,
+                    "code": "CONFIGURE_KEYTERM_LIMIT_EXCEEDED",
+                    "description": f"at most {MAX_KEYTERMS} keyterms of {MAX_KEYTERM_CHARS} "
+                    "characters",
+                }
+            )
+            return []
+        self._pending_out.append({"type": "ConfigureSuccess", **reply, "keyterms": list(terms)})
+        return [UpdateConfig({"keyterms": terms})]
+
+    # ---------------------------------------------------------------- server -> client
+    def render(self, event: Event) -> list[Outgoing]:
+        if self.state is State.CLOSED:
+            return []
+        out = [SendJson(m) for m in self._pending_out]
+        self._pending_out = []
+        if isinstance(event, SessionStarted):
+            self.request_id = event.session_id  # the stored session's id: read it back later
+            return out  # Deepgram sends no greeting
+        if isinstance(event, SpeechStarted):
+            if self.options.vad_events:
+                out.append(
+                    SendJson(
+                        {
+                            "type": "SpeechStarted",
+                            "channel": [event.channel],
+                            "timestamp": seconds(event.at_ms),
+                        }
+                    )
+                )
+            return out
+        if isinstance(event, TurnUpdate):
+            return out + self._turn(event)
+        if isinstance(event, Flushed):
+            return out + self._flushed(event)
+        if isinstance(event, SessionEnded):
+            self.state = State.CLOSED
+            return [*out, SendJson(self._metadata(event)), Close(NORMAL)]
+        if isinstance(event, Error):
+            return out + self.error(ProtocolError(event.kind, event.message))
+        return out
+
+    def _turn(self, update: TurnUpdate) -> list[Outgoing]:
+        opts = self.options
+        if not update.end_of_turn:
+            if not opts.interim_results or not update.words:
+                return []
+            return [SendJson(self._results(update.channel, update.words, False, False, False))]
+        if update.formatted != opts.formatted:
+            return []  # the final is the unformatted end, or the formatted re-send after it
+        forced = update.forced
+        if forced:
+            self._forced_since_flush.add(update.channel)
+        message = self._results(
+            update.channel,
+            update.words,
+            True,
+            opts.endpointing and not forced,
+            forced,
+            update.language,
+        )
+        out: list[Outgoing] = [SendJson(message)]
+        if opts.utterance_end_ms is not None and not forced and update.words:
+            out.append(
+                SendJson(
+                    {
+                        "type": "UtteranceEnd",
+                        "channel": [update.channel, self.channels],
+                        "last_word_end": seconds(update.end_ms),
+                    }
+                )
+            )
+        return out
+
+    def _flushed(self, event: Flushed) -> list[Outgoing]:
+        """Every Finalize is answered: a channel whose turn it did not end (nothing was
+        pending) gets an empty final result with `from_finalize: true`."""
+        if not event.marker.startswith("finalize-"):
+            return []
+        targets = range(self.channels) if event.channel is None else [event.channel]
+        out: list[Outgoing] = []
+        for channel in targets:
+            if channel in self._forced_since_flush:
+                self._forced_since_flush.discard(channel)
+                continue
+            out.append(SendJson(self._results(channel, (), True, False, True)))
+        return out
+
+    def _results(
+        self,
+        channel: int,
+        words: tuple[Word, ...],
+        is_final: bool,
+        speech_final: bool,
+        from_finalize: bool,
+        language: str | None = None,
+    ) -> dict[str, Any]:
+        start_ms = self._span_start_ms[channel]
+        end_ms = max(
+            [start_ms, *(w.end_ms for w in words)]
+            + ([self.audio_ms] if from_finalize and not words else [])
+        )
+        if is_final:
+            self._span_start_ms[channel] = end_ms
+        punctuated = self.options.formatted
+        lang = language if self.options.detect_language else None
+        metadata: dict[str, Any] = {
+            "request_id": self.request_id,
+            "model_info": self.model_info,
+            "model_uuid": self.model_uuid,
+        }
+        if self.options.extra:
+            metadata["extra"] = dict(self.options.extra)
+        return {
+            "type": "Results",
+            "channel_index": [channel, self.channels],
+            "duration": seconds(end_ms - start_ms),
+            "start": seconds(start_ms),
+            "is_final": is_final,
+            "speech_final": speech_final,
+            "from_finalize": from_finalize,
+            "channel": {"alternatives": [alternative(words, punctuated, lang)]},
+            "metadata": metadata,
+        }
+
+    def _metadata(self, ended: SessionEnded) -> dict[str, Any]:
+        return {
+            "type": "Metadata",
+            "transaction_key": "deprecated",
+            "request_id": self.request_id,
+            "sha256": self._sha.hexdigest(),
+            "created": created_stamp(self.created),
+            "duration": seconds(ended.audio_ms),
+            "channels": self.channels,
+            "models": [self.model_uuid],
+            "model_info": {self.model_uuid: self.model_info},
+        }
+
+    def error(self, exc: ProtocolError) -> list[Outgoing]:
+        """What ends a session badly: for an unusable text message Deepgram's `Error`
+        (SchemaError) first, then the close with Deepgram's code and reason."""
+        if self.state is State.CLOSED:
+            return []
+        self.state = State.CLOSED
+        out: list[Outgoing] = []
+        if isinstance(exc, SchemaError):
+            message: dict[str, Any] = {
+                "type": "Error",
+                "variant": "SchemaError",
+                "description": exc.reason,
+                "code": DATA_ERROR,
+            }
+            if exc.text is not None:
+                message["message"] = exc.text[:1000]
+            out.append(SendJson(message))
+        code, prefix = _close_for(exc)
+        reason = timeout_reason() if exc.kind is ErrorKind.TIMEOUT else exc.reason
+        out.append(Close(code, close_reason(f"{prefix} {reason}")))
+        return out
+
+
+class SchemaError(ProtocolError):
+    """A text frame that is not a message this protocol knows; keeps the text for the reply."""
+
+    def __init__(self, reason: str, text: str | None = None) -> None:
+        super().__init__(ErrorKind.BAD_REQUEST, reason, POLICY)
+        self.text = text
+
+
+def _close_for(exc: ProtocolError) -> tuple[int, str]:
+    if exc.kind is ErrorKind.TIMEOUT:
+        return SERVER_ERROR, NET_TIMEOUT
+    if exc.kind in (ErrorKind.BAD_AUDIO, ErrorKind.BAD_REQUEST, ErrorKind.RATE, ErrorKind.AUTH):
+        return POLICY, DATA_ERROR
+    return SERVER_ERROR, NET_ERROR
+
+
+def timeout_reason() -> str:
+    """The NET-0001 explanation (the session loop's own wording names no message type)."""
+    return (
+        f"No audio received for {NO_AUDIO_TIMEOUT_S:.0f} s: send audio or "
+        '{"type": "KeepAlive"} every few seconds'
+    )

@@ -1,0 +1,584 @@
+"""Deepgram live dialect, sans-I/O: query in, client frames in, engine events out, wire frames out.
+
+Each test reads as a short transcript of one connection. Rendered frames are validated with the
+official SDK's pydantic models (deepgram-sdk 7.17), strictly, which is more than the SDK itself
+does (it builds them without validation), so a wrong type or a missing field fails here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import wave
+from datetime import UTC, datetime
+
+import pytest
+from deepgram.listen.v1.types.listen_v1configure_success import ListenV1ConfigureSuccess
+from deepgram.listen.v1.types.listen_v1error import ListenV1Error
+from deepgram.listen.v1.types.listen_v1metadata import ListenV1Metadata
+from deepgram.listen.v1.types.listen_v1results import ListenV1Results
+from deepgram.listen.v1.types.listen_v1speech_started import ListenV1SpeechStarted
+from deepgram.listen.v1.types.listen_v1utterance_end import ListenV1UtteranceEnd
+
+from streamscribe.errors import ProtocolError
+from streamscribe.events import (
+    AudioFormat,
+    EndReason,
+    Error,
+    ErrorKind,
+    Flushed,
+    ForceEndpoint,
+    KeepAlive,
+    RawAudio,
+    SessionEnded,
+    SessionStarted,
+    SpeechStarted,
+    Terminate,
+    TurnUpdate,
+    UpdateConfig,
+    Word,
+)
+from streamscribe.protocols.common import Close, SendJson
+from streamscribe.protocols.deepgram import (
+    DeepgramProtocol,
+    SchemaError,
+    State,
+    parse_options,
+    parse_query,
+    session_config,
+    wav_format,
+)
+from streamscribe.protocols.deepgram_options import http_error, plain_word
+
+MODELS = {
+    "Results": ListenV1Results,
+    "Metadata": ListenV1Metadata,
+    "SpeechStarted": ListenV1SpeechStarted,
+    "UtteranceEnd": ListenV1UtteranceEnd,
+    "Error": ListenV1Error,
+    "ConfigureSuccess": ListenV1ConfigureSuccess,
+}
+
+# ------------------------------------------------------------------ helpers
+
+RAW = [("model", "nova-3"), ("encoding", "linear16"), ("sample_rate", "16000")]
+
+
+def options(*pairs: tuple[str, str], **params: str):
+    return parse_options([*RAW, *pairs, *params.items()])
+
+
+def rejected(*pairs: tuple[str, str], **params: str) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        options(*pairs, **params)
+    assert info.value.kind is ErrorKind.BAD_REQUEST
+    return info.value
+
+
+def protocol(*pairs: tuple[str, str], **params: str) -> DeepgramProtocol:
+    opts = options(*pairs, **params)
+    now = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    proto = DeepgramProtocol(session_config(opts), opts, now=lambda: now)
+    proto.render(SessionStarted("sess-1", 0))
+    return proto
+
+
+def sent(outgoing: list) -> list[dict]:
+    """The JSON frames of a render() result as a client parses them, each validated strictly
+    against the SDK's model for its type."""
+    frames = [json.loads(o.text) for o in outgoing if isinstance(o, SendJson)]
+    for frame in frames:
+        MODELS[frame["type"]].model_validate(frame)
+    return frames
+
+
+def word(text: str, start: int, end: int, final: bool = True, conf: float = 0.9) -> Word:
+    return Word(text, start, end, conf, final)
+
+
+def turn(*words: Word, end: bool = False, formatted: bool = False, **kw) -> TurnUpdate:
+    return TurnUpdate(
+        channel=kw.pop("channel", 0),
+        turn_order=kw.pop("order", 0),
+        words=words,
+        end_of_turn=end,
+        formatted=formatted,
+        **kw,
+    )
+
+
+HELLO = (word("hello", 100, 400), word("world", 480, 960))
+HELLO_FMT = (word("Hello,", 100, 400), word("world.", 480, 960))
+
+
+# ------------------------------------------------------------------ options
+
+
+def test_a_minimal_query_becomes_a_session_config():
+    config = parse_query(RAW)
+    assert config.audio == AudioFormat("pcm_s16le", 16000, 1)
+    assert config.turn == {"format_turns": False, "language": "en"}
+    assert config.inactivity_timeout_s == 10.0  # Deepgram's no-audio rule
+    assert config.model == "nova-3"
+    assert config.language_detection is False
+
+
+@pytest.mark.parametrize(
+    ("name", "ours"), [("linear16", "pcm_s16le"), ("mulaw", "pcm_mulaw"), ("alaw", "pcm_alaw")]
+)
+def test_telephony_encodings_at_8_khz(name, ours):
+    config = parse_query([("encoding", name), ("sample_rate", "8000")])
+    assert config.audio == AudioFormat(ours, 8000, 1)
+
+
+@pytest.mark.parametrize("encoding", ["opus", "flac", "linear32", "ogg-opus"])
+def test_encodings_of_the_cloud_not_streamed_here_are_named(encoding):
+    err = rejected(encoding=encoding)
+    assert f"encoding='{encoding}' is not supported" in err.reason
+    assert "linear16, mulaw or alaw" in err.reason
+
+
+def test_an_unknown_encoding_is_called_unknown():
+    assert "is unknown" in rejected(encoding="wav").reason
+
+
+def test_sample_rate_is_required_with_an_encoding():
+    with pytest.raises(ProtocolError) as info:
+        parse_options([("encoding", "mulaw")])
+    assert "Missing sample_rate" in info.value.reason and "sample_rate=16000" in info.value.reason
+
+
+@pytest.mark.parametrize("rate", ["7999", "96000", "16k"])
+def test_sample_rate_out_of_range_or_not_a_number(rate):
+    assert "sample_rate" in rejected(sample_rate=rate).reason
+
+
+def test_no_encoding_means_a_container_stream():
+    opts = parse_options([("model", "nova-3")])
+    assert opts.encoding is None and opts.sample_rate is None
+
+
+def test_multichannel_gives_one_stream_per_channel():
+    config = session_config(options(channels="2", multichannel="true"))
+    assert config.audio.channels == 2
+
+
+def test_several_channels_without_multichannel_are_refused_with_the_fix():
+    err = rejected(channels="2")
+    assert "multichannel=true" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "min_ms", "max_ms"), [("10", 200, 1280), ("300", 300, 1280), ("2000", 2000, 2000)]
+)
+def test_endpointing_sets_the_turn_silences(value, min_ms, max_ms):
+    turn_settings = session_config(options(endpointing=value)).turn
+    assert turn_settings["min_turn_silence_ms"] == min_ms
+    assert turn_settings["max_turn_silence_ms"] == max_ms
+
+
+def test_endpointing_false_keeps_the_engine_rules_and_clears_speech_final():
+    opts = options(endpointing="false")
+    assert opts.endpointing is False
+    assert "min_turn_silence_ms" not in session_config(opts).turn
+
+
+def test_endpointing_must_be_a_number_or_false():
+    assert "endpointing" in rejected(endpointing="soon").reason
+
+
+@pytest.mark.parametrize(("raw", "code"), [("en-US", "en"), ("es", "es"), ("pt-BR", "pt")])
+def test_language_tags_become_model_languages(raw, code):
+    assert session_config(options(language=raw)).turn["language"] == code
+
+
+def test_language_multi_means_detection():
+    config = session_config(options(language="multi"))
+    assert "language" not in config.turn and config.language_detection is True
+
+
+def test_an_unknown_language_is_refused():
+    assert "language='xx-YY'" in rejected(language="xx-YY").reason
+
+
+def test_keyterms_and_keywords_repeat_as_the_sdk_sends_them_and_become_the_prompt():
+    opts = options(("keyterm", "Streamscribe"), ("keyterm", "soxr"), ("keywords", "Nova:2.5"))
+    assert opts.keyterms == ("Streamscribe", "soxr", "Nova")
+    assert session_config(opts).turn["keyterms"] == ("Streamscribe", "soxr", "Nova")
+
+
+def test_too_many_keyterms_are_refused():
+    assert "keyterm" in rejected(*[("keyterm", f"t{i}") for i in range(101)]).reason
+
+
+@pytest.mark.parametrize("flag", ["punctuate", "smart_format"])
+def test_punctuation_asks_for_the_formatted_turn(flag):
+    assert session_config(options(**{flag: "true"})).turn["format_turns"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("diarize", "true"),
+        ("diarize_model", "v1"),
+        ("redact", "pci"),
+        ("search", "hello"),
+        ("replace", "a:b"),
+        ("detect_entities", "true"),
+        ("profanity_filter", "true"),
+        ("dictation", "true"),
+        ("callback", "https://example.com/hook"),
+    ],
+)
+def test_features_not_built_are_refused_by_name(name, value):
+    err = rejected(**{name: value})
+    assert err.reason.startswith(f"{name}=") and "not supported" in err.reason
+
+
+def test_features_not_built_may_be_turned_off_explicitly():
+    assert options(diarize="false", profanity_filter="false").model == "nova-3"
+
+
+def test_offline_meaningless_parameters_and_unknown_ones_are_accepted():
+    opts = options(
+        ("tag", "billing"), ("mip_opt_out", "true"), ("version", "latest"), ("numerals", "true")
+    )
+    assert opts.tags == ("billing",)
+    opts = parse_options([*RAW, ("future_param", "x"), ("model", "nova-2-phonecall")])
+    assert opts.model == "nova-2-phonecall"
+    assert session_config(opts).model == "nova-2-phonecall"  # a model name we serve is used
+
+
+def test_extra_is_key_value():
+    assert options(("extra", "a:1"), ("extra", "b: two")).extra == {"a": "1", "b": "two"}
+    assert "extra='nocolon'" in rejected(extra="nocolon").reason
+
+
+def test_http_refusals_use_deepgrams_body():
+    status, body = http_error(ErrorKind.AUTH, "Invalid credentials.")
+    assert status == 401 and body["err_code"] == "INVALID_AUTH"
+    status, body = http_error(ErrorKind.BAD_REQUEST, "bad")
+    assert status == 400 and body["err_msg"] == "bad" and len(body["request_id"]) == 36
+
+
+def test_plain_words_are_lower_case_without_punctuation():
+    assert [plain_word(w) for w in ("Hello,", "world.", "Night's", "--")] == [
+        "hello",
+        "world",
+        "night's",
+        "",
+    ]
+
+
+# ------------------------------------------------------------------ client frames
+
+
+def test_audio_of_any_chunk_size_is_forwarded_in_whole_samples():
+    proto = protocol()
+    assert proto.receive_bytes(b"\x01\x02\x03") == [RawAudio(b"\x01\x02")]
+    assert proto.receive_bytes(b"\x04") == [RawAudio(b"\x03\x04")]
+    assert proto.receive_bytes(b"\x05") == []
+    assert proto.audio_ms == 0  # two samples at 16 kHz
+
+
+def test_stereo_frames_stay_whole():
+    proto = protocol(channels="2", multichannel="true")
+    assert proto.receive_bytes(b"\x00" * 6) == [RawAudio(b"\x00" * 4)]
+    assert proto.receive_bytes(b"\x00" * 2) == [RawAudio(b"\x00" * 4)]
+
+
+def test_an_empty_binary_frame_closes_the_stream_like_closestream():
+    proto = protocol()
+    assert proto.receive_bytes(b"") == [Terminate()]
+    assert proto.state is State.CLOSING
+    assert proto.receive_bytes(b"\x00\x00") == [] and proto.receive_text('{"type": "x"}') == []
+
+
+def test_control_messages():
+    proto = protocol()
+    assert proto.receive_text('{"type": "KeepAlive"}') == [KeepAlive()]
+    first = proto.receive_text('{"type": "Finalize"}')
+    second = proto.receive_text('{"type":"Finalize"}')
+    assert first == [ForceEndpoint(None, "finalize-1")]
+    assert second == [ForceEndpoint(None, "finalize-2")]
+    assert proto.receive_text('{"type": "CloseStream"}') == [Terminate()]
+    assert proto.state is State.CLOSING
+
+
+def test_finalize_may_name_a_channel():
+    proto = protocol(channels="2", multichannel="true")
+    assert proto.receive_text('{"type": "Finalize", "channel": 1}') == [
+        ForceEndpoint(1, "finalize-1")
+    ]
+    with pytest.raises(SchemaError) as info:
+        proto.receive_text('{"type": "Finalize", "channel": 2}')
+    assert "0 to 1" in info.value.reason
+
+
+def test_a_control_message_sent_as_a_binary_frame_is_still_honoured():
+    proto = protocol()
+    assert proto.receive_bytes(b'{"type": "KeepAlive"}') == [KeepAlive()]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("not json", "Could not parse"),
+        ("[1]", "JSON object"),
+        ('{"type": "Dance"}', "Unknown message type Dance"),
+        ('{"hello": 1}', "Unknown message type missing"),
+    ],
+)
+def test_bad_text_gets_a_schema_error_then_close_1008(text, needle):
+    proto = protocol()
+    with pytest.raises(SchemaError) as info:
+        proto.receive_text(text)
+    assert needle in info.value.reason
+    out = proto.error(info.value)
+    (error,) = sent(out)
+    assert error["variant"] == "SchemaError" and error["message"] == text
+    (close,) = [o for o in out if isinstance(o, Close)]
+    assert close.code == 1008 and close.reason.startswith("DATA-0000 ")
+
+
+def test_text_faster_than_the_rate_limit_closes_1008():
+    t = [0.0]
+    opts = options()
+    proto = DeepgramProtocol(session_config(opts), opts, clock=lambda: t[0])
+    for _ in range(100):
+        proto.receive_text('{"type": "KeepAlive"}')
+    with pytest.raises(ProtocolError) as info:
+        proto.receive_text('{"type": "KeepAlive"}')
+    assert info.value.kind is ErrorKind.RATE
+    assert [o.code for o in proto.error(info.value) if isinstance(o, Close)] == [1008]
+
+
+def test_configure_changes_keyterms_and_is_confirmed_with_the_next_frame():
+    proto = protocol()
+    commands = proto.receive_text('{"type": "Configure", "keyterms": ["Kubernetes"]}')
+    assert commands == [UpdateConfig({"keyterms": ("Kubernetes",)})]
+    frames = sent(proto.render(SpeechStarted(0, 100)))
+    assert frames == [
+        {"type": "ConfigureSuccess", "request_id": "sess-1", "keyterms": ["Kubernetes"]}
+    ]
+
+
+def test_configure_of_features_fails_loudly():
+    proto = protocol()
+    assert proto.receive_text('{"type": "Configure", "features": {"numerals": true}}') == []
+    (frame,) = [json.loads(o.text) for o in proto.render(SpeechStarted(0, 1))]
+    assert frame["type"] == "ConfigureFailure" and frame["code"] == "CONFIGURE_INTERNAL_ERROR"
+
+
+# ------------------------------------------------------------------ engine events
+
+
+def test_no_greeting_and_the_session_id_is_the_request_id():
+    opts = options()
+    proto = DeepgramProtocol(session_config(opts), opts)
+    assert proto.render(SessionStarted("abc", 0)) == []
+    frames = sent(proto.render(turn(*HELLO, end=True)))
+    assert frames[0]["metadata"]["request_id"] == "abc"
+
+
+def test_interims_only_when_asked_for():
+    assert protocol().render(turn(word("hello", 100, 400, final=False))) == []
+    proto = protocol(interim_results="true")
+    (frame,) = sent(proto.render(turn(word("hello", 100, 400), word("wor", 480, 700, False))))
+    assert frame["is_final"] is False and frame["speech_final"] is False
+    assert frame["channel"]["alternatives"][0]["transcript"] == "hello wor"  # the whole turn
+    assert frame["start"] == 0.0 and frame["duration"] == 0.7
+
+
+def test_a_final_turn_in_seconds_with_real_confidences():
+    proto = protocol()
+    (frame,) = sent(proto.render(turn(word("hello", 100, 400, conf=0.8), HELLO[1], end=True)))
+    assert frame["is_final"] is True and frame["speech_final"] is True
+    assert frame["from_finalize"] is False
+    assert frame["channel_index"] == [0, 1]
+    alt = frame["channel"]["alternatives"][0]
+    assert alt["transcript"] == "hello world"
+    assert alt["confidence"] == pytest.approx(0.85)
+    assert alt["words"][0] == {"word": "hello", "start": 0.1, "end": 0.4, "confidence": 0.8}
+    assert isinstance(frame["start"], float) and isinstance(frame["duration"], float)
+
+
+def test_without_punctuation_the_formatted_resend_is_not_sent():
+    assert protocol().render(turn(*HELLO_FMT, end=True, formatted=True)) == []
+
+
+def test_with_punctuation_the_formatted_turn_is_the_final():
+    proto = protocol(punctuate="true")
+    assert proto.render(turn(*HELLO, end=True)) == []
+    (frame,) = sent(proto.render(turn(*HELLO_FMT, end=True, formatted=True)))
+    alt = frame["channel"]["alternatives"][0]
+    assert alt["transcript"] == "Hello, world."
+    assert [(w["word"], w["punctuated_word"]) for w in alt["words"]] == [
+        ("hello", "Hello,"),
+        ("world", "world."),
+    ]
+
+
+def test_spans_tile_the_stream():
+    proto = protocol(interim_results="true")
+    first = sent(proto.render(turn(*HELLO, end=True)))[0]
+    interim = sent(proto.render(turn(word("again", 2000, 2400, False), order=1)))[0]
+    second = sent(proto.render(turn(word("again", 2000, 2500), end=True, order=1)))[0]
+    assert first["start"] + first["duration"] == pytest.approx(0.96)
+    assert interim["start"] == second["start"] == pytest.approx(0.96)
+    assert second["start"] + second["duration"] == pytest.approx(2.5)
+
+
+def test_a_turn_ended_by_finalize_is_from_finalize_and_not_speech_final():
+    proto = protocol(utterance_end_ms="1000")
+    proto.receive_text('{"type": "Finalize"}')
+    frames = sent(proto.render(turn(*HELLO, end=True, forced=True)))
+    assert [(f["is_final"], f["speech_final"], f["from_finalize"]) for f in frames] == [
+        (True, False, True)
+    ]
+    assert proto.render(Flushed("finalize-1")) == []  # already answered by the turn
+
+
+def test_a_finalize_with_nothing_pending_still_gets_an_empty_final():
+    proto = protocol()
+    proto.receive_bytes(b"\x00" * 32000)  # one second of audio, no speech
+    proto.receive_text('{"type": "Finalize"}')
+    (frame,) = sent(proto.render(Flushed("finalize-1")))
+    assert frame["from_finalize"] is True and frame["is_final"] is True
+    assert frame["channel"]["alternatives"][0] == {"transcript": "", "confidence": 0.0, "words": []}
+    assert frame["start"] == 0.0 and frame["duration"] == 1.0
+
+
+def test_markers_of_other_dialects_are_not_finalize():
+    assert protocol().render(Flushed("checkpoint")) == []
+
+
+def test_endpointing_false_never_sets_speech_final():
+    (frame,) = sent(protocol(endpointing="false").render(turn(*HELLO, end=True)))
+    assert frame["is_final"] is True and frame["speech_final"] is False
+
+
+def test_utterance_end_follows_the_final():
+    frames = sent(protocol(utterance_end_ms="1000").render(turn(*HELLO, end=True)))
+    assert [f["type"] for f in frames] == ["Results", "UtteranceEnd"]
+    assert frames[1] == {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 0.96}
+
+
+def test_speech_started_only_with_vad_events():
+    assert protocol().render(SpeechStarted(0, 1234)) == []
+    frames = sent(protocol(vad_events="true").render(SpeechStarted(0, 1234)))
+    assert frames == [{"type": "SpeechStarted", "channel": [0], "timestamp": 1.234}]
+
+
+def test_multichannel_results_name_their_channel():
+    proto = protocol(channels="2", multichannel="true")
+    (frame,) = sent(proto.render(turn(*HELLO, end=True, channel=1)))
+    assert frame["channel_index"] == [1, 2]
+
+
+def test_language_multi_reports_the_detected_language():
+    (frame,) = sent(protocol(language="multi").render(turn(*HELLO, end=True, language="en")))
+    alt = frame["channel"]["alternatives"][0]
+    assert alt["languages"] == ["en"] and alt["words"][0]["language"] == "en"
+
+
+def test_extra_is_echoed_in_every_results_metadata():
+    (frame,) = sent(protocol(extra="team:blue").render(turn(*HELLO, end=True)))
+    assert frame["metadata"]["extra"] == {"team": "blue"}
+
+
+def test_the_end_is_metadata_then_close_1000():
+    proto = protocol()
+    audio = b"\x01\x00" * 16000
+    proto.receive_bytes(audio)
+    out = proto.render(SessionEnded(audio_ms=1000, session_ms=1500))
+    (meta,) = sent(out)
+    assert meta["type"] == "Metadata" and meta["transaction_key"] == "deprecated"
+    assert meta["request_id"] == "sess-1" and meta["channels"] == 1
+    assert meta["duration"] == 1.0 and isinstance(meta["duration"], float)
+    assert meta["sha256"] == hashlib.sha256(audio).hexdigest()
+    assert meta["created"] == "2026-01-02T03:04:05.678Z"
+    assert meta["models"] == list(meta["model_info"])
+    assert out[-1] == Close(1000)
+    assert proto.render(turn(*HELLO, end=True)) == []  # nothing after the close
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "prefix"),
+    [
+        (ErrorKind.TIMEOUT, 1011, "NET-0001"),
+        (ErrorKind.INTERNAL, 1011, "NET-0000"),
+        (ErrorKind.EXPIRED, 1011, "NET-0000"),
+        (ErrorKind.BAD_AUDIO, 1008, "DATA-0000"),
+    ],
+)
+def test_errors_close_with_deepgrams_codes(kind, code, prefix):
+    out = protocol().render(Error(kind, "what happened"))
+    (close,) = out
+    assert close.code == code and close.reason.startswith(prefix + " ")
+    assert len(close.reason.encode()) <= 123
+
+
+def test_the_no_audio_timeout_says_how_to_keep_the_stream_open():
+    (close,) = protocol().error(ProtocolError(ErrorKind.TIMEOUT, "idle"))
+    assert "KeepAlive" in close.reason and "10 s" in close.reason
+
+
+def test_session_ended_with_an_error_reason_still_ends_cleanly():
+    out = protocol().render(SessionEnded(0, 0, EndReason.CLIENT_GONE))
+    assert out[-1] == Close(1000)
+
+
+# ------------------------------------------------------------------ WAV streams
+
+
+def wav_bytes(rate: int, channels: int, frames: bytes = b"\x00\x00" * 10) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames * channels)
+    return buf.getvalue()
+
+
+def g711_wav(code: int, rate: int = 8000) -> bytes:
+    fmt = struct.pack("<HHIIHH", code, 1, rate, rate, 1, 8)
+    data = b"\xff" * 80
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 80)
+    return b"RIFF" + struct.pack("<I", len(body) + 80) + body + data
+
+
+def test_a_wav_header_gives_the_format_and_where_audio_starts():
+    data = wav_bytes(8000, 2)
+    fmt, offset = wav_format(data)
+    assert fmt == AudioFormat("pcm_s16le", 8000, 2)
+    assert offset == 44 and len(data) - offset == 40
+
+
+@pytest.mark.parametrize(("code", "encoding"), [(7, "pcm_mulaw"), (6, "pcm_alaw")])
+def test_g711_wav_streams(code, encoding):
+    fmt, offset = wav_format(g711_wav(code))
+    assert fmt == AudioFormat(encoding, 8000, 1) and offset == 44
+
+
+def test_raw_audio_is_not_a_wav_header():
+    assert wav_format(b"\x00\x01" * 100) is None
+
+
+def test_unsupported_or_cut_wav_headers_are_refused():
+    with pytest.raises(ProtocolError, match="format 3"):
+        wav_format(g711_wav(3))  # IEEE float
+    with pytest.raises(ProtocolError, match="Incomplete WAV header"):
+        wav_format(wav_bytes(16000, 1)[:30])
+
+
+def test_the_header_of_a_wav_stream_is_not_forwarded_as_audio():
+    data = wav_bytes(16000, 1, b"\x01\x00" * 10)
+    fmt, offset = wav_format(data)
+    opts = parse_options([("model", "nova-3")])
+    proto = DeepgramProtocol(session_config(opts, fmt), opts, skip_bytes=offset)
+    assert proto.receive_bytes(data[:20]) == []
+    assert proto.receive_bytes(data[20:]) == [RawAudio(b"\x01\x00" * 10)]
