@@ -161,6 +161,7 @@ def to_json(turns: Sequence[TurnUpdate]) -> str:
                 "text": _join(words),
                 "language": turn.language,
                 "language_confidence": turn.language_confidence,
+                **({"translation": turn.translation} if turn.translation is not None else {}),
                 "words": [
                     {
                         "text": w.text.strip(),

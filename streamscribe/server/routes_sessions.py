@@ -57,6 +57,7 @@ def turn_json(turn: TurnRecord) -> dict:
         "speaker": turn.speaker,
         "language": turn.language,
         "language_confidence": turn.language_confidence,
+        "translation": turn.translation,
         "words": turn.words,
     }
 
@@ -86,6 +87,7 @@ def turn_update(turn: TurnRecord) -> TurnUpdate:
         language=turn.language,
         language_confidence=turn.language_confidence,
         speaker=turn.speaker,
+        translation=turn.translation,
     )
 
 

@@ -54,6 +54,7 @@ class TurnRecord:
     language_confidence: float | None
     start_ms: int
     end_ms: int
+    translation: str | None = None  # English, for sessions opened with translate=true
 
     @classmethod
     def from_update(cls, update: TurnUpdate) -> TurnRecord:
@@ -78,6 +79,7 @@ class TurnRecord:
             language_confidence=update.language_confidence,
             start_ms=int(update.start_ms),
             end_ms=int(update.end_ms),
+            translation=update.translation,
         )
 
 

@@ -116,6 +116,7 @@ def _turn_record(row: Any) -> TurnRecord:
         language_confidence=row.language_confidence,
         start_ms=row.start_ms,
         end_ms=row.end_ms,
+        translation=row.translation,
     )
 
 
@@ -329,6 +330,7 @@ class Store:
             "speaker": turn.speaker,
             "language": turn.language,
             "language_confidence": turn.language_confidence,
+            "translation": turn.translation,
             "start_ms": turn.start_ms,
             "end_ms": turn.end_ms,
             "created": self.now(),

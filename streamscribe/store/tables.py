@@ -133,6 +133,7 @@ turns = sa.Table(
     sa.Column("speaker", sa.String(64), nullable=True),
     sa.Column("language", sa.String(16), nullable=True),
     sa.Column("language_confidence", sa.Float(), nullable=True),
+    sa.Column("translation", sa.Text(), nullable=True),
     sa.Column("start_ms", sa.Integer(), nullable=False),
     sa.Column("end_ms", sa.Integer(), nullable=False),
     sa.Column("created", UTCDateTime(), nullable=False),

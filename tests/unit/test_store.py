@@ -106,7 +106,7 @@ async def test_migrations_create_schema_and_reopen_is_idempotent(
         if r[2]  # unique
     ]
     assert ["session_id", "channel", "turn_order"] in turn_indexes  # also indexes session_id
-    assert raw(db, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw(db, "SELECT version_num FROM alembic_version") == [("0002",)]
     assert raw(db, "PRAGMA journal_mode") == [("wal",)]
 
     again = await Store.open(None, db, now=clock)
@@ -116,7 +116,7 @@ async def test_migrations_create_schema_and_reopen_is_idempotent(
             assert await conn.run_sync(schema_diff) == []
     finally:
         await again.close()
-    assert raw(db, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw(db, "SELECT version_num FROM alembic_version") == [("0002",)]
 
 
 def test_database_url_defaults_to_sqlite_file_and_picks_async_drivers(tmp_path: Path) -> None:
@@ -462,3 +462,47 @@ async def test_purge_deletes_old_ended_sessions_with_their_turns(
     assert await store.get_session("old-live") is not None  # still running: kept
     assert [r[0] for r in raw(tmp_path, "SELECT text FROM turns")] == ["new words"]
     assert await store.purge_older_than(clock() - timedelta(days=7)) == []
+
+
+async def test_a_turns_translation_is_kept_and_read_back(store: Store) -> None:
+    update = TurnUpdate(
+        channel=0,
+        turn_order=0,
+        words=(Word("Guten", 0, 300, 0.9, True), Word("Tag.", 300, 600, 0.9, True)),
+        end_of_turn=True,
+        language="de",
+        translation="Good day.",
+    )
+    await store.start_session("t-1", None, "assemblyai_v3", {}, None)
+    await store.add_turn("t-1", TurnRecord.from_update(update))
+    await store.add_turn("t-1", turn(1, "no translation here"))
+    detail = await store.get_session("t-1")
+    assert detail is not None
+    assert [t.translation for t in detail.turns] == ["Good day.", None]
+
+
+async def test_a_database_from_before_translations_upgrades_with_its_turns(tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine as create_sync_engine
+
+    from streamscribe.store.db import alembic_config
+
+    engine = create_sync_engine(f"sqlite:///{tmp_path / DB_FILENAME}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(connection=conn), "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO sessions (id, protocol, params, started, audio_seconds) "
+            "VALUES ('old', 'assemblyai_v3', '{}', '2026-01-01 00:00:00', 0)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO turns (session_id, channel, turn_order, text, words, start_ms, end_ms, "
+            "created) VALUES ('old', 0, 0, 'kept', '[]', 0, 500, '2026-01-01 00:00:00')"
+        )
+    engine.dispose()
+    store = await Store.open(None, tmp_path)
+    try:
+        detail = await store.get_session("old")
+        assert detail is not None and [t.text for t in detail.turns] == ["kept"]
+        assert detail.turns[0].translation is None
+    finally:
+        await store.close()
