@@ -28,8 +28,10 @@ from streamscribe.protocols.common import WHISPER_LANGUAGES, QueryReader, list_p
 
 # Deepgram encoding names -> ours (raw, headerless audio)
 ENCODINGS = {"linear16": "pcm_s16le", "mulaw": "pcm_mulaw", "alaw": "pcm_alaw"}
-# encodings the cloud takes that a live stream here does not
+# encodings the cloud takes that a live stream here does not; in a file, the container ones are
+# read by PyAV whatever the parameter says
 OTHER_ENCODINGS = ("linear32", "flac", "amr-nb", "amr-wb", "opus", "ogg-opus", "speex", "g729")
+CONTAINER_ENCODINGS = ("flac", "amr-nb", "amr-wb", "opus", "ogg-opus", "speex")
 MAX_CHANNELS = 8
 MAX_KEYTERMS = 100
 MAX_KEYTERM_CHARS = 100
@@ -192,7 +194,7 @@ def parse_options(
     encoding: str | None = None
     if raw_encoding:
         encoding = ENCODINGS.get(raw_encoding)
-        if encoding is None and (live or raw_encoding not in OTHER_ENCODINGS):
+        if encoding is None and (live or raw_encoding not in CONTAINER_ENCODINGS):
             accepted = "linear16, mulaw or alaw" + (
                 " (or no encoding and a WAV stream)" if live else " (or no encoding: any file)"
             )
