@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from streamscribe.engine.decoding import DecodeRequest
 from streamscribe.engine.scheduler import DecodeScheduler
-from streamscribe.events import TurnUpdate
+from streamscribe.events import TurnUpdate, Word
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,10 @@ PAD_MS = 200  # word times are tight: a little audio either side keeps edges who
 
 
 class SpeakerAssigner(Protocol):
-    """One channel's speakers: a label per word of each final turn, stable for the session."""
+    """One channel's speakers: a label per word of each final turn, stable for the session
+    (`streamscribe.speakers.SessionSpeakers`). Called from a worker thread, turns in order."""
 
-    def assign(self, audio: np.ndarray, words: list[tuple[int, int]]) -> list[str]: ...
+    def label_turn(self, audio: np.ndarray, words: list[tuple[int, int]]) -> list[str]: ...
 
 
 class AudioHistory:
@@ -62,7 +63,7 @@ class TurnEnricher:
         key: str,
         channels: int,
         translate: bool = False,
-        speakers: Callable[[], SpeakerAssigner] | None = None,
+        speakers: Sequence[SpeakerAssigner] | None = None,
         beam_size: int = 5,
     ) -> None:
         self.scheduler = scheduler
@@ -70,7 +71,7 @@ class TurnEnricher:
         self.translate = translate
         self.beam_size = beam_size
         self.history = [AudioHistory() for _ in range(channels)]
-        self.speakers = [speakers() for _ in range(channels)] if speakers else None
+        self.speakers = list(speakers) if speakers else None  # one per channel
         # both end-of-turn messages of a turn (unformatted, formatted) share one enrichment
         self._done: dict[tuple[int, int], asyncio.Task] = {}
 
@@ -100,7 +101,7 @@ class TurnEnricher:
         words = update.words
         if labels is not None and len(labels) == len(words):
             words = tuple(replace(w, speaker=s) for w, s in zip(words, labels, strict=True))
-        speaker = _majority(labels) if labels else update.speaker
+        speaker = _majority(labels, words) if labels else update.speaker
         return replace(update, words=words, speaker=speaker, translation=translation)
 
     async def _work(self, update: TurnUpdate) -> tuple[list[str] | None, str | None]:
@@ -111,7 +112,7 @@ class TurnEnricher:
         if self.speakers is not None:
             spans = [(w.start_ms - start, w.end_ms - start) for w in update.words]
             tracker = self.speakers[update.channel]
-            jobs.append(asyncio.to_thread(tracker.assign, audio, spans))
+            jobs.append(asyncio.to_thread(tracker.label_turn, audio, spans))
         if self.translate:
             jobs.append(self._translate(update, audio))
         results = await asyncio.gather(*jobs)
@@ -131,8 +132,9 @@ class TurnEnricher:
         return result.text.strip() if result is not None else None
 
 
-def _majority(labels: list[str]) -> str:
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    return max(counts, key=lambda k: counts[k])
+def _majority(labels: list[str], words: Sequence[Word]) -> str:
+    """The label holding most of the turn's word time (the turn's own speaker)."""
+    held: dict[str, int] = {}
+    for label, w in zip(labels, words, strict=False):
+        held[label] = held.get(label, 0) + max(1, w.end_ms - w.start_ms)
+    return max(held, key=lambda k: held[k])

@@ -74,16 +74,21 @@ def turn_settings(state: ServerState, config: SessionConfig) -> TurnSettings:
 
 
 def make_enricher(
-    scheduler: DecodeScheduler, settings: TurnSettings, config: SessionConfig, session_id: str
+    scheduler: DecodeScheduler,
+    settings: TurnSettings,
+    config: SessionConfig,
+    session_id: str,
+    speakers: list | None = None,
 ) -> TurnEnricher | None:
-    """What each final turn gets after the fact: its translation (speakers: see speakers/)."""
-    if not settings.translate:
+    """What each final turn gets after the fact: its translation, its speakers."""
+    if not settings.translate and not speakers:
         return None
     return TurnEnricher(
         scheduler,
         session_id,
         config.audio.channels,
         translate=settings.translate,
+        speakers=speakers,
         beam_size=settings.final_beam_size,
     )
 
@@ -147,12 +152,34 @@ async def run_session(
     with session_context(session_id):
         try:
             scheduler = await session_scheduler(state, config)
+            speakers = await session_speakers(state, config)
         except ProtocolError as exc:
             await _Sender(ws, dialect, state, session_id)._send(dialect.error(exc))
             return SessionEnded(0, 0, EndReason.ERROR)
         return await _run(
-            ws, dialect, config, state, protocol_name, principal, session_id, scheduler
+            ws, dialect, config, state, protocol_name, principal, session_id, scheduler, speakers
         )
+
+
+async def session_speakers(state: ServerState, config: SessionConfig) -> list | None:
+    """One speaker tracker per channel when the session asked for speaker labels.
+
+    The speaker encoder loads here, at connect time, so a missing `speakers` extra is an error
+    naming the fix before any audio is sent, not a silent session without labels."""
+    if not config.speaker_labels:
+        return None
+    from streamscribe.errors import SpeakerModelUnavailableError
+    from streamscribe.speakers import SessionSpeakers
+
+    try:
+        return [
+            await asyncio.to_thread(
+                SessionSpeakers, config.max_speakers, device=state.settings.device
+            )
+            for _ in range(config.audio.channels)
+        ]
+    except SpeakerModelUnavailableError as exc:
+        raise ProtocolError(ErrorKind.BAD_REQUEST, str(exc)) from None
 
 
 async def session_scheduler(state: ServerState, config: SessionConfig) -> DecodeScheduler:
@@ -175,6 +202,7 @@ async def _run(
     principal: Principal | None,
     session_id: str,
     scheduler: DecodeScheduler,
+    speakers: list | None = None,
 ) -> SessionEnded:
     principal = principal or Principal(None)
     started = time.monotonic()
@@ -185,7 +213,7 @@ async def _run(
         settings,
         channels=fmt.channels,
         key=session_id,
-        enricher=make_enricher(scheduler, settings, config, session_id),
+        enricher=make_enricher(scheduler, settings, config, session_id, speakers),
     )
     converter = PcmConverter(fmt.encoding, fmt.sample_rate, fmt.channels)
     recorder = _open_recorder(state, principal, config, session_id)
@@ -326,6 +354,7 @@ async def _receive_loop(
                 commands = []
         except ProtocolError as exc:
             raise _Ending(EndReason.ERROR, exc) from None
+        _queue_replies(dialect, runner)
         for command in commands:
             if isinstance(command, Terminate):
                 return
@@ -351,6 +380,17 @@ async def _receive_loop(
         while runner.lag_ms > state.settings.max_lag_ms and runner.failed is None:
             await asyncio.sleep(BACKPRESSURE_POLL_S)
         state.max_lag_seen_ms = max(state.max_lag_seen_ms, runner.lag_ms)
+
+
+def _queue_replies(dialect: Dialect, runner: SessionRunner) -> None:
+    """Queue a dialect's own answers to the message just received, ahead of the engine events
+    that message causes (OpenAI Realtime answers session.update, commit, clear and mistakes at
+    once). The sender hands them back to `dialect.render` in order with everything else.
+    A dialect opts in by having `take_replies() -> list`; the loop never looks inside."""
+    take = getattr(dialect, "take_replies", None)
+    if take is not None:
+        for reply in take():
+            runner.events.put_nowait(reply)
 
 
 class _Sender:

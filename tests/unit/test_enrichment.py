@@ -45,7 +45,7 @@ class Labels:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
 
-    def assign(self, audio, words):
+    def label_turn(self, audio, words):
         if self.fail:
             raise RuntimeError("encoder broke")
         return ["A" if i % 2 == 0 else "B" for i in range(len(words))]
@@ -88,7 +88,7 @@ async def test_an_english_turn_is_its_own_translation():
 
 
 async def test_speaker_labels_go_on_words_and_the_turn_takes_the_majority():
-    enricher = TurnEnricher(None, "s", 1, speakers=Labels)  # type: ignore[arg-type]
+    enricher = TurnEnricher(None, "s", 1, speakers=[Labels()])  # type: ignore[arg-type]
     enricher.feed(0, np.ones(16000 * 3, dtype=np.float32))
     out = await enricher.enrich(turn(0, "one two three"))
     assert [w.speaker for w in out.words] == ["A", "B", "A"]
@@ -96,7 +96,7 @@ async def test_speaker_labels_go_on_words_and_the_turn_takes_the_majority():
 
 
 async def test_a_failed_enrichment_still_delivers_the_turn():
-    enricher = TurnEnricher(None, "s", 1, speakers=lambda: Labels(fail=True))  # type: ignore[arg-type]
+    enricher = TurnEnricher(None, "s", 1, speakers=[Labels(fail=True)])  # type: ignore[arg-type]
     enricher.feed(0, np.ones(16000 * 3, dtype=np.float32))
     original = turn(0)
     out = await enricher.enrich(original)
