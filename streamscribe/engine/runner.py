@@ -88,6 +88,10 @@ class SessionRunner:
     def _targets(self, channel: int | None) -> list[StreamingSession]:
         return self.sessions if channel is None else [self.sessions[channel]]
 
+    def emit(self, event: Event) -> None:
+        """Queue an event from outside the engine (behind everything emitted before it)."""
+        self._emit([event])
+
     def _emit(self, events: list[Event]) -> None:
         for e in events:
             if self.enricher is not None and self.enricher.wants(e):

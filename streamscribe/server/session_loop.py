@@ -370,7 +370,7 @@ async def _receive_loop(
                 for channel, samples in enumerate(channels):
                     await runner.handle(Audio(samples, channel))
                 if progress_ms and converter.audio_ms >= next_progress_ms:
-                    runner.events.put_nowait(AudioProgress(converter.audio_ms))
+                    runner.emit(AudioProgress(converter.audio_ms))
                     next_progress_ms = converter.audio_ms + progress_ms
             else:
                 await runner.handle(command)
