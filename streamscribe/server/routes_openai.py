@@ -1,7 +1,358 @@
-"""OpenAI transcription: batch, SSE streaming and the Realtime transcription session."""
+"""OpenAI transcription routes: file uploads (JSON, text, subtitles, SSE) and the Realtime socket.
+
+Thin by design: the wire formats live in `protocols/openai_batch.py` and `openai_realtime.py`.
+Here the upload is read with a size cap, decoded in a worker thread, and transcribed region by
+region through the server's shared scheduler (the one model; live sessions keep priority for
+their finals). The speech-region search and the per-batch loop of `transcribe_audio_async` run
+on a worker thread's own event loop, so a long file never stalls live sessions; only the decode
+requests hop back to the scheduler on the server's loop. The Realtime socket is authenticated,
+admitted and handed to the shared session loop like every other dialect.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
 
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from streamscribe.audio.files import decode_stream
+from streamscribe.engine.decoding import DecodeRequest, DecodeResult
+from streamscribe.engine.offline import RATE, scheduler_batch, transcribe_audio_async
+from streamscribe.errors import AudioDecodeError, ProtocolError
+from streamscribe.events import ErrorKind, SessionConfig, TurnUpdate, Word
+from streamscribe.formats import to_srt, to_vtt
+from streamscribe.protocols import openai_batch, openai_realtime
+from streamscribe.protocols.common import Close
+from streamscribe.protocols.openai_common import OpenAIError, error_body
+from streamscribe.server.auth import Principal, authenticate_stream, require_key
+from streamscribe.server.session_loop import check_admission, run_session
+from streamscribe.server.state import ServerState
+
+log = logging.getLogger(__name__)
 router = APIRouter()
+
+MAX_UPLOAD_MB = 25  # OpenAI's own limit, so clients already split larger files
+MAX_BODY_BYTES = (MAX_UPLOAD_MB + 1) * 1024 * 1024  # the file plus the form's text fields
+DRAIN_BYTES = 8 * MAX_BODY_BYTES  # an over-large body is read (and dropped) up to this much
+MAX_AUDIO_S = 3600.0  # decoded length cap: one hour is ~230 MB of float samples
+BATCH_SLOTS = 2  # uploads decoded and transcribed at once; more wait their turn
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Abandoned(Exception):
+    """The client went away: the remaining regions are not decoded."""
+
+
+def _slots(request: Request) -> asyncio.Semaphore:
+    """The app's upload slots (one semaphore per app, made on first use)."""
+    slots = getattr(request.app.state, "openai_batch_slots", None)
+    if slots is None:
+        slots = request.app.state.openai_batch_slots = asyncio.Semaphore(BATCH_SLOTS)
+    return slots
+
+
+def _error(exc: ProtocolError) -> JSONResponse:
+    status = OpenAIError.from_protocol(exc).status
+    return JSONResponse(error_body(exc), status_code=status)
+
+
+def _too_large() -> OpenAIError:
+    return OpenAIError(
+        f"Maximum content size limit ({MAX_UPLOAD_MB} MB) exceeded: split the audio or compress "
+        "it (e.g. to Opus or MP3) and upload the parts",
+        param="file",
+        code="file_too_large",
+        status=413,
+    )
+
+
+async def _principal(request: Request) -> Principal:
+    try:
+        return await require_key(request)
+    except HTTPException as exc:
+        raise OpenAIError(
+            str(exc.detail), code="invalid_api_key", status=401, kind=ErrorKind.AUTH
+        ) from None
+
+
+async def _read_form(request: Request) -> FormData:
+    """The multipart form, refused with 413 past the size cap (the body is drained first, so
+    the client reads the answer instead of a broken pipe)."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise OpenAIError(
+            "Send the request as multipart/form-data with the audio in a `file` part "
+            "(the openai SDK does this)",
+            param="file",
+            code="invalid_content_type",
+        )
+    body = request.stream()
+    received = 0
+
+    async def limited() -> AsyncIterator[bytes]:
+        nonlocal received
+        async for chunk in body:
+            received += len(chunk)
+            if received > MAX_BODY_BYTES:
+                raise _TooLarge
+            yield chunk
+
+    declared = request.headers.get("content-length", "")
+    try:
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _TooLarge
+        parser = MultiPartParser(request.headers, limited(), max_files=4, max_fields=200)
+        return await parser.parse()
+    except _TooLarge:
+        async for chunk in body:
+            received += len(chunk)
+            if received > DRAIN_BYTES:
+                break
+        raise _too_large() from None
+    except MultiPartException as exc:
+        raise OpenAIError(f"Invalid multipart form: {exc.message}", code="invalid_form") from None
+
+
+def _form_fields(form: FormData) -> tuple[UploadFile | None, dict[str, list[str]]]:
+    upload: UploadFile | None = None
+    fields: dict[str, list[str]] = {}
+    for name, value in form.multi_items():
+        if name == "file":
+            if not isinstance(value, UploadFile):
+                raise OpenAIError(
+                    "file must be a file part (with a filename), not a text field",
+                    param="file",
+                )
+            if upload is not None:
+                raise OpenAIError("send exactly one file part", param="file")
+            upload = value
+        elif isinstance(value, UploadFile):
+            raise OpenAIError(f"{name} is a file part, but only `file` may be a file", param=name)
+        else:
+            fields.setdefault(name, []).append(value)
+    return upload, fields
+
+
+async def _meter(state: ServerState, principal: Principal, seconds: float) -> None:
+    state.metrics.audio_seconds.labels("openai-batch").inc(seconds)
+    try:
+        await state.store.add_usage(principal.key_id, seconds)
+    except Exception:
+        log.exception("store write failed")
+
+
+async def _transcribe(
+    state: ServerState,
+    req: openai_batch.BatchRequest,
+    audio: np.ndarray,
+    cancelled: threading.Event,
+    on_region: Callable[[DecodeResult], None] | None = None,
+) -> list[TurnUpdate]:
+    """Transcribe on a worker thread's loop; decodes go to the shared scheduler on ours."""
+    loop = asyncio.get_running_loop()
+    shared = scheduler_batch(state.scheduler, f"openai-batch:{uuid.uuid4().hex}")
+
+    async def decode(requests: list[DecodeRequest]) -> list[DecodeResult | None]:
+        if cancelled.is_set():
+            raise _Abandoned
+        results = await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(shared(requests), loop)
+        )
+        if on_region is not None:
+            for result in results:
+                if result is not None and result.words:
+                    loop.call_soon_threadsafe(on_region, result)
+        return results
+
+    def work() -> list[TurnUpdate]:
+        return asyncio.run(
+            transcribe_audio_async(
+                audio,
+                decode,
+                state.settings.final_beam_size,
+                req.language,
+                task=req.task,
+                prompt=req.prompt,
+            )
+        )
+
+    return await asyncio.to_thread(work)
+
+
+async def _batch(request: Request, translation: bool) -> Response:
+    state: ServerState = request.app.state.streamscribe
+    form: FormData | None = None
+    try:
+        principal = await _principal(request)
+        form = await _read_form(request)
+        upload, fields = _form_fields(form)
+        req = openai_batch.parse_form(
+            fields,
+            translation=translation,
+            multilingual=bool(state.transcriber.multilingual),
+            model_name=state.settings.model,
+        )
+        if upload is None:
+            raise OpenAIError(
+                "you must provide a file: the audio in a multipart part named `file`",
+                param="file",
+                code="missing_required_parameter",
+            )
+        await check_admission(state, principal)
+        await _slots(request).acquire()
+    except ProtocolError as exc:
+        if form is not None:
+            await form.close()
+        return _error(exc)
+    try:
+        name = upload.filename or "upload"
+        audio = await asyncio.to_thread(
+            decode_stream, upload.file, name=name, max_seconds=MAX_AUDIO_S
+        )
+    except AudioDecodeError as exc:
+        _slots(request).release()
+        return _error(OpenAIError(f"Invalid file format: {exc}", param="file"))
+    finally:
+        await form.close()
+    if len(audio) > MAX_AUDIO_S * RATE:
+        _slots(request).release()
+        return _error(
+            OpenAIError(
+                f"Audio longer than {MAX_AUDIO_S:.0f} s: split it and upload the parts",
+                param="file",
+                code="audio_too_long",
+                status=413,
+            )
+        )
+    duration = len(audio) / RATE
+    if req.stream:
+        _slots(request).release()  # the event stream takes its own slot once it starts
+        return StreamingResponse(
+            _events(state, req, audio, principal, _slots(request)),
+            media_type=req.media_type,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    try:
+        turns = await _transcribe(state, req, audio, threading.Event())
+    except Exception:
+        log.exception("openai batch transcription failed")
+        return _error(ProtocolError(ErrorKind.INTERNAL, "The server had an error transcribing"))
+    finally:
+        _slots(request).release()
+    await _meter(state, principal, duration)
+    fmt = req.response_format
+    if fmt == "json":
+        return JSONResponse(openai_batch.json_body(req, turns, duration))
+    if fmt == "verbose_json":
+        return JSONResponse(openai_batch.verbose_body(req, turns, duration))
+    text = {"text": openai_batch.text_body, "srt": to_srt, "vtt": to_vtt}[fmt](turns)
+    return Response(text.encode("utf-8"), media_type=req.media_type)
+
+
+async def _events(
+    state: ServerState,
+    req: openai_batch.BatchRequest,
+    audio: np.ndarray,
+    principal: Principal,
+    slots: asyncio.Semaphore,
+) -> AsyncIterator[bytes]:
+    """`stream=true`: a delta per speech region as the scheduler returns it, then done."""
+    stream = openai_batch.TranscriptStream(req)
+    regions: asyncio.Queue[DecodeResult | None] = asyncio.Queue()
+    cancelled = threading.Event()
+    await slots.acquire()
+    task = asyncio.create_task(_transcribe(state, req, audio, cancelled, regions.put_nowait))
+
+    def finished(done: asyncio.Task) -> None:
+        regions.put_nowait(None)
+        slots.release()
+        if not done.cancelled():
+            done.exception()  # retrieved here; reported below unless the client left
+
+    task.add_done_callback(finished)
+    try:
+        while (result := await regions.get()) is not None:
+            words = [Word(w.text, 0, 0, w.probability, True) for w in result.words]
+            chunk = stream.delta(words)
+            if chunk is not None:
+                yield chunk
+        if task.exception() is not None:
+            log.error("openai streaming transcription failed", exc_info=task.exception())
+            yield stream.error(
+                OpenAIError.from_protocol(
+                    ProtocolError(ErrorKind.INTERNAL, "The server had an error transcribing")
+                )
+            )
+            return
+        await _meter(state, principal, len(audio) / RATE)
+        yield stream.done()
+    finally:
+        cancelled.set()  # a client that went away stops the remaining decodes
+
+
+@router.post("/v1/audio/transcriptions")
+async def transcriptions(request: Request) -> Response:
+    """Transcribe an uploaded file (OpenAI `audio.transcriptions.create`)."""
+    return await _batch(request, translation=False)
+
+
+@router.post("/v1/audio/translations")
+async def translations(request: Request) -> Response:
+    """Translate an uploaded file into English (needs a multilingual model, e.g. `base`)."""
+    return await _batch(request, translation=True)
+
+
+@router.post("/v1/realtime/client_secrets")
+@router.post("/v1/realtime/transcription_sessions")
+async def ephemeral_keys() -> JSONResponse:
+    """Ephemeral Realtime keys are not built; say what to use instead."""
+    return _error(
+        OpenAIError(
+            "Ephemeral Realtime keys are not supported by this server: connect with an API key "
+            "(Authorization: Bearer, or the openai-insecure-api-key.<KEY> subprotocol in a "
+            "browser), or a single-use streamscribe token from GET /v3/token",
+            code="unsupported_endpoint",
+            status=404,
+        )
+    )
+
+
+@router.websocket("/v1/realtime")
+async def realtime(ws: WebSocket) -> None:
+    """A Realtime transcription session (`?intent=transcription`), GA or beta dialect."""
+    state: ServerState = ws.app.state.streamscribe
+    handshake = openai_realtime.parse_handshake(ws.headers, ws.scope.get("subprotocols") or [])
+    await ws.accept(subprotocol=handshake.subprotocol)
+    query = dict(ws.query_params)
+    headers = {"authorization": f"Bearer {handshake.api_key}"} if handshake.api_key else ws.headers
+    try:
+        principal = await authenticate_stream(state, headers, query)
+        config = openai_realtime.session_config(query)
+        await check_admission(state, principal)
+    except ProtocolError as exc:
+        refusal = openai_realtime.RealtimeProtocol(SessionConfig(), beta=handshake.beta)
+        for out in refusal.error(exc):
+            if isinstance(out, Close):
+                state.metrics.errors.labels(str(out.code)).inc()
+                await ws.close(out.code, out.reason)
+            else:
+                await ws.send_text(out.text)
+        return
+    dialect = openai_realtime.RealtimeProtocol(
+        config,
+        beta=handshake.beta,
+        multilingual=bool(state.transcriber.multilingual),
+        model_name=state.settings.model,
+    )
+    await run_session(ws, dialect, config, state, "openai-realtime", principal)
