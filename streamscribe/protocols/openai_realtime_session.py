@@ -367,8 +367,9 @@ def _parse_transcription(
             )
         if code != "en" and not multilingual:
             raise _bad(
-                f"{name}={code} needs a multilingual model, and this server runs the "
-                f"English-only {model_name}: start it with `streamscribe serve --model base`",
+                f"{name}={code} needs a multilingual model, and this session runs the "
+                f"English-only {model_name}: connect with ?model=base (extra_query={{'intent': "
+                "'transcription', 'model': 'base'}) or start the server with --model base",
                 name,
                 "model_not_multilingual",
             )

@@ -26,6 +26,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from streamscribe.audio.files import decode_stream
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult
 from streamscribe.engine.offline import RATE, scheduler_batch, transcribe_audio_async
+from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.errors import AudioDecodeError, ProtocolError
 from streamscribe.events import ErrorKind, SessionConfig, TurnUpdate, Word
 from streamscribe.formats import to_srt, to_vtt
@@ -33,7 +34,8 @@ from streamscribe.protocols import openai_batch, openai_realtime
 from streamscribe.protocols.common import Close
 from streamscribe.protocols.openai_common import OpenAIError, error_body
 from streamscribe.server.auth import Principal, authenticate_stream, require_key
-from streamscribe.server.session_loop import check_admission, run_session
+from streamscribe.server.model_choice import choose_model
+from streamscribe.server.session_loop import check_admission, run_session, session_scheduler
 from streamscribe.server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,16 @@ def _form_fields(form: FormData) -> tuple[UploadFile | None, dict[str, list[str]
     return upload, fields
 
 
+async def _model(state: ServerState, req: openai_batch.BatchRequest) -> DecodeScheduler:
+    """The scheduler of the model this request needs: the multilingual one for translation or
+    another language (loaded on first use), else the default; a 400 naming the fix if none."""
+    try:
+        return await session_scheduler(state, openai_batch.model_config(req))
+    except ProtocolError as exc:
+        param = "model" if req.task == "translate" or req.language in (None, "en") else "language"
+        raise OpenAIError(exc.reason, param=param, code="model_not_available") from None
+
+
 async def _meter(state: ServerState, principal: Principal, seconds: float) -> None:
     state.metrics.audio_seconds.labels("openai-batch").inc(seconds)
     try:
@@ -154,6 +166,7 @@ async def _meter(state: ServerState, principal: Principal, seconds: float) -> No
 
 async def _transcribe(
     state: ServerState,
+    scheduler: DecodeScheduler,
     req: openai_batch.BatchRequest,
     audio: np.ndarray,
     cancelled: threading.Event,
@@ -161,7 +174,7 @@ async def _transcribe(
 ) -> list[TurnUpdate]:
     """Transcribe on a worker thread's loop; decodes go to the shared scheduler on ours."""
     loop = asyncio.get_running_loop()
-    shared = scheduler_batch(state.scheduler, f"openai-batch:{uuid.uuid4().hex}")
+    shared = scheduler_batch(scheduler, f"openai-batch:{uuid.uuid4().hex}")
 
     async def decode(requests: list[DecodeRequest]) -> list[DecodeResult | None]:
         if cancelled.is_set():
@@ -197,12 +210,7 @@ async def _batch(request: Request, translation: bool) -> Response:
         principal = await _principal(request)
         form = await _read_form(request)
         upload, fields = _form_fields(form)
-        req = openai_batch.parse_form(
-            fields,
-            translation=translation,
-            multilingual=bool(state.transcriber.multilingual),
-            model_name=state.settings.model,
-        )
+        req = openai_batch.parse_form(fields, translation=translation)
         if upload is None:
             raise OpenAIError(
                 "you must provide a file: the audio in a multipart part named `file`",
@@ -210,6 +218,7 @@ async def _batch(request: Request, translation: bool) -> Response:
                 code="missing_required_parameter",
             )
         await check_admission(state, principal)
+        scheduler = await _model(state, req)
         await _slots(request).acquire()
     except ProtocolError as exc:
         if form is not None:
@@ -239,12 +248,12 @@ async def _batch(request: Request, translation: bool) -> Response:
     if req.stream:
         _slots(request).release()  # the event stream takes its own slot once it starts
         return StreamingResponse(
-            _events(state, req, audio, principal, _slots(request)),
+            _events(state, scheduler, req, audio, principal, _slots(request)),
             media_type=req.media_type,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     try:
-        turns = await _transcribe(state, req, audio, threading.Event())
+        turns = await _transcribe(state, scheduler, req, audio, threading.Event())
     except Exception:
         log.exception("openai batch transcription failed")
         return _error(ProtocolError(ErrorKind.INTERNAL, "The server had an error transcribing"))
@@ -262,6 +271,7 @@ async def _batch(request: Request, translation: bool) -> Response:
 
 async def _events(
     state: ServerState,
+    scheduler: DecodeScheduler,
     req: openai_batch.BatchRequest,
     audio: np.ndarray,
     principal: Principal,
@@ -272,7 +282,9 @@ async def _events(
     regions: asyncio.Queue[DecodeResult | None] = asyncio.Queue()
     cancelled = threading.Event()
     await slots.acquire()
-    task = asyncio.create_task(_transcribe(state, req, audio, cancelled, regions.put_nowait))
+    task = asyncio.create_task(
+        _transcribe(state, scheduler, req, audio, cancelled, regions.put_nowait)
+    )
 
     def finished(done: asyncio.Task) -> None:
         regions.put_nowait(None)
@@ -340,6 +352,10 @@ async def realtime(ws: WebSocket) -> None:
         principal = await authenticate_stream(state, headers, query)
         config = openai_realtime.session_config(query)
         await check_admission(state, principal)
+        # the session's model is settled now (?model= may name a served one, e.g. base); the
+        # dialect must know whether it can take a language other than English later
+        scheduler = await session_scheduler(state, config)
+        model_name = choose_model(state.settings, config, bool(state.transcriber.multilingual))
     except ProtocolError as exc:
         refusal = openai_realtime.RealtimeProtocol(SessionConfig(), beta=handshake.beta)
         for out in refusal.error(exc):
@@ -352,7 +368,7 @@ async def realtime(ws: WebSocket) -> None:
     dialect = openai_realtime.RealtimeProtocol(
         config,
         beta=handshake.beta,
-        multilingual=bool(state.transcriber.multilingual),
-        model_name=state.settings.model,
+        multilingual=bool(scheduler.transcriber.multilingual),
+        model_name=model_name,
     )
     await run_session(ws, dialect, config, state, "openai-realtime", principal)

@@ -390,7 +390,7 @@ def _queue_replies(dialect: Dialect, runner: SessionRunner) -> None:
     take = getattr(dialect, "take_replies", None)
     if take is not None:
         for reply in take():
-            runner.events.put_nowait(reply)
+            runner.emit(reply)  # behind every event emitted before it, enriched turns included
 
 
 class _Sender:
