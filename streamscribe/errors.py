@@ -4,7 +4,8 @@ StreamscribeError
 ├── ProtocolError      a client broke its wire protocol; carries the Error kind and a reason
 │                      that names the fix. Each dialect maps the kind to its own close code.
 ├── ModelNotFoundError a model name or directory could not be resolved; names the fix
-└── AudioDecodeError   a file or stream could not be decoded
+├── AudioDecodeError   a file or stream could not be decoded
+└── SpeakerModelUnavailableError  speaker labels were asked for without the `speakers` extra
 """
 
 from __future__ import annotations
@@ -36,3 +37,7 @@ class ModelNotFoundError(StreamscribeError):
 
 class AudioDecodeError(StreamscribeError):
     """An audio file or stream could not be decoded; the message says what was wrong."""
+
+
+class SpeakerModelUnavailableError(StreamscribeError):
+    """Speaker labels need the optional `speakers` extra (torch, resemblyzer); names the fix."""
