@@ -153,6 +153,11 @@ def parse_query(query: Mapping[str, str]) -> SessionConfig:
     q = QueryReader(query, POLICY)
     encoding = q.choice("encoding", ENCODINGS, "pcm_s16le")
     turn: dict[str, Any] = {"format_turns": True}  # finals are the punctuated, cased re-send
+    if q.has("word_boost") and not query["word_boost"].lstrip().startswith("["):
+        raise _fail(
+            BAD_WORD_BOOST,
+            'Could not parse word_boost: expected a JSON array of strings, e.g. ["foo", "bar"]',
+        )
     boost = QueryReader(query, BAD_WORD_BOOST).string_list(
         "word_boost", MAX_WORD_BOOST, MAX_WORD_BOOST_CHARS
     )
