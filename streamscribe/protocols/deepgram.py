@@ -196,6 +196,7 @@ class DeepgramProtocol:
         self._finalizes = 0
         self._forced_since_flush: set[int] = set()
         self._pending_out: list[dict[str, Any]] = []  # Configure replies, sent with the next frame
+        self._schema_error: SchemaError | None = None
         self.model_uuid, self.model_info = model_info(self.options.model)
 
     @property
@@ -241,6 +242,13 @@ class DeepgramProtocol:
         return None
 
     def receive_text(self, text: str) -> list[Command]:
+        try:
+            return self._receive_text(text)
+        except SchemaError as exc:
+            self._schema_error = exc  # the session loop hands back only its kind and reason
+            raise
+
+    def _receive_text(self, text: str) -> list[Command]:
         if self.state is not State.OPEN:
             return []  # flushing or closed: nothing a client sends matters, not even parsed
         if not self._control_rate.allow():
@@ -364,6 +372,9 @@ class DeepgramProtocol:
             self.state = State.CLOSED
             return [*out, SendJson(self._metadata(event)), Close(NORMAL)]
         if isinstance(event, Error):
+            known = self._schema_error
+            if known is not None and (known.kind, known.reason) == (event.kind, event.message):
+                return out + self.error(known)
             return out + self.error(ProtocolError(event.kind, event.message))
         return out
 

@@ -11,6 +11,7 @@ no-audio rule with KeepAlive honoured, and the close codes of bad input are cove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -25,8 +26,10 @@ import pytest
 from deepgram import AsyncDeepgramClient, DeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
+from deepgram.listen.v1.types.listen_v1error import ListenV1Error
 from speech import Speech, speech_or_skip, wer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
 
 from streamscribe.audio.codecs import encode_alaw, encode_mulaw
 from streamscribe.audio.resample import resample
@@ -352,6 +355,30 @@ def test_raw_audio_without_an_encoding_closes_1008_data_0000(server):
                 pass
     assert info.value.rcvd.code == 1008
     assert info.value.rcvd.reason.startswith("DATA-0000") and "encoding=" in info.value.rcvd.reason
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        ("not json", "Could not parse"),
+        ('{"type": "Dance"}', "Unknown message type Dance"),
+        ('{"type": "Finalize", "channel": 3}', "Finalize channel"),
+    ],
+)
+def test_a_bad_text_message_gets_an_error_then_close_1008(server, frame, needle):
+    url = f"{server.ws}/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000"
+    with connect(url) as ws:
+        ws.send(b"\x00\x00" * 1600)
+        ws.send(frame)
+        messages = []
+        with contextlib.suppress(ConnectionClosed):  # a close other than 1000 raises
+            while True:
+                messages.append(json.loads(ws.recv(timeout=10)))
+        code, reason = ws.close_code, ws.close_reason
+    error = ListenV1Error.model_validate(messages[-1])  # the SDK's own model, strictly
+    assert error.variant == "SchemaError" and needle in error.description
+    assert error.message == frame
+    assert code == 1008 and reason.startswith("DATA-0000 ") and needle in reason
 
 
 @pytest.mark.parametrize(

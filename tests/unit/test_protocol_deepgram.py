@@ -343,6 +343,18 @@ def test_bad_text_gets_a_schema_error_then_close_1008(text, needle):
     assert close.code == 1008 and close.reason.startswith("DATA-0000 ")
 
 
+def test_the_schema_error_survives_the_session_loops_error_event():
+    """The session loop ends the session and hands back Error(kind, reason): the reply still
+    carries Deepgram's SchemaError with the offending text."""
+    proto = protocol()
+    with pytest.raises(SchemaError) as info:
+        proto.receive_text('{"type": "Dance"}')
+    out = proto.render(Error(info.value.kind, info.value.reason))
+    (error,) = sent(out)
+    assert error["variant"] == "SchemaError" and error["message"] == '{"type": "Dance"}'
+    assert [o.code for o in out if isinstance(o, Close)] == [1008]
+
+
 def test_text_faster_than_the_rate_limit_closes_1008():
     t = [0.0]
     opts = options()
