@@ -213,6 +213,7 @@ class ErrorKind(StrEnum):
 class Error:
     kind: ErrorKind
     message: str
+    code: int | None = None  # the dialect's own close code, when the dialect raised the error
 
 
 Event = SessionStarted | SpeechStarted | TurnUpdate | Flushed | AudioProgress | SessionEnded | Error

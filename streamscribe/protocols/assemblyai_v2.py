@@ -345,7 +345,7 @@ class V2Protocol:
                 return [*out, Close(1001, "Server shutting down: reconnect to another server")]
             return [*out, Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message))
+            return self.error(ProtocolError(event.kind, event.message, event.code))
         return []  # SpeechStarted: v2 has no such message
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:

@@ -346,7 +346,7 @@ class FireworksProtocol:
                 return [Close(GOING_AWAY, "Server shutting down: reconnect to another server")]
             return [Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message))
+            return self.error(ProtocolError(event.kind, event.message, event.code))
         return []  # no greeting, no speech events in this protocol
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:

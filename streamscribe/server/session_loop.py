@@ -273,7 +273,7 @@ async def _run(
     await _store(state.store.end_session(session_id, str(reason), audio_s))
     await _store(state.store.add_usage(principal.key_id, audio_s))
     if error is not None:
-        runner.events.put_nowait(Error(error.kind, error.reason))
+        runner.events.put_nowait(Error(error.kind, error.reason, error.code))
         sender.pending_error = error
     elif runner.failed is None:
         runner.events.put_nowait(ended)

@@ -390,3 +390,9 @@ def test_errors_send_the_error_object_then_close(kind, code, kind_name):
     assert sent(out) == [{"error": {"message": "what went wrong", "type": kind_name, "code": code}}]
     assert closes(out) == [Close(code, "what went wrong")]
     assert p.error(ProtocolError(kind, "again")) == []
+
+
+def test_the_code_this_dialect_raised_survives_the_trip_through_the_session_loop():
+    p = protocol()
+    err = error_of(p, b"\x00" * (MAX_CHUNK_BYTES + 2))
+    assert closes(p.render(Error(err.kind, err.reason, err.code))) == [Close(1009, err.reason)]

@@ -468,3 +468,10 @@ def test_the_sdk_models_would_catch_a_wrong_type():
 
 def test_config_is_a_plain_session_config():
     assert isinstance(parse_query(query()), SessionConfig)
+
+
+def test_the_code_this_dialect_raised_survives_the_trip_through_the_session_loop():
+    """A ProtocolError from receive_* comes back as an Error event carrying its code."""
+    p = protocol()
+    err = error_of(p, b"\x00\x00" * 48000)  # 3 s: too long
+    assert closes(p.render(Error(err.kind, err.reason, err.code))) == [Close(4033, err.reason)]
