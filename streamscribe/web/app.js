@@ -9,7 +9,7 @@ import { Upload } from "./upload.js";
 
 const $ = (id) => document.getElementById(id);
 const SETTINGS_STORE = "streamscribe.settings";
-const DEFAULTS = { model: "", language: "", silence: 1280, keyterms: [] };
+const DEFAULTS = { model: "", language: "", silence: 1280, keyterms: [], speakers: false };
 const LANGUAGES = {
   en: "English", es: "Spanish", fr: "French", de: "German", it: "Italian", pt: "Portuguese",
   nl: "Dutch", pl: "Polish", sv: "Swedish", tr: "Turkish", ru: "Russian", uk: "Ukrainian",
@@ -30,7 +30,8 @@ let settings = loadSettings();
 
 /** The v3 query parameters the settings ask for. */
 function streamParams() {
-  const params = { format_turns: "true", speaker_labels: "true" };
+  const params = { format_turns: "true" };
+  if (settings.speakers) params.speaker_labels = "true";
   if (settings.model) params.speech_model = settings.model;
   if (settings.language === "auto") params.language_detection = "true";
   else if (settings.language) {
@@ -64,6 +65,7 @@ function fillSettings(note = "") {
   languages.value = settings.language;
   $("set-silence").value = settings.silence;
   $("set-keyterms").value = settings.keyterms.join("\n");
+  $("set-speakers").checked = Boolean(settings.speakers);
 }
 
 function openSettings(note = "") {
@@ -78,6 +80,7 @@ function saveSettings() {
     model: $("set-model").value,
     language: $("set-language").value,
     silence: Number.isFinite(silence) && silence >= 200 ? Math.min(silence, 10000) : DEFAULTS.silence,
+    speakers: $("set-speakers").checked,
     keyterms: $("set-keyterms").value.split("\n").map((t) => t.trim()).filter(Boolean).slice(0, 100),
   };
   localStorage.setItem(SETTINGS_STORE, JSON.stringify(settings));
