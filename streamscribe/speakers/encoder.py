@@ -61,9 +61,9 @@ def is_available() -> bool:
     """Whether torch and the resemblyzer weights are installed (cheap: imports nothing)."""
     try:
         weights_path()
-    except SpeakerModelUnavailableError:
+        return importlib.util.find_spec("torch") is not None
+    except (SpeakerModelUnavailableError, ImportError, ValueError):
         return False
-    return importlib.util.find_spec("torch") is not None
 
 
 def _import_torch() -> Any:
