@@ -17,6 +17,7 @@ carry the whole turn so far; the turn's end is one final `Results` (`is_final: t
 when a client `Finalize` did. Spans tile the stream: each starts where the channel's last final
 ended. With `punctuate`/`smart_format` the final carries the engine's formatted re-send (the
 beam decode of the whole turn), with `punctuated_word` on every word. Times are float seconds.
+After `CloseStream` only the flush's final results go out, then `Metadata`.
 
 Options (shared with the pre-recorded API, `deepgram_prerecorded`) are read and words
 rendered in `deepgram_options`; this module holds the connection's state and messages.
@@ -353,7 +354,7 @@ class DeepgramProtocol:
             self.request_id = event.session_id  # the stored session's id: read it back later
             return out  # Deepgram sends no greeting
         if isinstance(event, SpeechStarted):
-            if self.options.vad_events:
+            if self.options.vad_events and self.state is State.OPEN:
                 out.append(
                     SendJson(
                         {
@@ -381,8 +382,8 @@ class DeepgramProtocol:
     def _turn(self, update: TurnUpdate) -> list[Outgoing]:
         opts = self.options
         if not update.end_of_turn:
-            if not opts.interim_results or not update.words:
-                return []
+            if not opts.interim_results or not update.words or self.state is not State.OPEN:
+                return []  # after CloseStream only the final results of the flush go out
             return [SendJson(self._results(update.channel, update.words, False, False, False))]
         if update.formatted != opts.formatted:
             return []  # the final is the unformatted end, or the formatted re-send after it

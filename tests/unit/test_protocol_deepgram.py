@@ -501,6 +501,15 @@ def test_extra_is_echoed_in_every_results_metadata():
     assert frame["metadata"]["extra"] == {"team": "blue"}
 
 
+def test_after_closestream_only_finals_go_out():
+    proto = protocol(interim_results="true", vad_events="true")
+    proto.receive_text('{"type": "CloseStream"}')
+    assert proto.render(turn(word("late", 100, 400, final=False))) == []
+    assert proto.render(SpeechStarted(0, 500)) == []
+    (frame,) = sent(proto.render(turn(word("late", 100, 400), end=True)))
+    assert frame["is_final"] is True
+
+
 def test_the_end_is_metadata_then_close_1000():
     proto = protocol()
     audio = b"\x01\x00" * 16000
