@@ -233,6 +233,8 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
     try:
         options = parse_prerecorded(request.query_params.multi_items())
         await check_admission(state, principal)
+        config = session_config(options)
+        scheduler = await session_scheduler(state, config)  # before reading a large body
     except ProtocolError as exc:
         status, body = http_error(exc.kind, exc.reason, request_id)
         return JSONResponse(body, status_code=status)
@@ -265,27 +267,25 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
         except AudioDecodeError as exc:
             reason = str(exc).replace(tmp.name, "the uploaded audio")
             return _refusal(400, f"Bad Request: failed to process audio: {reason}", request_id)
-    config = session_config(options)
-    try:
-        scheduler = await session_scheduler(state, config)
-    except ProtocolError as exc:
-        status, body = http_error(exc.kind, exc.reason, request_id)
-        return JSONResponse(body, status_code=status)
     created = datetime.now(UTC)
     prompt = (", ".join(options.keyterms) + ".") if options.keyterms else ""
-    turns = await asyncio.gather(
-        *(
-            transcribe_audio_async(
-                samples,
-                scheduler_batch(scheduler, f"{request_id}:{i}"),
-                state.settings.final_beam_size,
-                options.language,
-                prompt=prompt,
-                channel=i,
+    try:
+        turns = await asyncio.gather(
+            *(
+                transcribe_audio_async(
+                    samples,
+                    scheduler_batch(scheduler, f"{request_id}:{i}"),
+                    state.settings.final_beam_size,
+                    options.language,
+                    prompt=prompt,
+                    channel=i,
+                )
+                for i, samples in enumerate(channels)
             )
-            for i, samples in enumerate(channels)
         )
-    )
+    except Exception:
+        log.exception("pre-recorded transcription %s failed", request_id)
+        return _refusal(500, "The speech model failed on this file; try again", request_id)
     duration_ms = max((len(c) for c in channels), default=0) * 1000 // TARGET_RATE
     await _remember(state, principal, request_id, config, turns, duration_ms / 1000)
     body = response(
