@@ -73,6 +73,7 @@ async def listen_live(ws: WebSocket) -> None:
         principal = await authenticate(state, headers, dict(items))
         options = deepgram.parse_options(items)
         await check_admission(state, principal)
+        await session_scheduler(state, session_config(options))  # no model fits: a 400 here
     except ProtocolError as exc:
         await _deny(ws, state, exc)
         return

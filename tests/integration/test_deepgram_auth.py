@@ -38,7 +38,8 @@ def keyed(tmp_path_factory):
         env={**os.environ, "NO_COLOR": "1"},
     )
     assert made.returncode == 0, made.stderr
-    server = start_server(data)
+    # no multilingual model either: a session that needs one is refused before the upgrade
+    server = start_server(data, env={"STREAMSCRIBE_MULTILINGUAL_MODEL": ""})
     try:
         yield server, made.stdout.strip()
     finally:
@@ -145,3 +146,20 @@ def test_pre_recorded_needs_a_key_too(keyed):
         timeout=10,
     )
     assert ok.status_code == 400  # past authentication: now the body is what is wrong
+
+
+def test_a_language_no_served_model_knows_is_refused_before_the_upgrade(keyed):
+    server, key = keyed
+    url = f"{server.ws}/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000&language=es"
+    with pytest.raises(InvalidStatus) as info:
+        connect(url, additional_headers={"Authorization": f"Token {key}"})
+    assert info.value.response.status_code == 400
+    body = json.loads(info.value.response.body)
+    assert "multilingual" in body["err_msg"] and "--model" in body["err_msg"]
+    r = httpx.post(
+        f"{server.http}/v1/listen?language=es",
+        content=b"RIFF",
+        headers={"Authorization": f"Token {key}"},
+        timeout=10,
+    )
+    assert r.status_code == 400 and "multilingual" in r.json()["err_msg"]
