@@ -386,10 +386,9 @@ def _int(data: dict[str, Any], key: str, param: str, lo: int, hi: int, default: 
     if value is None:
         return default
     if (
-        isinstance(value, bool)
-        or not finite_number(value)
-        or float(value) != int(value)
-        or not lo <= value <= hi
+        not finite_number(value)
+        or (isinstance(value, float) and not value.is_integer())
+        or not lo <= value <= hi  # compared as given: a 400-digit int never becomes a float
     ):
         raise _bad(f"{param}.{key} must be an integer between {lo} and {hi}", f"{param}.{key}")
     return int(value)
