@@ -184,7 +184,6 @@ class DeepgramProtocol:
         self.state = State.OPEN
         self.request_id = str(uuid.uuid4())
         self.created = now()
-        self._now = now
         fmt = config.audio
         self.channels = fmt.channels
         self._frame_bytes = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
