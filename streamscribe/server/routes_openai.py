@@ -37,6 +37,7 @@ from streamscribe.server.auth import Principal, authenticate_stream, require_key
 from streamscribe.server.model_choice import choose_model
 from streamscribe.server.session_loop import check_admission, run_session, session_scheduler
 from streamscribe.server.state import ServerState
+from streamscribe.store import TurnRecord
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -46,6 +47,7 @@ MAX_BODY_BYTES = (MAX_UPLOAD_MB + 1) * 1024 * 1024  # the file plus the form's t
 DRAIN_BYTES = 8 * MAX_BODY_BYTES  # an over-large body is read (and dropped) up to this much
 MAX_AUDIO_S = 3600.0  # decoded length cap: one hour is ~230 MB of float samples
 BATCH_SLOTS = 2  # uploads decoded and transcribed at once; more wait their turn
+PROTOCOL = "openai-batch"  # how stored sessions and metrics name these uploads
 
 
 class _TooLarge(Exception):
@@ -156,12 +158,27 @@ async def _model(state: ServerState, req: openai_batch.BatchRequest) -> DecodeSc
         raise OpenAIError(exc.reason, param=param, code="model_not_available") from None
 
 
-async def _meter(state: ServerState, principal: Principal, seconds: float) -> None:
-    state.metrics.audio_seconds.labels("openai-batch").inc(seconds)
+async def _remember(
+    state: ServerState,
+    principal: Principal,
+    req: openai_batch.BatchRequest,
+    turns: list[TurnUpdate],
+    seconds: float,
+) -> str:
+    """Keep the transcript as a stored session (History, exports, the sessions API) and meter
+    the audio; returns the session id. Storage trouble is logged; the caller still gets text."""
+    session_id = str(uuid.uuid4())
+    params = {"task": req.task, "model": req.model, "language": req.language}
     try:
+        await state.store.start_session(session_id, principal.key_id, PROTOCOL, params, None)
+        for turn in turns:
+            await state.store.add_turn(session_id, TurnRecord.from_update(turn))
+        await state.store.end_session(session_id, "terminated", seconds)
         await state.store.add_usage(principal.key_id, seconds)
     except Exception:
-        log.exception("store write failed")
+        log.exception("storing OpenAI upload transcript %s failed", session_id)
+    state.metrics.audio_seconds.labels(PROTOCOL).inc(seconds)
+    return session_id
 
 
 async def _transcribe(
@@ -259,7 +276,7 @@ async def _batch(request: Request, translation: bool) -> Response:
         return _error(ProtocolError(ErrorKind.INTERNAL, "The server had an error transcribing"))
     finally:
         _slots(request).release()
-    await _meter(state, principal, duration)
+    await _remember(state, principal, req, turns, duration)
     fmt = req.response_format
     if fmt == "json":
         return JSONResponse(openai_batch.json_body(req, turns, duration))
@@ -299,15 +316,15 @@ async def _events(
             chunk = stream.delta(words)
             if chunk is not None:
                 yield chunk
-        if task.exception() is not None:
-            log.error("openai streaming transcription failed", exc_info=task.exception())
+        if task.cancelled() or task.exception() is not None:
+            log.error("openai streaming transcription failed: %r", task)
             yield stream.error(
                 OpenAIError.from_protocol(
                     ProtocolError(ErrorKind.INTERNAL, "The server had an error transcribing")
                 )
             )
             return
-        await _meter(state, principal, len(audio) / RATE)
+        await _remember(state, principal, req, task.result(), len(audio) / RATE)
         yield stream.done()
     finally:
         cancelled.set()  # a client that went away stops the remaining decodes

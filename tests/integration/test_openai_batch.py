@@ -197,3 +197,17 @@ def test_ephemeral_keys_are_refused_naming_what_to_use(server):
     answer = httpx.post(server.http + "/v1/realtime/client_secrets", json={})
     assert answer.status_code == 404
     assert "API key" in answer.json()["error"]["message"]
+
+
+def test_uploads_are_kept_as_sessions(server, speech, upload):
+    result = client(server).audio.transcriptions.create(
+        model="whisper-1", file=("speech.wav", upload)
+    )
+    listed = httpx.get(server.http + "/v1/sessions", params={"limit": 500}, timeout=10).json()
+    ours = [s for s in listed["sessions"] if s["protocol"] == "openai-batch"]
+    assert ours and all(s["ended"] and s["end_reason"] == "terminated" for s in ours)
+    newest = max(ours, key=lambda s: s["started"])
+    assert newest["audio_seconds"] == pytest.approx(speech.seconds, abs=0.05)
+    detail = httpx.get(f"{server.http}/v1/sessions/{newest['id']}", timeout=10).json()
+    stored = " ".join(t["text"] for t in detail["turns"])
+    assert normalize(stored) == normalize(result.text)
