@@ -441,7 +441,16 @@ def _identifier(value: Any, name: str, ints: bool = False) -> Any:
     """A client-chosen id, echoed back as sent: a short string (or an integer where allowed)."""
     if ints and isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
         return value
-    if isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS:
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and _encodable(value):
         return value
     accepted = "a string or an integer" if ints else "a string"
     raise _bad(f"Invalid {name}: expected {accepted} of at most {MAX_ID_CHARS} characters")
+
+
+def _encodable(text: str) -> bool:
+    """Echoed ids must be valid UTF-8 on the way out (JSON lets a client send a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -72,7 +72,7 @@ async def v2_realtime_token(request: Request) -> JSONResponse:
     if isinstance(expires, float) and expires.is_integer():
         expires = int(expires)
     if isinstance(expires, bool) or not isinstance(expires, int) or not low <= expires <= high:
-        got = "missing" if expires is None else f"got {str(expires)[:40]}"
+        got = "missing" if expires is None else f"got {repr(expires)[:40]}"
         return _error(400, f"Invalid expires_in ({got}): {rule}")
     if principal.key is None:  # open mode: any token opens a session, none is stored
         return JSONResponse({"token": "tk_open_" + secrets.token_urlsafe(24)})

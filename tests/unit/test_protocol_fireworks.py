@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from streamscribe.errors import ProtocolError
 from streamscribe.events import (
@@ -396,3 +398,67 @@ def test_the_code_this_dialect_raised_survives_the_trip_through_the_session_loop
     p = protocol()
     err = error_of(p, b"\x00" * (MAX_CHUNK_BYTES + 2))
     assert closes(p.render(Error(err.kind, err.reason, err.code))) == [Close(1009, err.reason)]
+
+
+# ------------------------------------------------------------------ any input at all
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(
+    [
+        "language",
+        "prompt",
+        "temperature",
+        "response_format",
+        "timestamp_granularities",
+        "skip_vad",
+        "vad_kwargs",
+        "text_timeout_seconds",
+        "max_retries",
+        "sample_rate",
+        "model",
+    ]
+)
+
+
+def check(exc: BaseException, codes: frozenset[int]) -> None:
+    assert isinstance(exc, ProtocolError), f"{type(exc).__name__}: {exc!r}"[:300]
+    assert exc.code in codes and exc.reason.strip()
+    exc.reason.encode("utf-8")
+    for out in protocol().error(exc):
+        if isinstance(out, SendJson):
+            out.text.encode("utf-8")
+        else:
+            assert len(out.reason.encode("utf-8")) <= 123
+
+
+@PROPERTY
+@given(st.lists(st.tuples(KEYS | st.text(max_size=8), st.text(max_size=40)), max_size=6))
+def test_any_query_gives_a_config_or_a_protocol_error(pairs):
+    try:
+        parse_query(pairs)
+        parse_options(pairs)
+    except Exception as exc:  # noqa: BLE001 - the property is about what escapes
+        check(exc, frozenset({1003}))
+
+
+@PROPERTY
+@given(st.one_of(JSON.map(json.dumps), st.text(max_size=200)))
+@example('{"checkpoint_id": "\\ud800"}')
+@example('{"object": "stt.input.trace", "trace_id": "x", "event_id": "\\udfff"}')
+@example("[" * 50_000)
+def test_any_text_frame_gives_commands_or_a_protocol_error(text):
+    p = protocol()
+    try:
+        commands = p.receive_text(text)
+    except Exception as exc:  # noqa: BLE001
+        check(exc, frozenset({1003, 1008}))
+        return
+    for command in commands:
+        if isinstance(command, ForceEndpoint):
+            for out in p.render(Flushed(command.marker)):
+                out.text.encode("utf-8")  # the echo goes out as valid UTF-8

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from streamscribe.errors import ProtocolError
 from streamscribe.events import (
@@ -475,3 +477,82 @@ def test_the_code_this_dialect_raised_survives_the_trip_through_the_session_loop
     p = protocol()
     err = error_of(p, b"\x00\x00" * 48000)  # 3 s: too long
     assert closes(p.render(Error(err.kind, err.reason, err.code))) == [Close(4033, err.reason)]
+
+
+# ------------------------------------------------------------------ any input at all
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(
+    ["audio_data", "force_end_utterance", "end_utterance_silence_threshold", "terminate_session"]
+)
+V2_CODES = frozenset({1008, 4000, 4029, 4032, 4033, 4100, 4101, 4104})
+
+
+def check(exc: BaseException) -> None:
+    assert isinstance(exc, ProtocolError), f"{type(exc).__name__}: {exc!r}"[:300]
+    assert exc.code in V2_CODES and exc.reason.strip()
+    exc.reason.encode("utf-8")
+    for out in protocol().error(exc):
+        if isinstance(out, SendJson):
+            out.text.encode("utf-8")
+        else:
+            assert len(out.reason.encode("utf-8")) <= 123
+
+
+@PROPERTY
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "sample_rate",
+                "encoding",
+                "word_boost",
+                "disable_partial_transcripts",
+                "enable_extra_session_information",
+            ]
+        )
+        | st.text(max_size=8),
+        st.text(max_size=40),
+        max_size=5,
+    )
+)
+def test_any_query_gives_a_config_or_a_protocol_error(params):
+    try:
+        parse_query(params)
+        parse_options(params)
+    except Exception as exc:  # noqa: BLE001 - the property is about what escapes
+        check(exc)
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        JSON.map(json.dumps),
+        st.dictionaries(FIELDS, JSON, min_size=1, max_size=3).map(json.dumps),
+        st.text(max_size=200),
+    )
+)
+@example('{"end_utterance_silence_threshold": 1e999}')
+@example('{"\\ud800": true}')
+@example('{"audio_data": "AAAA\\n"}')
+def test_any_text_frame_gives_commands_or_a_protocol_error(text):
+    try:
+        protocol().receive_text(text)
+    except Exception as exc:  # noqa: BLE001
+        check(exc)
+
+
+@PROPERTY
+@given(st.binary(max_size=70_000))
+def test_any_binary_frame_gives_audio_or_a_protocol_error(data):
+    try:
+        commands = protocol().receive_bytes(data)
+    except Exception as exc:  # noqa: BLE001
+        check(exc)
+        return
+    assert all(isinstance(c, RawAudio) and len(c.data) % 2 == 0 for c in commands)
