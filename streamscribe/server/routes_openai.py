@@ -249,6 +249,9 @@ async def _batch(request: Request, translation: bool) -> Response:
     except AudioDecodeError as exc:
         _slots(request).release()
         return _error(OpenAIError(f"Invalid file format: {exc}", param="file"))
+    except BaseException:
+        _slots(request).release()
+        raise
     finally:
         await form.close()
     if len(audio) > MAX_AUDIO_S * RATE:

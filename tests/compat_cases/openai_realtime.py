@@ -80,12 +80,14 @@ def run_realtime(
     beta: bool = False,
     commit_each: bool = False,
     extra: list[tuple[int, dict]] | None = None,
+    realtime: bool = False,
     timeout: float = 90.0,
 ) -> RealtimeRun:
     """Stream `segments` of 24 kHz PCM16 and read every event until the commits complete.
 
     `commit_each` commits after every segment (manual turns); otherwise one commit follows the
     last segment. `extra` sends raw client events before the segment of the given index.
+    `realtime` paces the audio as a microphone would (else as fast as the server takes it).
     """
     run = RealtimeRun()
     sdk = client(server, websocket=beta)
@@ -105,6 +107,8 @@ def run_realtime(
         failure: list[BaseException] = []
 
         def send() -> None:
+            started = time.monotonic()
+            sent = 0
             try:
                 for index, segment in enumerate(segments):
                     for at, message in extra or []:
@@ -113,6 +117,9 @@ def run_realtime(
                     for i in range(0, len(segment), CHUNK_BYTES):
                         audio = base64.b64encode(segment[i : i + CHUNK_BYTES]).decode()
                         conn.input_audio_buffer.append(audio=audio)
+                        sent += len(segment[i : i + CHUNK_BYTES])
+                        if realtime:  # the audio clock: 48 000 bytes a second
+                            time.sleep(max(0.0, started + sent / 48000 - time.monotonic()))
                     if commit_each or index == len(segments) - 1:
                         conn.input_audio_buffer.commit()
             except BaseException as exc:  # reported by the reader

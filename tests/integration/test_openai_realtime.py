@@ -95,6 +95,7 @@ def test_server_vad_session(server, two):
         [pcm24(speech.audio) + silence(1.0)],
         ga_session({"type": "server_vad", "silence_duration_ms": 500}),
         extra=bad_events,
+        realtime=True,
     )
     assert run.types[:2] == ["session.created", "session.updated"]
     created = run.events[0]
@@ -133,6 +134,14 @@ def test_server_vad_session(server, two):
     assert [c.previous_item_id for c in committed[1:]] == [c.item_id for c in committed[:-1]]
     live = " ".join(e.delta for e in run.of(DELTA))
     assert wer(speech.text, live) <= 0.35, live  # the live text is good on its own
+    # and it is live: words reach the client while the speaker is still talking
+    early = [
+        item
+        for item, events in items.items()
+        if "input_audio_buffer.speech_stopped" in (names := [kind(e) for e in events])
+        and DELTA in names[: names.index("input_audio_buffer.speech_stopped")]
+    ]
+    assert early, "no delta arrived before its item's speech_stopped"
     assert run.close_code == 1000
 
 
