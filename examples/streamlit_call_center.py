@@ -120,6 +120,8 @@ class Call:
                 self.audio_seconds += len(chunk) / 32000  # 16 kHz, 2 bytes a sample
             self.state = "finishing"
             client.disconnect(terminate=True)  # waits for the last turn and Termination
+            with self._lock:  # a turn the server never finalized was dropped by it
+                self._turns = {k: t for k, t in self._turns.items() if t.final}
             self.state = "done"
         except (StreamingError, OSError) as exc:
             self.error = str(exc)

@@ -215,6 +215,10 @@ class Live {
     this.button(false);
     $("level").textContent = "–";
     $("level-bar").style.width = "0";
+    if (!error) {
+      // after Termination every turn the server kept is final: one still open was dropped
+      for (const open of $("live-turns").querySelectorAll(".turn:not(.final)")) open.remove();
+    }
     const turns = $("live-turns").querySelectorAll(".turn").length;
     this.savedId = sessionId;
     $("live-saved").hidden = !sessionId;

@@ -87,23 +87,24 @@ def test_stop_waits_for_the_last_turn(server: RunningServer, call_audio):
     call = at.session_state["call"]
     rerun_until(at, lambda: call.state == "live" and "Live" in shown(at))
     live_turns: list[dict] = []
-    rerun_until(at, lambda: call.audio_seconds >= speech_end, timeout=speech_end + 15)
+    stop_at = speech_end - 1.0  # a second before the last words are out
+    rerun_until(at, lambda: call.audio_seconds >= stop_at, timeout=speech_end + 15)
     live_turns = list(at.session_state["turns"])
     assert live_turns, "no turn appeared while the call was live"
     assert any(t["final"] for t in live_turns)  # the first utterance ended during the call
-    assert not live_turns[-1]["final"]  # the last one is still being spoken
 
-    press_record(at)  # Stop, right at the end of the speech
+    press_record(at)  # Stop, while the caller is still speaking
     assert "finishing…" in shown(at)
     rerun_until(at, lambda: call.state == "done", timeout=30)
     turns = at.session_state["turns"]
     assert turns and all(t["final"] for t in turns)
     text = " ".join(t["text"] for t in turns)
-    assert wer(reference, text) <= 0.35, text
+    assert wer(reference, text) <= 0.4, text  # less the words after Stop
     final_before = " ".join(t["text"] for t in live_turns if t["final"])
-    assert len(text.split()) > len(final_before.split())  # the last turn came after Stop
+    # the words spoken before Stop that were not final yet still arrived, in a final turn
+    assert len(text.split()) >= len(final_before.split()) + 3, (final_before, text)
     assert "Call ended" in shown(at)
-    assert call.audio_seconds < speech_end + 1.5  # Stop stopped the audio, not the file's end
+    assert call.audio_seconds < stop_at + 1.0  # Stop stopped the audio, not the file's end
 
     stored = httpx.get(f"{server.http}/v1/sessions/{call.session_id}", timeout=10).json()
     assert stored["end_reason"] == "terminated"
