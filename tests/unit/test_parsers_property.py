@@ -82,15 +82,15 @@ def check_turn_settings(turn: dict) -> None:
             assert type(value) is int and finite_in(value, 0, 60000), (name, value)
         elif name in ("end_of_turn_confidence_threshold", "vad_threshold"):
             assert type(value) is float and finite_in(value, 0.0, 1.0), (name, value)
-        elif name == "format_turns":
+        elif name in ("format_turns", "translate"):
             assert type(value) is bool
         elif name == "keyterms":
             assert type(value) is tuple and len(value) <= v3.MAX_KEYTERMS
             assert all(type(k) is str and len(k) <= v3.MAX_KEYTERM_CHARS for k in value)
         elif name == "prompt":
             assert type(value) is str and len(value) <= v3.MAX_PROMPT_CHARS
-        elif name == "language":
-            assert value in WHISPER_LANGUAGES
+        elif name == "language":  # None: an update that unpins it (detect again)
+            assert value is None or value in WHISPER_LANGUAGES
         else:
             raise AssertionError(f"unknown turn setting {name}={value!r}")
 
