@@ -1,0 +1,308 @@
+"""The PyTorch `Transcriber`: the CTranslate2 backend's decode rules on our own Whisper module.
+
+Requests are grouped exactly as the CTranslate2 backend groups them (language, task, beam size,
+prompt or not), windows are padded to the same 2 s buckets, prompts built the same way, the same
+tokens suppressed and the same guards applied, so a session cannot tell which backend decoded
+it. What differs is where it runs: features, encoder and decoder all on the torch device, with
+the decoding steps replayed from CUDA graphs there. A CUDA out-of-memory error halves the batch
+and retries instead of failing the sessions in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamscribe.engine.decoding import DecodeRequest, DecodeResult, RawWord
+from streamscribe.engine.guards import compression_ratio, loop_start, rejection_reason
+from streamscribe.engine.whisper_torch.align import find_alignment, words_from_alignment
+from streamscribe.engine.whisper_torch.features import HOP, SAMPLE_RATE, log_mel_batch
+from streamscribe.engine.whisper_torch.search import DecodeSlots, beam_search, greedy, prefill
+from streamscribe.engine.whisper_torch.tokenizer import WhisperTokenizer, load_bpe
+from streamscribe.engine.whisper_torch.weights import load_whisper
+from streamscribe.errors import StreamscribeError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WhisperTorchTranscriber", "stick_to_hint", "window_seconds"]
+
+BUCKET_S = 2.0
+MIN_WINDOW_S = 2.0
+MAX_WINDOW_S = 30.0
+TAIL_S = 1.0
+MAX_PREVIOUS = 223 - 8  # prompt tokens kept at most (Whisper's n_text_ctx // 2 - 1, less 8)
+
+
+def window_seconds(audio_s: float) -> float:
+    """Encoder window for `audio_s` of audio: a little silence after it, rounded to a bucket."""
+    padded = max(MIN_WINDOW_S, audio_s + TAIL_S)
+    return min(MAX_WINDOW_S, math.ceil(padded / BUCKET_S) * BUCKET_S)
+
+
+def stick_to_hint(ranked: list[tuple[str, float]], request: DecodeRequest) -> tuple[str, float]:
+    """The detected language, unless the request's hint differs and the detection is not
+    confident enough to switch. `ranked`: [(code, probability)], best first."""
+    best, p = ranked[0]
+    hint = request.language_hint
+    if hint is None or best == hint or p >= request.switch_confidence:
+        return best, p
+    return hint, next((q for lang, q in ranked if lang == hint), 0.0)
+
+
+def resolve_device(device: str) -> torch.device:
+    """torch.device for `device` ("cpu", "cuda", "cuda:1", "auto"); a clear error if unusable."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise StreamscribeError(
+                f"--device {device}: this PyTorch ({torch.__version__}) sees no usable CUDA GPU; "
+                "install a CUDA build of torch or run with --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise StreamscribeError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif dev.type != "cpu":
+        raise StreamscribeError(f"--device {device}: the torch backend runs on cpu or cuda")
+    return dev
+
+
+class WhisperTorchTranscriber:
+    """Batched Whisper decoding with word timestamps on PyTorch (CPU or CUDA)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model: str | Path,
+        device: str = "cpu",
+        compute_type: str = "default",
+        cpu_threads: int = 0,
+        cuda_graphs: bool = True,
+        compile_encoder: bool = False,
+    ) -> None:
+        self.device = resolve_device(device)
+        if self.device.type == "cpu" and cpu_threads > 0:
+            torch.set_num_threads(cpu_threads)
+        self.dtype = _dtype(compute_type, self.device)
+        self.name = str(model)
+        self.model, self.config = load_whisper(model, self.device, self.dtype)
+        self.dims = self.model.dims
+        self.multilingual = self.dims.n_vocab >= 51865
+        self._bpe = load_bpe(Path(model))
+        self._tokenizers: dict[tuple[str | None, str], WhisperTokenizer] = {}
+        base = self.tokenizer(None)
+        self.eot = base.eot
+        self.no_speech = base.no_speech
+        fallback = list(range(base.sot + 1, base.translate)) if self.multilingual else []
+        self.lang_ids = self.config.lang_ids or fallback
+        suppress = torch.zeros(self.dims.n_vocab, device=self.device)
+        suppress[base.suppressed()] = float("-inf")
+        begin = torch.zeros(self.dims.n_vocab, device=self.device)
+        begin[self.config.suppress_ids_begin or [base.encode(" ")[0], self.eot]] = float("-inf")
+        self._suppress_begin = begin
+        self.slots = DecodeSlots(
+            self.model.decoder, suppress, self.eot, self.dtype, self.device, cuda_graphs
+        )
+        self._encoder = self.model.encoder
+        if compile_encoder and self.device.type == "cuda":
+            self._encoder = torch.compile(self.model.encoder, dynamic=True)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    def tokenizer(self, language: str | None, task: str = "transcribe") -> WhisperTokenizer:
+        key = (language, task)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = WhisperTokenizer(
+                self._bpe, self.multilingual, task=task, language=language
+            )
+        return self._tokenizers[key]
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether decoding steps replay CUDA graphs (False on the CPU)."""
+        return self.slots.use_graphs
+
+    # ------------------------------------------------------------------ decoding
+    def transcribe_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+        """Decode a batch; requests with different languages/tasks run as sub-batches."""
+        results: list[DecodeResult | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()))
+            groups.setdefault(key, []).append(i)
+        with self._lock, torch.inference_mode():
+            for (language, task, beam, _), idx in groups.items():
+                out = self._decode_safely([requests[i] for i in idx], language, task, beam)
+                for i, res in zip(idx, out, strict=True):
+                    results[i] = res
+        return [r for r in results if r is not None]
+
+    def _decode_safely(
+        self, reqs: list[DecodeRequest], language: str | None, task: str, beam: int
+    ) -> list[DecodeResult]:
+        try:
+            return self._decode_group(reqs, language, task, beam)
+        except torch.cuda.OutOfMemoryError:
+            # free the captured graphs' buffers and decode in halves: smaller, slower, alive
+            self.slots.release()
+            torch.cuda.empty_cache()
+            if len(reqs) == 1:
+                raise
+            log.warning("CUDA out of memory decoding %d requests: retrying in halves", len(reqs))
+            half = len(reqs) // 2
+            return self._decode_safely(reqs[:half], language, task, beam) + self._decode_safely(
+                reqs[half:], language, task, beam
+            )
+
+    def _decode_group(
+        self, reqs: list[DecodeRequest], language: str | None, task: str, beam: int
+    ) -> list[DecodeResult]:
+        t0 = time.perf_counter()
+        n = len(reqs)
+        window_s = max(window_seconds(len(r.audio) / SAMPLE_RATE) for r in reqs)
+        frames = int(window_s * SAMPLE_RATE // HOP)
+        clips = [r.audio[: int(window_s * SAMPLE_RATE)] for r in reqs]
+        mel = log_mel_batch(clips, frames, self.dims.n_mels, self.device).to(self.dtype)
+        enc = self._encode(mel)
+        t_enc = enc.shape[1]
+
+        rows = n * beam
+        slot = self.slots.get(rows, t_enc)
+        view = slot.view(t_enc, rows)
+        self.model.decoder.set_cross(view, enc.repeat_interleave(beam, 0) if beam > 1 else enc)
+
+        languages: list[tuple[str | None, float | None]] = [(language, None)] * n
+        if language is None and self.multilingual:
+            languages = self._detect(slot, t_enc, reqs, beam)
+
+        tokenizers = [self.tokenizer(lang, task) for lang, _ in languages]
+        previous = [
+            tok.encode(" " + r.prompt.strip()) if r.prompt.strip() else []
+            for r, tok in zip(reqs, tokenizers, strict=True)
+        ]
+        keep = min(MAX_PREVIOUS, *(len(p) for p in previous))
+        prompts, max_new = [], []
+        for prev, r, tok in zip(previous, reqs, tokenizers, strict=True):
+            prompt: list[int] = [tok.sot_prev, *prev[len(prev) - keep :]] if keep else []
+            prompt += [*tok.sot_sequence, tok.no_timestamps]
+            prompts.append(prompt)
+            max_new.append(int(8 * len(r.audio) / SAMPLE_RATE) + 12)
+        p_len = len(prompts[0])
+        max_length = min(self.dims.n_text_ctx, max(p_len + m for m in max_new))
+        n_steps = max(1, min(max_length // 2, max_length - (p_len - 1)))
+        sot_index = prompts[0].index(tokenizers[0].sot)
+
+        row_prompts = [p for p in prompts for _ in range(beam)]
+        logits = prefill(self.model.decoder, slot, t_enc, row_prompts)
+        sot_logits = logits[::beam, sot_index]
+        no_speech = torch.softmax(sot_logits, dim=-1)[:, self.no_speech].tolist()
+        last = logits[:, -1]
+        if beam == 1:
+            hyps = greedy(self.slots, slot, t_enc, last, p_len, n_steps, self._suppress_begin)
+        else:
+            hyps = beam_search(
+                self.slots, slot, t_enc, last, p_len, n_steps, self._suppress_begin, beam
+            )
+
+        token_lists, metas = [], []
+        for h, m, nsp in zip(hyps, max_new, no_speech, strict=True):
+            tokens = [t for t in h.tokens[:m] if t < self.eot]
+            seq_len = len(tokens)
+            avg_logprob = h.score * seq_len / (seq_len + 1) if seq_len else 0.0
+            metas.append((float(avg_logprob), float(nsp)))
+            token_lists.append(tokens)
+
+        aligned = self._align(slot, t_enc, beam, tokenizers, token_lists, frames, languages)
+        aligned = [
+            [w for w in ws if w.start < len(r.audio) / SAMPLE_RATE - 0.1]
+            for ws, r in zip(aligned, reqs, strict=True)
+        ]
+        elapsed = (time.perf_counter() - t0) * 1000
+        out = []
+        for (avg_lp, nsp), words, (lang, lang_p) in zip(metas, aligned, languages, strict=True):
+            cut = loop_start([w.text for w in words])
+            if cut is not None:
+                words = words[:cut]
+            kept = " ".join(w.text for w in words)
+            ratio = compression_ratio(kept)
+            reason = rejection_reason(kept, avg_lp, nsp, ratio)
+            if reason is not None:
+                words = []
+            out.append(
+                DecodeResult(
+                    words=tuple(words),
+                    text=" ".join(w.text for w in words),
+                    avg_logprob=avg_lp,
+                    no_speech_prob=nsp,
+                    compression_ratio=ratio,
+                    language=lang or ("en" if not self.multilingual else None),
+                    language_probability=lang_p,
+                    rejected=reason,
+                    decode_ms=elapsed,
+                    meta={"backend": "torch", "device": str(self.device)},
+                )
+            )
+        return out
+
+    def _encode(self, mel: torch.Tensor) -> torch.Tensor:
+        n = mel.shape[0]
+        rows = self.slots.rows_for(n) if self._encoder is not self.model.encoder else n
+        if rows > n:  # a compiled encoder sees few distinct batch sizes
+            mel = torch.cat([mel, mel[:1].expand(rows - n, -1, -1)])
+        return self._encoder(mel)[:n]
+
+    def _detect(
+        self, slot, t_enc: int, reqs: list[DecodeRequest], beam: int
+    ) -> list[tuple[str | None, float | None]]:
+        sot = self.tokenizer(None).sot
+        logits = prefill(self.model.decoder, slot, t_enc, [[sot]] * (len(reqs) * beam))
+        lang_logits = logits[::beam, 0][:, self.lang_ids]
+        probs = torch.softmax(lang_logits.float(), dim=-1).cpu().numpy()
+        out: list[tuple[str | None, float | None]] = []
+        for r, p in zip(reqs, probs, strict=True):
+            order = np.argsort(-p, kind="stable")
+            ranked = [(self._bpe.id_to_token(self.lang_ids[j])[2:-2], float(p[j])) for j in order]
+            out.append(stick_to_hint(ranked, r))
+        return out
+
+    def _align(
+        self, slot, t_enc, beam, tokenizers, token_lists, frames, languages
+    ) -> list[list[RawWord]]:
+        out: list[list[RawWord]] = [[] for _ in token_lists]
+        todo = [i for i, t in enumerate(token_lists) if t]
+        by_lang: dict[str | None, list[int]] = {}
+        for i in todo:
+            by_lang.setdefault(languages[i][0], []).append(i)
+        cache = slot.view(t_enc)
+        for idx in by_lang.values():
+            rows = torch.tensor([i * beam for i in idx], device=self.device)
+            alignments = find_alignment(
+                self.model.decoder,
+                tokenizers[idx[0]],
+                cache.cross_k.index_select(1, rows),
+                cache.cross_v.index_select(1, rows),
+                [token_lists[i] for i in idx],
+                frames,
+                self.config.alignment_heads,
+            )
+            for i, alignment in zip(idx, alignments, strict=True):
+                out[i] = words_from_alignment(alignment, frames * HOP / SAMPLE_RATE)
+        return out
+
+
+def _dtype(compute_type: str, device: torch.device) -> torch.dtype:
+    """float16 on CUDA, float32 on the CPU unless asked otherwise (int8 weights are
+    dequantized on load: this backend computes in floating point)."""
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if compute_type in table:
+        return table[compute_type]
+    return torch.float16 if device.type == "cuda" else torch.float32
