@@ -8,8 +8,12 @@ with an HTTP status before the upgrade, as the cloud does (400 bad parameters, 4
 partial sample frames are carried over to the next frame), an empty binary frame or
 `CloseStream` becomes `Terminate`, `Finalize` a marked `ForceEndpoint`, `KeepAlive` itself;
 engine events become `Results`, `SpeechStarted`, `UtteranceEnd` and, at the end, `Metadata` and
-close 1000. Errors close with Deepgram's codes: 1008 `DATA-0000` for audio or messages that
-cannot be used, 1011 `NET-0001` after 10 s without audio or a message, 1011 `NET-0000` otherwise.
+close 1000. A text message that cannot be used is answered with Deepgram's `Error`
+(`SchemaError`) and the stream goes on; `Configure` with `ConfigureSuccess`/`ConfigureFailure`.
+Both go through `take_replies()`, so the session loop queues them in order with the engine's
+events. Errors that end a stream close with Deepgram's codes: 1008 `DATA-0000` for audio that
+cannot be used or a flood of messages, 1011 `NET-0001` after 10 s without audio or a message,
+1011 `NET-0000` otherwise.
 
 Turns and spans: the engine's turn is Deepgram's span. Interim `Results` (`is_final: false`)
 carry the whole turn so far; the turn's end is one final `Results` (`is_final: true`) with
@@ -17,7 +21,9 @@ carry the whole turn so far; the turn's end is one final `Results` (`is_final: t
 when a client `Finalize` did. Spans tile the stream: each starts where the channel's last final
 ended. With `punctuate`/`smart_format` the final carries the engine's formatted re-send (the
 beam decode of the whole turn), with `punctuated_word` on every word. Times are float seconds.
-After `CloseStream` only the flush's final results go out, then `Metadata`.
+After `CloseStream` only the flush's final results go out, then `Metadata`. `UtteranceEnd`
+follows a final once the audio heard (`AudioProgress`) lies `utterance_end_ms` past its last word
+with no new word since: a gap on the audio clock, as the cloud measures it.
 
 Options (shared with the pre-recorded API, `deepgram_prerecorded`) are read and words
 rendered in `deepgram_options`; this module holds the connection's state and messages.
@@ -32,6 +38,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -39,6 +46,7 @@ from typing import Any
 from streamscribe.errors import ProtocolError
 from streamscribe.events import (
     AudioFormat,
+    AudioProgress,
     Command,
     Error,
     ErrorKind,
@@ -195,8 +203,14 @@ class DeepgramProtocol:
         self._span_start_ms = [0] * fmt.channels  # where each channel's next span begins
         self._finalizes = 0
         self._forced_since_flush: set[int] = set()
-        self._pending_out: list[dict[str, Any]] = []  # Configure replies, sent with the next frame
-        self._schema_error: SchemaError | None = None
+        self._replies: list[Reply] = []
+        self._keyterms = self.options.keyterms
+        # UtteranceEnd: per channel, the end of the last word seen and of the last finalized
+        # one, and whether a final is waiting for its gap; the audio heard so far
+        self._last_word_ms = [0] * fmt.channels
+        self._final_word_ms = [0] * fmt.channels
+        self._utterance_open = [False] * fmt.channels
+        self._heard_ms = 0
         self.model_uuid, self.model_info = model_info(self.options.model)
 
     @property
@@ -212,7 +226,11 @@ class DeepgramProtocol:
             self.state = State.CLOSING  # the legacy close: an empty binary frame
             return [Terminate()]
         if data[:1] == b"{" and len(data) <= 256 and data.rstrip()[-1:] == b"}":
-            control = self._control_in_binary(data)
+            try:
+                control = self._control_in_binary(data)
+            except SchemaError as exc:
+                self._reply(_schema_error_json(exc))
+                return []
             if control is not None:
                 return control
         self._sha.update(data)
@@ -242,11 +260,21 @@ class DeepgramProtocol:
         return None
 
     def receive_text(self, text: str) -> list[Command]:
+        """A control message; one that cannot be used is answered with Deepgram's `Error`
+        (SchemaError) and the stream goes on. Only a flood of messages ends it (1008)."""
         try:
             return self._receive_text(text)
         except SchemaError as exc:
-            self._schema_error = exc  # the session loop hands back only its kind and reason
-            raise
+            self._reply(_schema_error_json(exc))
+            return []
+
+    def take_replies(self) -> list[Reply]:
+        """Answers to the client's last message, for the session loop to queue in order."""
+        replies, self._replies = self._replies, []
+        return replies
+
+    def _reply(self, data: dict[str, Any]) -> None:
+        self._replies.append(Reply(data))
 
     def _receive_text(self, text: str) -> list[Command]:
         if self.state is not State.OPEN:
@@ -300,97 +328,94 @@ class DeepgramProtocol:
         )
 
     def _configure(self, message: dict[str, Any]) -> list[Command]:
-        """Configure (SDK v7): new keyterms take effect at once; the reply goes out with the
-        next frame the server sends (this server sends nothing unprompted)."""
+        """Configure (SDK v7): new keyterms take effect at once, answered ConfigureSuccess;
+        what cannot be changed mid-stream is answered ConfigureFailure with the reason."""
         features = message.get("features")
         keyterms = message.get("keyterms")
-        reply: dict[str, Any] = {"request_id": self.request_id}
         if features:
-            self._pending_out.append(
-                {
-                    "type": "ConfigureFailure",
-                    **reply,
-                    "code": "CONFIGURE_INTERNAL_ERROR",
-                    "description": "Changing features mid-stream is not supported: set them "
-                    "in the URL when connecting",
-                }
+            self._reply(
+                _configure_failure(
+                    "CONFIGURE_INTERNAL_ERROR",
+                    "Changing features mid-stream is not supported: set them in the URL "
+                    "when connecting",
+                )
             )
             return []
-        if keyterms is None:
-            keyterms = []
+        if keyterms is None:  # omitted or null: the keyterms stay as they are
+            self._reply({"type": "ConfigureSuccess", "keyterms": list(self._keyterms)})
+            return []
         if not isinstance(keyterms, list) or not all(isinstance(k, str) for k in keyterms):
-            self._pending_out.append(
-                {
-                    "type": "ConfigureFailure",
-                    **reply,
-                    "code": "CONFIGURE_KEYTERMS_NOT_SUPPORTED",
-                    "description": "keyterms must be a list of strings",
-                }
+            self._reply(
+                _configure_failure(
+                    "CONFIGURE_KEYTERMS_NOT_SUPPORTED", "keyterms must be a list of strings"
+                )
             )
             return []
         terms = tuple(k.strip() for k in keyterms if k.strip())
         if list_problem(terms, MAX_KEYTERMS, MAX_KEYTERM_CHARS):
-            self._pending_out.append(
-                {
-                    "type": "ConfigureFailure",
-                    **reply,
-                    "code": "CONFIGURE_KEYTERM_LIMIT_EXCEEDED",
-                    "description": f"at most {MAX_KEYTERMS} keyterms of {MAX_KEYTERM_CHARS} "
-                    "characters",
-                }
+            self._reply(
+                _configure_failure(
+                    "CONFIGURE_KEYTERM_LIMIT_EXCEEDED",
+                    f"at most {MAX_KEYTERMS} keyterms of {MAX_KEYTERM_CHARS} characters",
+                )
             )
             return []
-        self._pending_out.append({"type": "ConfigureSuccess", **reply, "keyterms": list(terms)})
+        self._keyterms = terms  # the new list replaces the old, query keyterms included
+        self._reply({"type": "ConfigureSuccess", "keyterms": list(terms)})
         return [UpdateConfig({"keyterms": terms})]
 
     # ---------------------------------------------------------------- server -> client
-    def render(self, event: Event) -> list[Outgoing]:
+    def render(self, event: Event | Reply) -> list[Outgoing]:
         if self.state is State.CLOSED:
             return []
-        out = [SendJson(m) for m in self._pending_out]
-        self._pending_out = []
+        if isinstance(event, Reply):
+            data = event.data
+            if data["type"].startswith("Configure"):
+                data = {"type": data["type"], "request_id": self.request_id, **data}
+            return [SendJson(data)]
         if isinstance(event, SessionStarted):
             self.request_id = event.session_id  # the stored session's id: read it back later
-            return out  # Deepgram sends no greeting
+            return []  # Deepgram sends no greeting
         if isinstance(event, SpeechStarted):
-            if self.options.vad_events and self.state is State.OPEN:
-                out.append(
-                    SendJson(
-                        {
-                            "type": "SpeechStarted",
-                            "channel": [event.channel],
-                            "timestamp": seconds(event.at_ms),
-                        }
-                    )
-                )
-            return out
+            if not self.options.vad_events or self.state is not State.OPEN:
+                return []
+            message = {
+                "type": "SpeechStarted",
+                "channel": [event.channel],
+                "timestamp": seconds(event.at_ms),
+            }
+            return [SendJson(message)]
         if isinstance(event, TurnUpdate):
-            return out + self._turn(event)
+            return self._turn(event)
+        if isinstance(event, AudioProgress):
+            self._heard_ms = max(self._heard_ms, event.audio_ms)
+            return self._utterance_ends()
         if isinstance(event, Flushed):
-            return out + self._flushed(event)
+            return self._flushed(event)
         if isinstance(event, SessionEnded):
             self.state = State.CLOSED
-            return [*out, SendJson(self._metadata(event)), Close(NORMAL)]
+            return [SendJson(self._metadata(event)), Close(NORMAL)]
         if isinstance(event, Error):
-            known = self._schema_error
-            if known is not None and (known.kind, known.reason) == (event.kind, event.message):
-                return out + self.error(known)
-            return out + self.error(ProtocolError(event.kind, event.message))
-        return out
+            return self.error(ProtocolError(event.kind, event.message))
+        return []
 
     def _turn(self, update: TurnUpdate) -> list[Outgoing]:
         opts = self.options
+        channel = update.channel
         if not update.end_of_turn:
+            if update.words:  # the utterance goes on: no UtteranceEnd before its next final
+                self._last_word_ms[channel] = max(self._last_word_ms[channel], update.end_ms)
+                self._utterance_open[channel] = False
             if not opts.interim_results or not update.words or self.state is not State.OPEN:
                 return []  # after CloseStream only the final results of the flush go out
-            return [SendJson(self._results(update.channel, update.words, False, False, False))]
+            return [SendJson(self._results(channel, update.words, False, False, False))]
         if update.formatted != opts.formatted:
             return []  # the final is the unformatted end, or the formatted re-send after it
         forced = update.forced
         if forced:
-            self._forced_since_flush.add(update.channel)
+            self._forced_since_flush.add(channel)
         message = self._results(
-            update.channel,
+            channel,
             update.words,
             True,
             opts.endpointing and not forced,
@@ -398,16 +423,31 @@ class DeepgramProtocol:
             update.language,
         )
         out: list[Outgoing] = [SendJson(message)]
-        if opts.utterance_end_ms is not None and not forced and update.words:
-            out.append(
-                SendJson(
-                    {
-                        "type": "UtteranceEnd",
-                        "channel": [update.channel, self.channels],
-                        "last_word_end": seconds(update.end_ms),
-                    }
-                )
-            )
+        if update.words:
+            self._last_word_ms[channel] = max(self._last_word_ms[channel], update.end_ms)
+            self._final_word_ms[channel] = update.end_ms
+            self._utterance_open[channel] = True
+            out += self._utterance_ends()
+        return out
+
+    def _utterance_ends(self) -> list[Outgoing]:
+        """UtteranceEnd for each channel whose last finalized word lies `utterance_end_ms` or
+        more behind the audio heard (AudioProgress, queued behind the words of that audio)."""
+        gap = self.options.utterance_end_ms
+        if gap is None:
+            return []
+        out: list[Outgoing] = []
+        for channel in range(self.channels):
+            if self._utterance_open[channel] and (
+                self._heard_ms - self._last_word_ms[channel] >= gap
+            ):
+                self._utterance_open[channel] = False
+                message = {
+                    "type": "UtteranceEnd",
+                    "channel": [channel, self.channels],
+                    "last_word_end": seconds(self._final_word_ms[channel]),
+                }
+                out.append(SendJson(message))
         return out
 
     def _flushed(self, event: Flushed) -> list[Outgoing]:
@@ -475,34 +515,47 @@ class DeepgramProtocol:
         }
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
-        """What ends a session badly: for an unusable text message Deepgram's `Error`
-        (SchemaError) first, then the close with Deepgram's code and reason."""
+        """The close that ends a session badly, with Deepgram's code and reason (the cloud
+        sends no message first)."""
         if self.state is State.CLOSED:
             return []
         self.state = State.CLOSED
-        out: list[Outgoing] = []
-        if isinstance(exc, SchemaError):
-            message: dict[str, Any] = {
-                "type": "Error",
-                "variant": "SchemaError",
-                "description": exc.reason,
-                "code": DATA_ERROR,
-            }
-            if exc.text is not None:
-                message["message"] = exc.text[:1000]
-            out.append(SendJson(message))
         code, prefix = _close_for(exc)
         reason = timeout_reason() if exc.kind is ErrorKind.TIMEOUT else exc.reason
-        out.append(Close(code, close_reason(f"{prefix} {reason}")))
-        return out
+        return [Close(code, close_reason(f"{prefix} {reason}"))]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to a client message (Error, ConfigureSuccess, ConfigureFailure), queued by the
+    session loop behind the events before it and rendered in order."""
+
+    data: dict[str, Any]
 
 
 class SchemaError(ProtocolError):
-    """A text frame that is not a message this protocol knows; keeps the text for the reply."""
+    """A text frame that is not a message this protocol knows; keeps the text for the reply.
+    Raised and caught inside the protocol: the client gets an `Error` and the stream goes on."""
 
     def __init__(self, reason: str, text: str | None = None) -> None:
         super().__init__(ErrorKind.BAD_REQUEST, reason, POLICY)
         self.text = text
+
+
+def _schema_error_json(exc: SchemaError) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": "Error",
+        "variant": "SchemaError",
+        "description": exc.reason,
+        "code": DATA_ERROR,
+    }
+    if exc.text is not None:
+        message["message"] = exc.text[:1000].encode("utf-8", "backslashreplace").decode()
+    return message
+
+
+def _configure_failure(code: str, description: str) -> dict[str, Any]:
+    return {"type": "ConfigureFailure", "code": code, "description": description}
 
 
 def _close_for(exc: ProtocolError) -> tuple[int, str]:

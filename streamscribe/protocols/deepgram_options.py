@@ -36,6 +36,7 @@ MAX_CHANNELS = 8
 MAX_KEYTERMS = 100
 MAX_KEYTERM_CHARS = 100
 
+UTTERANCE_CLOCK_MS = 100  # how finely UtteranceEnd follows the audio
 NO_AUDIO_TIMEOUT_S = 10.0  # Deepgram's rule: no audio and no message for 10 s closes (NET-0001)
 
 
@@ -299,6 +300,8 @@ def session_config(options: DeepgramOptions, audio: AudioFormat | None = None) -
         inactivity_timeout_s=NO_AUDIO_TIMEOUT_S,
         language_detection=options.detect_language,
         model=options.model,
+        # UtteranceEnd is timed on the audio clock: the engine says how much it has heard
+        progress_interval_ms=UTTERANCE_CLOCK_MS if options.utterance_end_ms is not None else None,
     )
 
 

@@ -11,7 +11,6 @@ no-audio rule with KeepAlive honoured, and the close codes of bad input are cove
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import json
@@ -26,6 +25,7 @@ import pytest
 from deepgram import AsyncDeepgramClient, DeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
+from deepgram.listen.v1.types.listen_v1configure import ListenV1Configure
 from deepgram.listen.v1.types.listen_v1error import ListenV1Error
 from speech import Speech, speech_or_skip, wer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -170,11 +170,24 @@ def test_message_order_and_a_clean_close(live):
     results = session.of("Results")
     assert [r.is_final for r in results].count(True) == len(finals(session))
     assert not results[0].is_final  # interims come before the final of a span
-    ends = [i for i, t in enumerate(types) if t == "UtteranceEnd"]
     final_idx = [i for i, (_, m) in enumerate(session.messages) if m in finals(session)]
-    assert ends and ends[0] == final_idx[0] + 1
     starts = [i for i, t in enumerate(types) if t == "SpeechStarted"]
     assert len(starts) >= 2 and starts[1] > final_idx[0]
+
+
+def test_utterance_end_after_a_second_of_silence_on_the_audio_clock(live):
+    """The first utterance is followed by 1.6 s of silence: its UtteranceEnd comes after its
+    final, before the next speech, and names the end of its last finalized word."""
+    session, _, _ = live
+    types = session.types
+    first_final = next(i for i, (_, m) in enumerate(session.messages) if m in finals(session))
+    ends = [i for i, t in enumerate(types) if t == "UtteranceEnd"]
+    next_results = next(i for i in range(first_final + 1, len(types)) if types[i] == "Results")
+    assert ends and first_final < ends[0] < next_results
+    final = session.messages[first_final][1]
+    end = session.messages[ends[0]][1]
+    assert end.last_word_end == pytest.approx(final.channel.alternatives[0].words[-1].end)
+    assert end.channel == [0, 1]
 
 
 def test_speech_final_then_from_finalize(live):
@@ -357,28 +370,37 @@ def test_raw_audio_without_an_encoding_closes_1008_data_0000(server):
     assert info.value.rcvd.reason.startswith("DATA-0000") and "encoding=" in info.value.rcvd.reason
 
 
-@pytest.mark.parametrize(
-    ("frame", "needle"),
-    [
-        ("not json", "Could not parse"),
-        ('{"type": "Dance"}', "Unknown message type Dance"),
-        ('{"type": "Finalize", "channel": 3}', "Finalize channel"),
-    ],
-)
-def test_a_bad_text_message_gets_an_error_then_close_1008(server, frame, needle):
+def test_a_bad_text_message_gets_an_error_and_the_stream_goes_on(server):
     url = f"{server.ws}/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000"
+    bad = ["not json", '{"type": "Dance"}', '{"type": "Finalize", "channel": 3}']
     with connect(url) as ws:
         ws.send(b"\x00\x00" * 1600)
-        ws.send(frame)
-        messages = []
-        with contextlib.suppress(ConnectionClosed):  # a close other than 1000 raises
-            while True:
-                messages.append(json.loads(ws.recv(timeout=10)))
-        code, reason = ws.close_code, ws.close_reason
-    error = ListenV1Error.model_validate(messages[-1])  # the SDK's own model, strictly
-    assert error.variant == "SchemaError" and needle in error.description
-    assert error.message == frame
-    assert code == 1008 and reason.startswith("DATA-0000 ") and needle in reason
+        for frame in bad:
+            ws.send(frame)
+        errors = [ListenV1Error.model_validate(json.loads(ws.recv(timeout=10))) for _ in bad]
+        ws.send(json.dumps({"type": "CloseStream"}))
+        rest = [json.loads(m) for m in ws]  # ends cleanly: 1000
+        code = ws.close_code
+    assert [e.variant for e in errors] == ["SchemaError"] * 3
+    assert [e.message for e in errors] == bad
+    needles = ["Could not parse", "Unknown message type Dance", "Finalize channel"]
+    assert all(n in e.description for n, e in zip(needles, errors, strict=True))
+    assert [m["type"] for m in rest] == ["Metadata"] and code == 1000
+
+
+def test_configure_is_answered_at_once(server):
+    with client(server).listen.v1.connect(
+        model="nova-3", encoding="linear16", sample_rate=16000, keyterm="Streamscribe"
+    ) as socket:
+        socket.send_configure(ListenV1Configure(keyterms=["Kubernetes", "soxr"]))
+        reply = socket.recv()  # before any audio: the answer does not wait for a transcript
+        socket.send_configure(ListenV1Configure(features={"numerals": True}))
+        failure = socket.recv()
+        socket.send_close_stream()
+        rest = list(socket)
+    assert reply.type == "ConfigureSuccess" and reply.keyterms == ["Kubernetes", "soxr"]
+    assert failure.type == "ConfigureFailure" and failure.code == "CONFIGURE_INTERNAL_ERROR"
+    assert reply.request_id == failure.request_id == rest[-1].request_id
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from deepgram.listen.v1.types.listen_v1utterance_end import ListenV1UtteranceEnd
 from streamscribe.errors import ProtocolError
 from streamscribe.events import (
     AudioFormat,
+    AudioProgress,
     EndReason,
     Error,
     ErrorKind,
@@ -43,7 +44,6 @@ from streamscribe.events import (
 from streamscribe.protocols.common import Close, SendJson
 from streamscribe.protocols.deepgram import (
     DeepgramProtocol,
-    SchemaError,
     State,
     parse_options,
     parse_query,
@@ -92,6 +92,11 @@ def sent(outgoing: list) -> list[dict]:
     for frame in frames:
         MODELS[frame["type"]].model_validate(frame)
     return frames
+
+
+def replies(proto: DeepgramProtocol) -> list[dict]:
+    """The answers to the last client message, rendered as the session loop would."""
+    return sent([o for r in proto.take_replies() for o in proto.render(r)])
 
 
 def word(text: str, start: int, end: int, final: bool = True, conf: float = 0.9) -> Word:
@@ -312,9 +317,9 @@ def test_finalize_may_name_a_channel():
     assert proto.receive_text('{"type": "Finalize", "channel": 1}') == [
         ForceEndpoint(1, "finalize-1")
     ]
-    with pytest.raises(SchemaError) as info:
-        proto.receive_text('{"type": "Finalize", "channel": 2}')
-    assert "0 to 1" in info.value.reason
+    assert proto.receive_text('{"type": "Finalize", "channel": 2}') == []
+    (error,) = replies(proto)
+    assert error["variant"] == "SchemaError" and "0 to 1" in error["description"]
 
 
 def test_a_control_message_sent_as_a_binary_frame_is_still_honoured():
@@ -329,30 +334,18 @@ def test_a_control_message_sent_as_a_binary_frame_is_still_honoured():
         ("[1]", "JSON object"),
         ('{"type": "Dance"}', "Unknown message type Dance"),
         ('{"hello": 1}', "Unknown message type missing"),
+        ("x" * 70000, "70000 characters"),
     ],
 )
-def test_bad_text_gets_a_schema_error_then_close_1008(text, needle):
+def test_bad_text_is_answered_with_a_schema_error_and_the_stream_goes_on(text, needle):
     proto = protocol()
-    with pytest.raises(SchemaError) as info:
-        proto.receive_text(text)
-    assert needle in info.value.reason
-    out = proto.error(info.value)
-    (error,) = sent(out)
-    assert error["variant"] == "SchemaError" and error["message"] == text
-    (close,) = [o for o in out if isinstance(o, Close)]
-    assert close.code == 1008 and close.reason.startswith("DATA-0000 ")
-
-
-def test_the_schema_error_survives_the_session_loops_error_event():
-    """The session loop ends the session and hands back Error(kind, reason): the reply still
-    carries Deepgram's SchemaError with the offending text."""
-    proto = protocol()
-    with pytest.raises(SchemaError) as info:
-        proto.receive_text('{"type": "Dance"}')
-    out = proto.render(Error(info.value.kind, info.value.reason))
-    (error,) = sent(out)
-    assert error["variant"] == "SchemaError" and error["message"] == '{"type": "Dance"}'
-    assert [o.code for o in out if isinstance(o, Close)] == [1008]
+    assert proto.receive_text(text) == []
+    (error,) = replies(proto)
+    assert error["variant"] == "SchemaError" and needle in error["description"]
+    assert error["message"] == text[:1000] and error["code"] == "DATA-0000"
+    assert proto.state is State.OPEN
+    assert proto.receive_text('{"type": "KeepAlive"}') == [KeepAlive()]
+    assert proto.take_replies() == []
 
 
 def test_text_faster_than_the_rate_limit_closes_1008():
@@ -367,21 +360,40 @@ def test_text_faster_than_the_rate_limit_closes_1008():
     assert [o.code for o in proto.error(info.value) if isinstance(o, Close)] == [1008]
 
 
-def test_configure_changes_keyterms_and_is_confirmed_with_the_next_frame():
+def test_configure_changes_keyterms_and_is_confirmed():
     proto = protocol()
     commands = proto.receive_text('{"type": "Configure", "keyterms": ["Kubernetes"]}')
     assert commands == [UpdateConfig({"keyterms": ("Kubernetes",)})]
-    frames = sent(proto.render(SpeechStarted(0, 100)))
-    assert frames == [
+    assert replies(proto) == [
         {"type": "ConfigureSuccess", "request_id": "sess-1", "keyterms": ["Kubernetes"]}
     ]
 
 
-def test_configure_of_features_fails_loudly():
+def test_configure_without_keyterms_keeps_them_and_an_empty_list_clears_them():
+    proto = protocol(keyterm="Streamscribe")
+    # the SDK sends every field of its model, unset ones as null
+    assert proto.receive_text('{"type": "Configure", "keyterms": null, "features": null}') == []
+    assert replies(proto)[0]["keyterms"] == ["Streamscribe"]
+    assert proto.receive_text('{"type": "Configure", "keyterms": []}') == [
+        UpdateConfig({"keyterms": ()})
+    ]
+    assert replies(proto)[0]["keyterms"] == []
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"features": {"numerals": True}}, "CONFIGURE_INTERNAL_ERROR"),
+        ({"keyterms": "one"}, "CONFIGURE_KEYTERMS_NOT_SUPPORTED"),
+        ({"keyterms": [f"t{i}" for i in range(101)]}, "CONFIGURE_KEYTERM_LIMIT_EXCEEDED"),
+    ],
+)
+def test_configure_that_cannot_be_done_fails_loudly(message, code):
     proto = protocol()
-    assert proto.receive_text('{"type": "Configure", "features": {"numerals": true}}') == []
-    (frame,) = [json.loads(o.text) for o in proto.render(SpeechStarted(0, 1))]
-    assert frame["type"] == "ConfigureFailure" and frame["code"] == "CONFIGURE_INTERNAL_ERROR"
+    assert proto.receive_text(json.dumps({"type": "Configure", **message})) == []
+    (frame,) = [json.loads(o.text) for r in proto.take_replies() for o in proto.render(r)]
+    assert frame["type"] == "ConfigureFailure" and frame["code"] == code
+    assert frame["request_id"] == "sess-1" and frame["description"]
 
 
 # ------------------------------------------------------------------ engine events
@@ -444,7 +456,7 @@ def test_spans_tile_the_stream():
 
 
 def test_a_turn_ended_by_finalize_is_from_finalize_and_not_speech_final():
-    proto = protocol(utterance_end_ms="1000")
+    proto = protocol()
     proto.receive_text('{"type": "Finalize"}')
     frames = sent(proto.render(turn(*HELLO, end=True, forced=True)))
     assert [(f["is_final"], f["speech_final"], f["from_finalize"]) for f in frames] == [
@@ -472,10 +484,39 @@ def test_endpointing_false_never_sets_speech_final():
     assert frame["is_final"] is True and frame["speech_final"] is False
 
 
-def test_utterance_end_follows_the_final():
-    frames = sent(protocol(utterance_end_ms="1000").render(turn(*HELLO, end=True)))
+def test_utterance_end_follows_a_final_once_the_gap_is_heard():
+    proto = protocol(utterance_end_ms="1000")
+    assert [f["type"] for f in sent(proto.render(turn(*HELLO, end=True)))] == ["Results"]
+    assert proto.render(AudioProgress(1900)) == []  # 0.94 s after the last word
+    frames = sent(proto.render(AudioProgress(2000)))
+    assert frames == [{"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 0.96}]
+    assert proto.render(AudioProgress(5000)) == []  # once per utterance
+
+
+def test_utterance_end_at_once_when_the_gap_was_heard_before_the_final():
+    proto = protocol(utterance_end_ms="1000")
+    proto.render(AudioProgress(2500))
+    frames = sent(proto.render(turn(*HELLO, end=True)))
     assert [f["type"] for f in frames] == ["Results", "UtteranceEnd"]
-    assert frames[1] == {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 0.96}
+
+
+def test_new_words_before_the_gap_keep_the_utterance_open():
+    proto = protocol(utterance_end_ms="1000", interim_results="true")
+    proto.render(turn(*HELLO, end=True))
+    proto.render(AudioProgress(1500))
+    proto.render(turn(word("and", 1700, 1900, False), order=1))  # speaking again
+    assert proto.render(AudioProgress(3500)) == []  # no end while the turn is open
+    final, end = sent(proto.render(turn(word("and", 1700, 1900), end=True, order=1)))
+    assert final["type"] == "Results" and end["type"] == "UtteranceEnd"
+    assert end["last_word_end"] == 1.9  # 1.6 s of audio heard past it already
+
+
+def test_no_utterance_end_without_utterance_end_ms():
+    proto = protocol()
+    proto.render(turn(*HELLO, end=True))
+    assert proto.render(AudioProgress(10000)) == []
+    assert session_config(options()).progress_interval_ms is None
+    assert session_config(options(utterance_end_ms="1000")).progress_interval_ms == 100
 
 
 def test_speech_started_only_with_vad_events():
@@ -536,6 +577,7 @@ def test_the_end_is_metadata_then_close_1000():
     ],
 )
 def test_errors_close_with_deepgrams_codes(kind, code, prefix):
+    """The cloud sends no message before these closes: the code and reason say it all."""
     out = protocol().render(Error(kind, "what happened"))
     (close,) = out
     assert close.code == code and close.reason.startswith(prefix + " ")

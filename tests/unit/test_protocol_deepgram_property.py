@@ -115,20 +115,26 @@ def deep(n: int) -> str:
 @example('{"type": "Finalize", "channel": true}')
 @example('{"type": "\ud800"}')
 @example('{"type": NaN}')
+@example("\ud800 not json")
 def test_text_frames_are_commands_or_a_close(text):
     proto = protocol()
     try:
         commands = proto.receive_text(text)
     except Exception as exc:  # noqa: BLE001
         assert isinstance(exc, ProtocolError), f"{type(exc).__name__}: {exc!r}"[:300]
-        out = proto.error(exc)
-        assert isinstance(out[-1], Close) and out[-1].code == 1008
-        assert len(out[-1].reason.encode("utf-8")) <= 123
-        for frame in out[:-1]:
-            assert isinstance(frame, SendJson)
-            json.loads(frame.text.encode("utf-8", "surrogatepass"))
+        (close,) = proto.error(exc)
+        assert isinstance(close, Close) and close.code == 1008
+        assert len(close.reason.encode("utf-8")) <= 123
         return
     assert all(isinstance(c, Command) for c in commands)
+    for reply in proto.take_replies():  # answers go out as valid UTF-8 JSON, whatever came in
+        for frame in proto.render(reply):
+            assert isinstance(frame, SendJson)
+            assert json.loads(frame.text.encode("utf-8"))["type"] in (
+                "Error",
+                "ConfigureSuccess",
+                "ConfigureFailure",
+            )
 
 
 @PROPERTY
