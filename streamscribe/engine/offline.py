@@ -68,7 +68,8 @@ async def transcribe_audio_async(
     `prompt` leads the first region (vocabulary, style); later regions hear the one before.
     """
     total = len(audio) / RATE
-    regions = speech_regions(audio)
+    # silero over a long file takes seconds: off the event loop, live sessions keep flowing
+    regions = await asyncio.to_thread(speech_regions, audio)
     turns: list[TurnUpdate] = []
     context = ""
     for i in range(0, len(regions), BATCH):

@@ -469,6 +469,11 @@ class StreamingSession:
                 events.append(self._update(formatted, [], True, formatted=True))
             self._context = " ".join(w.raw for w in formatted)
             self.turn_order += 1
+        elif self.last_update is not None:
+            # the client saw partials of this turn but the final decode heard nothing worth
+            # keeping: the turn still ends (empty), so no client waits on it forever
+            events.append(self._update([], [], True))
+            self.turn_order += 1
         self.ending = False
         self._forced = False
         self.turn_active = False

@@ -411,7 +411,7 @@ class _Sender:
             event = await events.get()
             if event is None:
                 return
-            if isinstance(event, TurnUpdate) and event.end_of_turn:
+            if isinstance(event, TurnUpdate) and event.end_of_turn and event.words:
                 # written the moment it is final (the formatted re-send replaces the text)
                 self.final_turns += not event.formatted
                 await _store(

@@ -663,6 +663,25 @@ def test_rejected_hypotheses_that_come_back_empty_show_nothing():
     assert h.updates == []
 
 
+def test_a_turn_shown_as_partials_ends_empty_when_the_final_decode_hears_nothing():
+    partial_words = oracle(HELLO)
+
+    def model(ticket):  # partials hear words; the final (beam) decode rejects them all
+        if ticket.kind == "partial":
+            return partial_words(ticket)
+        return DecodeResult((), "", rejected="no_speech")
+
+    h = Harness(HELLO, model=model, auto=False)
+    h.run_until(1800)
+    h.serve()
+    assert h.updates and not h.updates[-1].end_of_turn  # the client has seen this turn
+    h.session.force_endpoint()
+    h.serve()
+    end = h.updates[-1]
+    assert end.end_of_turn and end.words == () and end.turn_order == 0
+    assert h.session.turn_order == 1
+
+
 # ------------------------------------------------------------------ final words never change
 
 
