@@ -38,6 +38,14 @@ SENTENCE_END = (".", "?", "!", "。", "？", "！")
 TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
 
 
+def repeats_tail(previous: list[HypWord], words: list[HypWord], longest: int = 8) -> bool:
+    """Whether `words` are just the last words of `previous` said again."""
+    n = len(words)
+    if n == 0 or n > longest or n > len(previous):
+        return False
+    return [w.norm for w in words] == [w.norm for w in previous[-n:]]
+
+
 def format_words(raw: list[str]) -> list[str]:
     """A formatted turn reads as a sentence: capital first letter, closing punctuation."""
     out = list(raw)
@@ -137,6 +145,8 @@ class StreamingSession:
         self.last_update: TurnUpdate | None = None
         self.finished = False
         self._forced = False  # the turn being ended was ended by the client
+        self._continuation = False  # this turn began where the last was cut mid-speech
+        self._previous_words: list[HypWord] = []
 
     # ------------------------------------------------------------------ audio in
     def feed(self, samples: np.ndarray) -> list[Event]:
@@ -460,6 +470,10 @@ class StreamingSession:
         if cut is not None:
             best = best[:cut]
         formatted = [*self._committed, *best] if best else words
+        if self._continuation and repeats_tail(self._previous_words, words):
+            # a turn cut mid-speech continues in a new one; if the new one only says the end of
+            # the old one again (the prompt read back over a short window), it said nothing
+            words, formatted = [], []
         events: list[Event] = []
         if self._turn_language[0] is not None:
             self.session_language = self._turn_language[0]
@@ -468,6 +482,7 @@ class StreamingSession:
             if self.settings.format_turns:
                 events.append(self._update(formatted, [], True, formatted=True))
             self._context = " ".join(w.raw for w in formatted)
+            self._previous_words = list(formatted)
             self.turn_order += 1
         elif self.last_update is not None:
             # the client saw partials of this turn but the final decode heard nothing worth
@@ -483,9 +498,11 @@ class StreamingSession:
         self._last_hyp = []
         self._last_hyp_kind = ""
         pending, self._pending_start_ms = self._pending_start_ms, None
+        self._continuation = False
         if self.vad.state.in_speech or pending is not None:
             start = pending if pending is not None else self.vad.state.speech_start_ms
             self._start_turn(max(start, self._end_at_ms))
+            self._continuation = start <= self._end_at_ms  # speech ran on across the cut
             events.append(SpeechStarted(self.channel, max(start, self._end_at_ms)))
         self._trim()
         return events

@@ -965,3 +965,32 @@ def test_the_session_language_is_the_hint_of_the_next_turns_requests():
     later = [t for t in h.tickets if t.turn_order == 1]
     assert later and all(t.request.language_hint == "de" for t in later)
     assert all(t.request.switch_confidence == h.settings.language_switch_confidence for t in later)
+
+
+def test_a_turn_cut_mid_speech_does_not_continue_with_the_old_turns_end_said_again():
+    words = say("one two three")  # 1024 .. 1874 ms; the speaker makes noise until 2400
+    perfect = oracle(words)
+
+    def model(ticket):
+        if ticket.turn_order == 0:
+            return perfect(ticket)
+        return result(say("two three", at=ticket.window_start_ms + 50), ticket.window_start_ms)
+
+    h = Harness(words, speech=[(ONSET, 2400)], model=model, auto=False)
+    h.run_until(2100)
+    h.serve()
+    h.session.force_endpoint(by_client=True)
+    h.serve()
+    assert h.ends[0].text == "one two three"
+    h.auto = True
+    h.run_until(6000)
+    later = [u for u in h.ends if u.turn_order >= 1]
+    assert all(u.text == "" for u in later), [u.text for u in later]
+
+
+def test_a_new_turn_after_a_pause_may_repeat_the_last_words():
+    first = say("one two three")
+    again = say("two three", at=first[-1].end_ms + 2500)  # said again, after a real pause
+    h = Harness([*first, *again])
+    h.run_until(again[-1].end_ms + 2500)
+    assert [u.text for u in h.ends] == ["one two three", "two three"]
