@@ -30,6 +30,7 @@ from streamscribe.logs import configure as configure_logging
 from streamscribe.server import (
     routes_admin,
     routes_assemblyai_v2,
+    routes_calls,
     routes_deepgram,
     routes_fireworks,
     routes_openai,
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         routes_sessions,
         routes_admin,
         routes_assemblyai_v2,
+        routes_calls,
         routes_deepgram,
         routes_fireworks,
         routes_openai,
