@@ -243,9 +243,8 @@ class CallbackSink:
             self.bodies.append(body)
             if self.status < 300:
                 self.events.extend(body)
-            writer.write(
-                f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
-            )
+            status = f"HTTP/1.1 {self.status} X\r\n"
+            writer.write(f"{status}Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
             await writer.drain()
         writer.close()
 
