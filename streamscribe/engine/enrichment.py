@@ -65,12 +65,13 @@ class TurnEnricher:
         translate: bool = False,
         speakers: Sequence[SpeakerAssigner] | None = None,
         beam_size: int = 5,
+        history_seconds: float = 120.0,
     ) -> None:
         self.scheduler = scheduler
         self.key = key
         self.translate = translate
         self.beam_size = beam_size
-        self.history = [AudioHistory() for _ in range(channels)]
+        self.history = [AudioHistory(history_seconds) for _ in range(channels)]
         self.speakers = list(speakers) if speakers else None  # one per channel
         # both end-of-turn messages of a turn (unformatted, formatted) share one enrichment
         self._done: dict[tuple[int, int], asyncio.Task] = {}
@@ -130,6 +131,25 @@ class TurnEnricher:
         )
         result = await self.scheduler.submit(request, f"{self.key}:translate")
         return result.text.strip() if result is not None else None
+
+
+async def label_speakers(
+    turns: list[TurnUpdate], audio: np.ndarray, speakers: SpeakerAssigner
+) -> list[TurnUpdate]:
+    """Speaker labels for the turns of one channel of a whole file (offline transcription)."""
+    enricher = TurnEnricher(
+        None,  # type: ignore[arg-type]  # no decoding: speakers only
+        "offline",
+        1,
+        speakers=[speakers],
+        history_seconds=len(audio) / RATE + 1,
+    )
+    enricher.feed(0, audio)
+    out = []
+    for turn in turns:
+        labelled = await enricher.enrich(replace(turn, channel=0))
+        out.append(replace(labelled, channel=turn.channel))
+    return out
 
 
 def _majority(labels: list[str], words: Sequence[Word]) -> str:

@@ -48,8 +48,6 @@ ENGINE_MAX_SILENCE_MS = 1280
 
 # Features the cloud has and this server does not: asking for one is an error naming it.
 NOT_BUILT = {
-    "diarize": "speaker diarization",
-    "diarize_model": "speaker diarization",
     "redact": "redaction",
     "search": "search",
     "replace": "find-and-replace",
@@ -129,6 +127,7 @@ class DeepgramOptions:
     endpointing: bool = True  # false: speech_final is never set
     utterance_end_ms: int | None = None
     vad_events: bool = False
+    diarize: bool = False  # words carry an integer `speaker`
     keyterms: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
@@ -263,6 +262,7 @@ def parse_options(
         endpointing=endpointing,
         utterance_end_ms=q.int("utterance_end_ms", None, 1, 60000),
         vad_events=q.bool("vad_events"),
+        diarize=q.bool("diarize"),
         keyterms=keyterms,
         extra=extra,
         tags=tuple(t.strip() for t in lists.get("tag", []) if t.strip()),
@@ -299,6 +299,7 @@ def session_config(options: DeepgramOptions, audio: AudioFormat | None = None) -
         turn=turn_settings(options),
         inactivity_timeout_s=NO_AUDIO_TIMEOUT_S,
         language_detection=options.detect_language,
+        speaker_labels=options.diarize,
         model=options.model,
         # UtteranceEnd is timed on the audio clock: the engine says how much it has heard
         progress_interval_ms=UTTERANCE_CLOCK_MS if options.utterance_end_ms is not None else None,
@@ -333,9 +334,20 @@ def word_json(word: Word, punctuated: bool, language: str | None = None) -> dict
     }
     if punctuated:
         out["punctuated_word"] = word.text.strip()
+    if word.speaker is not None:
+        out["speaker"] = speaker_index(word.speaker)
     if language is not None:
         out["language"] = language
     return out
+
+
+def speaker_index(label: str) -> int:
+    """The engine's speaker labels ("A", "B", ... "Z", "AA") as Deepgram's integers from 0."""
+    if label.isascii() and label.isalpha() and label.isupper() and len(label) <= 2:
+        if len(label) == 1:
+            return ord(label) - ord("A")
+        return (ord(label[0]) - ord("A") + 1) * 26 + ord(label[1]) - ord("A")
+    return 0
 
 
 def alternative(

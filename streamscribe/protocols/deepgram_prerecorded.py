@@ -72,7 +72,10 @@ def _utterances(
     for turn in turns:
         current: list[Word] = []
         for word in turn.words:
-            if current and word.start_ms - current[-1].end_ms >= split_ms:
+            if current and (
+                word.start_ms - current[-1].end_ms >= split_ms
+                or word.speaker != current[-1].speaker
+            ):
                 groups.append(current)
                 current = []
             current.append(word)
@@ -91,6 +94,7 @@ def _utterances(
                 "channel": channel,
                 "transcript": alt["transcript"],
                 "words": alt["words"],
+                **({"speaker": alt["words"][0]["speaker"]} if "speaker" in alt["words"][0] else {}),
                 "id": str(uuid.uuid4()),
             }
         )

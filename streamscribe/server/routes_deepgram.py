@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from fastapi.responses import JSONResponse
 from streamscribe.audio.codecs import decode_pcm, deinterleave
 from streamscribe.audio.files import decode_file, decode_file_channels
 from streamscribe.audio.resample import TARGET_RATE, resample
+from streamscribe.engine.enrichment import label_speakers
 from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
 from streamscribe.errors import AudioDecodeError, ProtocolError
 from streamscribe.events import AudioFormat, ErrorKind, SessionConfig, TurnUpdate
@@ -47,7 +49,12 @@ from streamscribe.protocols.deepgram_options import (
 from streamscribe.protocols.deepgram_prerecorded import parse_prerecorded, response
 from streamscribe.server.auth import Principal, require_key
 from streamscribe.server.auth import authenticate_stream as authenticate
-from streamscribe.server.session_loop import check_admission, run_session, session_scheduler
+from streamscribe.server.session_loop import (
+    check_admission,
+    run_session,
+    session_scheduler,
+    session_speakers,
+)
 from streamscribe.server.state import ServerState
 from streamscribe.store import TurnRecord
 
@@ -287,6 +294,22 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
     except Exception:
         log.exception("pre-recorded transcription %s failed", request_id)
         return _refusal(500, "The speech model failed on this file; try again", request_id)
+    if options.diarize:
+        try:
+            trackers = await session_speakers(
+                state, replace(config, audio=replace(config.audio, channels=len(channels)))
+            )
+        except ProtocolError as exc:
+            status, body = http_error(exc.kind, exc.reason, request_id)
+            return JSONResponse(body, status_code=status)
+        turns = list(
+            await asyncio.gather(
+                *(
+                    label_speakers(list(t), samples, tracker)
+                    for t, samples, tracker in zip(turns, channels, trackers or [], strict=True)
+                )
+            )
+        )
     duration_ms = max((len(c) for c in channels), default=0) * 1000 // TARGET_RATE
     await _remember(state, principal, request_id, config, turns, duration_ms / 1000)
     body = response(

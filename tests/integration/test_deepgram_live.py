@@ -408,7 +408,7 @@ def test_configure_is_answered_at_once(server):
     [
         ({"encoding": "opus", "sample_rate": 48000}, "encoding"),
         ({"encoding": "linear16"}, "sample_rate"),
-        ({"encoding": "linear16", "sample_rate": 16000, "diarize": True}, "diarize"),
+        ({"encoding": "linear16", "sample_rate": 16000, "redact": "pci"}, "redact"),
         ({"encoding": "linear16", "sample_rate": 16000, "language": "xx"}, "language"),
         ({"encoding": "mulaw", "sample_rate": 8000, "channels": 2}, "multichannel"),
     ],

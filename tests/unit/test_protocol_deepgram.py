@@ -50,7 +50,7 @@ from streamscribe.protocols.deepgram import (
     session_config,
     wav_format,
 )
-from streamscribe.protocols.deepgram_options import http_error, plain_word
+from streamscribe.protocols.deepgram_options import http_error, plain_word, speaker_index, word_json
 
 MODELS = {
     "Results": ListenV1Results,
@@ -226,8 +226,6 @@ def test_punctuation_asks_for_the_formatted_turn(flag):
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("diarize", "true"),
-        ("diarize_model", "v1"),
         ("redact", "pci"),
         ("search", "hello"),
         ("replace", "a:b"),
@@ -243,7 +241,22 @@ def test_features_not_built_are_refused_by_name(name, value):
 
 
 def test_features_not_built_may_be_turned_off_explicitly():
-    assert options(diarize="false", profanity_filter="false").model == "nova-3"
+    assert options(redact="false", profanity_filter="false").model == "nova-3"
+
+
+def test_diarize_asks_for_speaker_labels_and_words_carry_integer_speakers():
+    assert session_config(options(diarize="true")).speaker_labels is True
+    assert session_config(options(diarize_model="latest")).speaker_labels is False
+    word = Word("Hello,", 100, 400, 0.9, True, speaker="B")
+    assert word_json(word, punctuated=True)["speaker"] == 1
+    assert "speaker" not in word_json(Word("hi", 0, 100, 0.9, True), punctuated=False)
+
+
+@pytest.mark.parametrize(
+    ("label", "index"), [("A", 0), ("Z", 25), ("AA", 26), ("AZ", 51), ("BA", 52)]
+)
+def test_speaker_labels_map_to_deepgrams_integers(label, index):
+    assert speaker_index(label) == index
 
 
 def test_offline_meaningless_parameters_and_unknown_ones_are_accepted():

@@ -137,7 +137,6 @@ def test_tags_and_extra_come_back_in_metadata():
         ("intents", "true"),
         ("sentiment", "true"),
         ("detect_language", "true"),
-        ("diarize", "true"),
         ("custom_topic", "sports"),
     ],
 )
