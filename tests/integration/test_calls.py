@@ -122,17 +122,26 @@ def media_frames(
 async def send_media(
     url: str, frames: list[tuple[float, str]], speed: float = 3.0, jitter_ms: float = 0.0
 ) -> float:
-    """Send the frames paced at `speed` times real time (with random send jitter); returns the
-    wall-clock (monotonic) time of call-clock zero at real-time pace... scaled by `speed`."""
-    rng = np.random.default_rng(7)
+    """Open the media socket, send the frames paced at `speed` times real time (with random
+    send jitter), close; returns the monotonic time at which call-clock zero was sent."""
     async with websockets.connect(url, open_timeout=30, max_queue=None) as ws:
-        start = time.monotonic()
-        for at, text in frames:
-            late = rng.uniform(0, jitter_ms) / 1000 if jitter_ms else 0.0
-            delay = at / speed + late - (time.monotonic() - start)
-            if delay > 0.002:
-                await asyncio.sleep(delay)
-            await ws.send(text)
+        return await send_frames(ws, frames, speed, jitter_ms=jitter_ms)
+
+
+async def send_frames(
+    ws, frames: list[tuple[float, str]], speed: float, start: float | None = None, jitter_ms=0.0
+) -> float:
+    """Send (call-clock seconds, frame) pairs on an open socket at `speed` times real time;
+    `start` is the monotonic time of call-clock zero (default: now, for the first frame)."""
+    rng = np.random.default_rng(7)
+    if start is None:
+        start = time.monotonic() - (frames[0][0] / speed if frames else 0.0)
+    for at, text in frames:
+        late = rng.uniform(0, jitter_ms) / 1000 if jitter_ms else 0.0
+        delay = at / speed + late - (time.monotonic() - start)
+        if delay > 0.002:
+            await asyncio.sleep(delay)
+        await ws.send(text)
     return start
 
 
@@ -444,3 +453,31 @@ def test_callbacks_are_cloud_events_started_then_stopped(pushed_call):
     }
     assert stopped["data"]["transcriptionUpdate"]["transcriptionStatus"] == "transcriptionStopped"
     assert started["data"]["resultInformation"]["code"] == 200
+
+
+def metadata_frame(encoding: str = "PCM", rate: int = 16000) -> str:
+    meta = {"subscriptionId": str(uuid.uuid4()), "encoding": encoding, "sampleRate": rate}
+    return json.dumps({"kind": "AudioMetadata", "audioMetadata": {**meta, "channels": 1}})
+
+
+def mono_frames(
+    data: bytes,
+    *,
+    participant: str | None = None,
+    bytes_per_packet: int = 640,
+    first_packet: int = 0,
+) -> list[tuple[float, str]]:
+    """AudioData frames (20 ms each, from packet number `first_packet` on the call clock) for
+    one stream; no participantRawID means mixed audio."""
+    frames = []
+    for k, i in enumerate(range(0, len(data), bytes_per_packet)):
+        n = first_packet + k
+        packet: dict[str, Any] = {
+            "timestamp": iso(T0_MS + 20 * n),
+            "data": base64.b64encode(data[i : i + bytes_per_packet]).decode(),
+            "silent": False,
+        }
+        if participant is not None:
+            packet["participantRawID"] = participant
+        frames.append((n * 0.02, json.dumps({"kind": "AudioData", "audioData": packet})))
+    return frames
