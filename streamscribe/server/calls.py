@@ -52,10 +52,8 @@ from streamscribe.store import TurnRecord
 log = logging.getLogger(__name__)
 
 ENDED_JOB_TTL_S = 3600.0
-# resultInformation.subCode values of our failures (ACS leaves them service-specific)
-SUB_TRANSPORT_UNREACHABLE = 8501
-SUB_TRANSPORT_LOST = 8502
-SUB_TRANSPORT_REFUSED = 8503
+# resultInformation.subCode of our failures (ACS leaves them service-specific); the push
+# socket's own (8501 unreachable, 8502 lost, 8503 refused) are in calls_push
 SUB_MEDIA_INVALID = 8510
 SUB_ENGINE_FAILED = 8520
 
@@ -232,16 +230,9 @@ class CallJob:
         elif state == "failed" and failure is not None:
             if self.status in ("active", "stopping"):
                 self.status = "failed"
-            sub = (
-                SUB_TRANSPORT_LOST
-                if failure.details == "streamConnectionInterrupted"
-                else SUB_TRANSPORT_UNREACHABLE
-                if failure.details == "streamConnectionUnsuccessful"
-                else SUB_TRANSPORT_REFUSED
-            )
             self.result = result_information(
                 failure.code,
-                sub,
+                failure.sub_code,
                 f"{failure.message}; transcripts are kept in the store"
                 + (f" (session {self.session_id})" if self.session_id else ""),
             )

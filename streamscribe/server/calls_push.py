@@ -44,6 +44,12 @@ CALLBACK_TRIES = 3
 CALLBACK_TIMEOUT_S = 5.0
 
 
+# resultInformation.subCode of a push failure (ACS leaves sub-codes service-specific)
+SUB_UNREACHABLE = 8501  # never connected within the reconnect window
+SUB_LOST = 8502  # connected, dropped, not back within the window
+SUB_REFUSED = 8503  # answered, but refused the upgrade or is not a WebSocket server
+
+
 @dataclass(frozen=True, slots=True)
 class PushFailure:
     """Why the push socket is given up: an HTTP-like code, ACS status details, a message."""
@@ -51,6 +57,7 @@ class PushFailure:
     code: int
     details: str  # streamConnectionUnsuccessful | streamConnectionInterrupted | forbidden ...
     message: str
+    sub_code: int = SUB_REFUSED
 
 
 @dataclass
@@ -172,6 +179,7 @@ class TranscriptPusher:
                             details,
                             f"cannot connect to transportUrl {self.url}: {last_error} "
                             f"(tried for {waited:.1f} s)",
+                            SUB_LOST if self.connections else SUB_UNREACHABLE,
                         )
                     )
                     return
@@ -208,7 +216,9 @@ class TranscriptPusher:
             status = exc.response.status_code
             if status in (408, 429) or status >= 500:
                 raise  # worth trying again
-            details = {401: "authenticationFailure", 403: "forbidden"}.get(status, "badRequest")
+            details = {401: "authenticationFailure", 403: "forbidden"}.get(
+                status, "badRequest" if status >= 400 else "streamConnectionUnsuccessful"
+            )
             why = (
                 "it is not a WebSocket endpoint"
                 if status < 400
