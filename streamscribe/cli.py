@@ -120,6 +120,13 @@ def serve(
         typer.Option(help="Model name (tiny.en, base, small) or a model directory."),
     ] = None,
     device: Annotated[str | None, typer.Option(help="Where the model runs: cpu or cuda.")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Model engine: ct2 (CTranslate2, default; CPU or CUDA 12) or torch (PyTorch: "
+            "CUDA graphs on any CUDA version PyTorch supports; needs the gpu extra)."
+        ),
+    ] = None,
     compute_type: Annotated[
         str | None,
         typer.Option(help="CTranslate2 compute type, e.g. int8, int8_float16, float16."),
@@ -172,6 +179,7 @@ def serve(
         port=port,
         model=model,
         device=device,
+        backend=backend,
         compute_type=compute_type,
         data_dir=data_dir,
         log_level=log_level,

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
 
     # model
     model: str = "tiny.en"
+    backend: str = "ct2"  # ct2: CTranslate2 (CPU, CUDA 12); torch: PyTorch (CPU, any CUDA)
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = 0  # 0: all cores

@@ -1,24 +1,56 @@
 """Picks and loads the model backend a configuration asks for.
 
-Today: Whisper on CTranslate2 (CPU, or CUDA where CUDA 12 libraries exist). Other backends
-(PyTorch for CUDA 13, a remote decode pool) plug in here behind the same `Transcriber` interface.
+`ct2` (default): Whisper on CTranslate2 (CPU, or CUDA where CUDA 12 libraries exist).
+`torch`: Whisper on PyTorch (CPU, or any CUDA version PyTorch supports, with CUDA graphs); it
+reads the same model directories. Other backends (a remote decode pool) plug in here behind the
+same `Transcriber` interface.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import Transcriber
 from streamscribe.engine.models import resolve_model
+from streamscribe.errors import StreamscribeError
+
+BACKENDS = ("ct2", "torch")
 
 
 def load_transcriber(settings: Settings) -> Transcriber:
+    backend = settings.backend.strip().lower()
+    if backend not in BACKENDS:
+        raise StreamscribeError(
+            f"unknown backend {settings.backend!r}: pass --backend ct2 (CTranslate2) or "
+            "--backend torch (PyTorch)"
+        )
+    path = resolve_model(settings.model, settings.model_cache_dir)
+    if backend == "torch":
+        return _load_torch(path, settings)
+
     from streamscribe.engine.whisper_ct2 import WhisperCT2Transcriber
 
-    path = resolve_model(settings.model, settings.model_cache_dir)
     return WhisperCT2Transcriber(
         path,
         device=settings.device,
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
         num_workers=settings.decode_workers,
+    )
+
+
+def _load_torch(path: str, settings: Settings) -> Transcriber:
+    if importlib.util.find_spec("torch") is None:
+        raise StreamscribeError(
+            "--backend torch needs PyTorch: pip install 'streamscribe[gpu]' (or a torch build "
+            "for your CUDA from https://pytorch.org), or use --backend ct2"
+        )
+    from streamscribe.engine.whisper_torch.transcriber import WhisperTorchTranscriber
+
+    return WhisperTorchTranscriber(
+        path,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        cpu_threads=settings.cpu_threads,
     )

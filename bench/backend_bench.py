@@ -1,0 +1,331 @@
+"""Backend benchmark: throughput, per-batch decode latency and WER of ct2 vs torch, per device.
+
+Why this exists: the torch backend is there to use GPUs that CTranslate2's wheels cannot, and to
+decode many sessions' windows in one batch. What it buys is only known measured: audio seconds
+decoded per wall second and the latency of one batched decode, at the batch sizes the scheduler
+forms, on real speech, with the WER showing nothing was traded away. It runs where the server's
+own dependencies are absent (a GPU box with only torch, numpy and tokenizers): it reads WAVs with
+the standard library, scores WER itself, and imports only the backend modules it measures.
+
+Usage:
+    .venv/bin/python bench/backend_bench.py --backends ct2,torch --device cpu --limit 16
+    python3 bench/backend_bench.py --backends torch --device cuda --model-dir DIR \\
+        --batch-sizes 1,4,8,16,64 --json bench/results/gpu.json
+    .venv/bin/python bench/backend_bench.py pack --out bench/results/tiny.en-int8
+      (an int8 copy of the model, ~40 MB for tiny.en, small enough to carry to a GPU box)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import re
+import shutil
+import statistics
+import sys
+import threading
+import time
+import wave
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamscribe.engine.decoding import DecodeRequest  # noqa: E402
+
+RATE = 16000
+
+
+@dataclass
+class Utterance:
+    id: str
+    audio: np.ndarray
+    text: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / RATE
+
+
+@dataclass
+class Row:
+    backend: str
+    device: str
+    batch: int
+    beam: int
+    batches: int
+    audio_s: float
+    wall_s: float
+    throughput: float  # audio seconds per wall second
+    latency_p50_ms: float
+    latency_max_ms: float
+    wer: float
+    gpu_util: float | None = None
+    warmup_s: float = 0.0
+
+
+# ----------------------------------------------------------------------------- corpus, WER
+
+
+def read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as w:
+        if w.getframerate() != RATE or w.getsampwidth() != 2:
+            raise SystemExit(f"{path}: expected 16 kHz 16-bit PCM")
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        if w.getnchannels() > 1:
+            pcm = pcm.reshape(-1, w.getnchannels()).mean(axis=1)
+    return (pcm / 32768.0).astype(np.float32)
+
+
+def load_utterances(eval_dir: Path, limit: int | None) -> list[Utterance]:
+    manifest = eval_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        return []
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["kind"] == "utterance"][:limit]
+    return [Utterance(r["id"], read_wav(eval_dir / r["audio"]), r["text"]) for r in rows]
+
+
+def normalize(text: str) -> list[str]:
+    text = text.lower().replace("mister", "mr").replace("mr.", "mr")
+    return re.sub(r"[^a-z0-9' ]+", " ", text).split()
+
+
+def word_errors(ref: list[str], hyp: list[str]) -> int:
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def corpus_wer(pairs: list[tuple[str, str]]) -> float:
+    errors = sum(word_errors(normalize(r), normalize(h)) for r, h in pairs)
+    words = sum(len(normalize(r)) for r, _ in pairs)
+    return errors / max(1, words)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def load_backend(name: str, model_dir: str, device: str, args: argparse.Namespace):
+    if name == "ct2":
+        try:
+            from streamscribe.engine.whisper_ct2 import WhisperCT2Transcriber
+        except ImportError as exc:
+            print(f"# ct2: not installed here ({exc})")
+            return None
+        try:
+            return WhisperCT2Transcriber(
+                model_dir,
+                device=device,
+                compute_type=args.compute_type or ("int8" if device == "cpu" else "float16"),
+                cpu_threads=args.threads,
+            )
+        except (RuntimeError, ValueError) as exc:
+            print(f"# ct2 on {device}: cannot load ({str(exc).splitlines()[0]})")
+            return None
+    from streamscribe.engine.whisper_torch.transcriber import WhisperTorchTranscriber
+
+    return WhisperTorchTranscriber(
+        model_dir,
+        device=device,
+        compute_type=args.compute_type or "default",
+        cpu_threads=args.threads,
+        cuda_graphs=not args.no_graphs,
+        compile_encoder=args.compile_encoder,
+    )
+
+
+@contextlib.contextmanager
+def gpu_sampler(enabled: bool):
+    """Mean GPU utilisation (%) over the block, sampled every 50 ms through NVML."""
+    samples: list[float] = []
+    if not enabled:
+        yield samples
+        return
+    import torch
+
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                samples.append(float(torch.cuda.utilization()))
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def batches_of(utts: list[Utterance], size: int) -> list[list[Utterance]]:
+    """Full batches covering every utterance once (the last one topped up from the start)."""
+    n = max(1, math.ceil(len(utts) / size))
+    return [[utts[(k * size + i) % len(utts)] for i in range(size)] for k in range(n)]
+
+
+def measure(
+    model, name: str, device: str, utts: list[Utterance], size: int, beam: int, warmup: str
+) -> Row:
+    batches = batches_of(utts, size)
+    requests = [
+        [DecodeRequest(u.audio, beam_size=beam, final=beam > 1) for u in b] for b in batches
+    ]
+    t0 = time.perf_counter()
+    for reqs in requests if warmup == "full" else requests[:1]:
+        model.transcribe_batch(reqs)
+    warm = time.perf_counter() - t0
+    sync = _sync(device)
+    latencies, texts = [], {}
+    with gpu_sampler(device.startswith("cuda")) as util:
+        start = time.perf_counter()
+        for batch, reqs in zip(batches, requests, strict=True):
+            t = time.perf_counter()
+            results = model.transcribe_batch(reqs)
+            sync()
+            latencies.append((time.perf_counter() - t) * 1000)
+            for u, r in zip(batch, results, strict=True):
+                texts.setdefault(u.id, (u.text, r.text))
+        wall = time.perf_counter() - start
+    audio = sum(u.seconds for b in batches for u in b)
+    return Row(
+        backend=name,
+        device=device,
+        batch=size,
+        beam=beam,
+        batches=len(batches),
+        audio_s=round(audio, 1),
+        wall_s=round(wall, 3),
+        throughput=round(audio / wall, 1),
+        latency_p50_ms=round(statistics.median(latencies), 1),
+        latency_max_ms=round(max(latencies), 1),
+        wer=round(100 * corpus_wer(list(texts.values())), 2),
+        gpu_util=round(statistics.mean(util), 1) if util else None,
+        warmup_s=round(warm, 2),
+    )
+
+
+def _sync(device: str):
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def resolve(args: argparse.Namespace) -> str:
+    if args.model_dir:
+        return args.model_dir
+    from streamscribe.engine.models import resolve_model
+
+    return resolve_model(args.model, ROOT / "data" / "models")
+
+
+def bench(args: argparse.Namespace) -> int:
+    utts = load_utterances(Path(args.eval_dir), args.limit)
+    if not utts:
+        print(f"# no utterances under {args.eval_dir}: nothing to measure")
+        return 0
+    model_dir = resolve(args)
+    sizes = [int(x) for x in args.batch_sizes.split(",")]
+    total = sum(u.seconds for u in utts)
+    print(f"# {len(utts)} utterances, {total:.1f} s of speech; model {model_dir}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        print(f"# {torch.cuda.get_device_name()}; torch {torch.__version__}")
+    rows: list[Row] = []
+    for name in args.backends.split(","):
+        t = time.perf_counter()
+        model = load_backend(name, model_dir, args.device, args)
+        if model is None:
+            continue
+        print(f"# {name}: loaded in {time.perf_counter() - t:.1f} s")
+        warmup = args.warmup or ("full" if args.device.startswith("cuda") else "first")
+        for size in sizes:
+            row = measure(model, name, args.device, utts, size, args.beam, warmup)
+            rows.append(row)
+            print(_line(row), flush=True)
+        graphs = getattr(getattr(model, "slots", None), "captured", None)
+        if graphs:
+            print(f"# {name}: {graphs} CUDA graphs captured")
+        del model
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    return 0
+
+
+def _line(r: Row) -> str:
+    util = f"  gpu {r.gpu_util:5.1f}%" if r.gpu_util is not None else ""
+    return (
+        f"{r.backend:5s} {r.device:6s} batch {r.batch:4d} beam {r.beam}  "
+        f"{r.throughput:8.1f} audio-s/s  decode p50 {r.latency_p50_ms:8.1f} ms "
+        f"max {r.latency_max_ms:8.1f} ms  WER {r.wer:5.2f}%{util}  "
+        f"({r.batches} batches, warm-up {r.warmup_s:.1f} s)"
+    )
+
+
+def pack(args: argparse.Namespace) -> int:
+    from streamscribe.engine.whisper_torch.ct2_reader import quantize_int8, read_ct2, write_ct2
+
+    src = Path(resolve(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_ct2(out / "model.bin", quantize_int8(read_ct2(src)))
+    for name in ("config.json", "tokenizer.json", "preprocessor_config.json"):
+        if (src / name).is_file():
+            shutil.copy(src / name, out / name)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    print(f"{out}: int8 copy of {src}, {size / 1e6:.1f} MB")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--model-dir", help="a model directory (instead of --model)")
+    if argv[:1] == ["pack"]:
+        parser.add_argument("--out", required=True)
+        return pack(parser.parse_args(argv[1:]))
+    parser.add_argument("--backends", default="ct2,torch")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-sizes", default="1,4,8,16")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--limit", type=int, help="first N utterances of the dev set")
+    parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval" / "dev"))
+    parser.add_argument(
+        "--compute-type",
+        help="ct2: int8 (CPU default), float16 ...; "
+        "torch: float32 (CPU default), float16 (CUDA default), bfloat16",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    parser.add_argument("--no-graphs", action="store_true", help="torch: eager decoding steps")
+    parser.add_argument("--compile-encoder", action="store_true", help="torch: torch.compile")
+    parser.add_argument(
+        "--warmup",
+        choices=("first", "full"),
+        help="untimed pass over the first batch or all (default: full on cuda)",
+    )
+    parser.add_argument("--json", help="also write the rows here")
+    return bench(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
