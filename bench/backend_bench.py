@@ -177,7 +177,14 @@ def batches_of(utts: list[Utterance], size: int) -> list[list[Utterance]]:
 
 
 def measure(
-    model, name: str, device: str, utts: list[Utterance], size: int, beam: int, warmup: str
+    model,
+    name: str,
+    device: str,
+    utts: list[Utterance],
+    size: int,
+    beam: int,
+    warmup: str,
+    texts: dict[str, tuple[str, str]] | None = None,
 ) -> Row:
     batches = batches_of(utts, size)
     requests = [
@@ -188,7 +195,8 @@ def measure(
         model.transcribe_batch(reqs)
     warm = time.perf_counter() - t0
     sync = _sync(device)
-    latencies, texts = [], {}
+    latencies: list[float] = []
+    texts = {} if texts is None else texts
     with gpu_sampler(device.startswith("cuda")) as util:
         start = time.perf_counter()
         for batch, reqs in zip(batches, requests, strict=True):
@@ -250,6 +258,7 @@ def bench(args: argparse.Namespace) -> int:
 
         print(f"# {torch.cuda.get_device_name()}; torch {torch.__version__}")
     rows: list[Row] = []
+    transcripts: dict[str, dict[str, str]] = {}
     for name in args.backends.split(","):
         t = time.perf_counter()
         model = load_backend(name, model_dir, args.device, args)
@@ -258,8 +267,10 @@ def bench(args: argparse.Namespace) -> int:
         print(f"# {name}: loaded in {time.perf_counter() - t:.1f} s")
         warmup = args.warmup or ("full" if args.device.startswith("cuda") else "first")
         for size in sizes:
-            row = measure(model, name, args.device, utts, size, args.beam, warmup)
+            texts: dict[str, tuple[str, str]] = {}
+            row = measure(model, name, args.device, utts, size, args.beam, warmup, texts)
             rows.append(row)
+            transcripts[f"{name}/{size}"] = {k: hyp for k, (_, hyp) in texts.items()}
             print(_line(row), flush=True)
         graphs = getattr(getattr(model, "slots", None), "captured", None)
         if graphs:
@@ -267,7 +278,8 @@ def bench(args: argparse.Namespace) -> int:
         del model
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        out = {"rows": [asdict(r) for r in rows], "transcripts": transcripts}
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
 
@@ -288,7 +300,13 @@ def pack(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_ct2(out / "model.bin", quantize_int8(read_ct2(src)))
-    for name in ("config.json", "tokenizer.json", "preprocessor_config.json"):
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "preprocessor_config.json",
+        "vocabulary.txt",
+        "vocabulary.json",
+    ):
         if (src / name).is_file():
             shutil.copy(src / name, out / name)
     size = sum(p.stat().st_size for p in out.iterdir())
