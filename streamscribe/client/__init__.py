@@ -13,6 +13,7 @@ client), `sync` (the blocking wrapper), `sources` (file and microphone audio). T
 any server speaking the v3 protocol, not only streamscribe's.
 """
 
+from streamscribe.client.azure import ConversationTranscriber
 from streamscribe.client.messages import (
     Begin,
     Message,
@@ -32,6 +33,7 @@ from streamscribe.client.sync import StreamingClient
 __all__ = [
     "AsyncStreamingClient",
     "Begin",
+    "ConversationTranscriber",
     "FileStream",
     "Message",
     "MicrophoneError",
