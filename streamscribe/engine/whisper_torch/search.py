@@ -107,9 +107,14 @@ def _step_body(decoder: TextDecoder, slot: Slot, cache: KVCache, length: int | N
 
 
 class DecodeSlots:
-    """Hands out decoding slots. With CUDA graphs: one cached slot per batch bucket (its cross
-    buffers hold the longest encoder output; graphs per encoder length take views of them).
-    Without (CPU, or graphs off): a fresh exact-size slot per call, steps run eagerly."""
+    """Hands out decoding slots and runs their steps.
+
+    Static shapes (always with CUDA graphs): one cached slot per batch bucket, its cross buffers
+    sized for the longest encoder output, every step attending over the whole masked cache;
+    with graphs each (bucket, encoder length) step is captured once and replayed. Without
+    (the CPU default): a fresh exact-size slot per call, steps read only the filled cache.
+    `static_shapes` on a CPU runs the very bodies a GPU captures, eagerly: how their logic is
+    tested where no GPU is."""
 
     def __init__(
         self,
@@ -119,6 +124,7 @@ class DecodeSlots:
         dtype: torch.dtype,
         device: torch.device,
         use_graphs: bool,
+        static_shapes: bool = False,
     ) -> None:
         self.decoder = decoder
         self.suppress = suppress
@@ -128,15 +134,16 @@ class DecodeSlots:
         self.use_graphs = use_graphs and device.type == "cuda"
         if use_graphs and not self.use_graphs:
             log.info("CUDA graphs need a CUDA device; decoding steps run eagerly on %s", device)
+        self.static = self.use_graphs or static_shapes
         self._slots: dict[int, Slot] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.captured = 0
 
     def rows_for(self, n: int) -> int:
-        return bucket_for(n) if self.use_graphs else n
+        return bucket_for(n) if self.static else n
 
     def get(self, rows: int, cross_len: int) -> Slot:
-        if not self.use_graphs:
+        if not self.static:
             return Slot(self.decoder, rows, cross_len, self.dtype, self.device)
         rows = bucket_for(rows)
         if rows not in self._slots:
@@ -152,7 +159,8 @@ class DecodeSlots:
         """One greedy step writing position `pos` (slot.pos holds the same on the device)."""
         cache = slot.view(cross_len)
         if not self.use_graphs:
-            _greedy_body(self.decoder, slot, cache, self.suppress, self.eot, pos + 1)
+            length = None if self.static else pos + 1
+            _greedy_body(self.decoder, slot, cache, self.suppress, self.eot, length)
             return
         graph = slot.greedy_graphs.get(cross_len)
         if graph is None:
@@ -165,7 +173,7 @@ class DecodeSlots:
     def run_step(self, slot: Slot, cross_len: int, pos: int) -> None:
         cache = slot.view(cross_len)
         if not self.use_graphs:
-            _step_body(self.decoder, slot, cache, pos + 1)
+            _step_body(self.decoder, slot, cache, None if self.static else pos + 1)
             return
         graph = slot.step_graphs.get(cross_len)
         if graph is None:

@@ -88,6 +88,7 @@ class WhisperTorchTranscriber:
         cpu_threads: int = 0,
         cuda_graphs: bool = True,
         compile_encoder: bool = False,
+        static_shapes: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         if self.device.type == "cpu" and cpu_threads > 0:
@@ -110,7 +111,13 @@ class WhisperTorchTranscriber:
         begin[self.config.suppress_ids_begin or [base.encode(" ")[0], self.eot]] = float("-inf")
         self._suppress_begin = begin
         self.slots = DecodeSlots(
-            self.model.decoder, suppress, self.eot, self.dtype, self.device, cuda_graphs
+            self.model.decoder,
+            suppress,
+            self.eot,
+            self.dtype,
+            self.device,
+            use_graphs=cuda_graphs,
+            static_shapes=static_shapes,  # CPU: run the GPU's graph bodies eagerly (tests)
         )
         self._encoder = self.model.encoder
         if compile_encoder and self.device.type == "cuda":
