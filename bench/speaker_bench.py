@@ -253,15 +253,18 @@ def calibrate(eval_dir: Path, settings: SpeakerSettings, encoder: SpeakerEncoder
 
     - utterance vs utterance cosine, same speaker vs different speakers (new_speaker_similarity
       sits between them)
-    - the best cut's score (the least left/right similarity over word gaps) of two utterances
-      joined with 0.5 s of silence: same speaker (no change: the score must stay above
-      change_similarity) vs different speakers (a change: it must fall below)
+    - pieces of 0.5 and 1.0 s against whole utterances (provisional_similarity, and why short
+      turns keep the previous speaker)
+    - the cut score (left/right similarity at a word gap): at every gap of one utterance or of
+      two of one speaker joined with 0.5 s of silence (no change: above the threshold) vs at
+      the true gap of a different-speaker join (below), for short (< short_side_ms) and long
+      sides (change_similarity_short_side, change_similarity)
     """
     from streamscribe.speakers import SpeakerTracker, embed_turn
     from streamscribe.speakers.clustering import _Bounds, _unit
 
     rows = [json.loads(x) for x in (eval_dir / "manifest.jsonl").read_text().splitlines() if x]
-    utts = [r for r in rows if r["kind"] == "utterance" and r["duration"] >= 2.0]
+    utts = [r for r in rows if r["kind"] == "utterance" and r["duration"] >= 1.5]
     audio = {r["id"]: read_wav(eval_dir / r["audio"]) for r in utts}
     words = {r["id"]: proportional_words(r["text"], 0, r["duration"] * 1000) for r in utts}
     vecs = {
@@ -274,37 +277,64 @@ def calibrate(eval_dir: Path, settings: SpeakerSettings, encoder: SpeakerEncoder
         (same if x["speaker"] == y["speaker"] else diff).append(sim)
     tracker = SpeakerTracker(settings)
     gap = np.zeros(RATE // 2, dtype=np.float32)
-    scores: dict[str, list[float]] = {"same": [], "diff": []}
+    # cut scores by the shorter side's speech (< short_side_ms: "short", else "long"): every
+    # candidate cut of an utterance or of a same-speaker join (none may fall below the
+    # threshold), and the true cut of a different-speaker join (it must)
+    cuts: dict[str, list[float]] = {}
     rng = np.random.default_rng(1234)
     pairs = list(itertools.combinations(utts, 2))
-    for i in rng.choice(len(pairs), size=min(300, len(pairs)), replace=False):
-        x, y = pairs[i]
-        joined = np.concatenate([audio[x["id"]], gap, audio[y["id"]]])
-        shift = (len(audio[x["id"]]) + len(gap)) * 1000 / RATE
-        ws = words[x["id"]] + [(round(a + shift), round(b + shift)) for a, b in words[y["id"]]]
+    picked = [pairs[i] for i in rng.choice(len(pairs), size=min(400, len(pairs)), replace=False)]
+    for x, y in [(u, None) for u in utts] + picked:  # single utterances: every cut is wrong
+        if y is None:
+            joined, ws, one_voice = audio[x["id"]], words[x["id"]], True
+        else:
+            joined = np.concatenate([audio[x["id"]], gap, audio[y["id"]]])
+            shift = (len(audio[x["id"]]) + len(gap)) * 1000 / RATE
+            ws = words[x["id"]] + [(round(a + shift), round(b + shift)) for a, b in words[y["id"]]]
+            one_voice = x["speaker"] == y["speaker"]
         turn = embed_turn(encoder, joined, ws, hop_s=settings.hop_s)
         bounds = _Bounds(turn, ws)
-        best = 1.0
         for k in range(1, len(ws)):
             t = bounds.at(k)
-            if min(t, turn.total_speech_ms - t) < settings.min_segment_ms:
+            side = min(t, turn.total_speech_ms - t)
+            if side < settings.min_segment_ms or not (one_voice or k == len(words[x["id"]])):
                 continue
             left = tracker._windows_in(turn, 0, t)
             right = tracker._windows_in(turn, t, turn.total_speech_ms)
             if left.any() and right.any():
                 sim = float(_unit(turn.vectors[left].mean(0)) @ _unit(turn.vectors[right].mean(0)))
-                best = min(best, sim)
-        scores["same" if x["speaker"] == y["speaker"] else "diff"].append(best)
+                length = "short" if side < settings.short_side_ms else "long"
+                cuts.setdefault(f"{'same' if one_voice else 'diff'}_{length}", []).append(sim)
 
     def pct(v: list[float], qs: list[int]) -> list[float]:
         return [round(float(np.percentile(v, q)), 3) for q in qs]
 
+    # short pieces (the middle 0.5 / 1.0 s of an utterance) against whole utterances
+    crops: dict[str, list[float]] = {}
+    for seconds in (0.5, 1.0):
+        n = int(seconds * RATE)
+        for r in utts:
+            a = audio[r["id"]]
+            piece = encoder.embed(a[len(a) // 2 - n // 2 :][:n])
+            for q in utts:
+                if q["id"] != r["id"]:
+                    kind = "same" if q["speaker"] == r["speaker"] else "diff"
+                    crops.setdefault(f"{seconds}_{kind}", []).append(
+                        float(piece @ _unit(vecs[q["id"]]))
+                    )
+
     return {
+        "piece_0.5s_similarity_same_p25_p50": pct(crops["0.5_same"], [25, 50]),
+        "piece_0.5s_similarity_diff_p95_p99": pct(crops["0.5_diff"], [95, 99]),
+        "piece_1.0s_similarity_same_p25_p50": pct(crops["1.0_same"], [25, 50]),
+        "piece_1.0s_similarity_diff_p95_p99": pct(crops["1.0_diff"], [95, 99]),
         "utterance_similarity_same_p0_p1_p5": pct(same, [0, 1, 5]),
         "utterance_similarity_diff_p95_p99_p100": pct(diff, [95, 99, 100]),
-        "best_cut_score_same_speaker_p0_p1_p5": pct(scores["same"], [0, 1, 5]),
-        "best_cut_score_diff_speakers_p95_p99_p100": pct(scores["diff"], [95, 99, 100]),
-        "pairs_same_diff": [len(scores["same"]), len(scores["diff"])],
+        "cut_score_same_speaker_short_side_p0_p1": pct(cuts["same_short"], [0, 1]),
+        "cut_score_diff_speakers_short_side_p99_p100": pct(cuts["diff_short"], [99, 100]),
+        "cut_score_same_speaker_long_side_p0_p1": pct(cuts["same_long"], [0, 1]),
+        "cut_score_diff_speakers_long_side_p99_p100": pct(cuts["diff_long"], [99, 100]),
+        "cuts_counted": {k: len(v) for k, v in sorted(cuts.items())},
     }
 
 

@@ -7,9 +7,9 @@ known speaker, or a new one when no speaker is similar enough and the piece is l
 trust. Centroids keep adapting to confident matches; labels already handed out stay as they are.
 Labels are "A", "B", ... as AssemblyAI's.
 
-Similarities are cosines of unit vectors from `encoder.py`; the defaults are tuned on the dev
-set's two-speaker conversations and checked against its single-speaker utterances
-(`bench/speaker_bench.py` measures them).
+Similarities are cosines of unit vectors from `encoder.py`. The default thresholds sit between
+the same-speaker and different-speaker statistics of the dev set's single-speaker utterances
+(`bench/speaker_bench.py --calibrate`); the bench's conversations then measure the result.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ class SpeakerSettings:
     """Speaker labelling settings (similarities are cosines, durations ms of speech).
 
     The similarity thresholds come from `bench/speaker_bench.py --calibrate` on the dev set's
-    single-speaker utterances, set between the same-speaker and different-speaker distributions.
+    single-speaker utterances: each is midway between the lowest same-speaker similarity and the
+    99th percentile of different-speaker ones (utterance vs utterance for new_speaker; cut
+    scores for the change thresholds); provisional_similarity is that 99th percentile for
+    0.5 s pieces.
     """
 
     max_speakers: int = 10
@@ -51,21 +54,26 @@ class SpeakerSettings:
     word_pad_ms: int = 100
     merge_gap_ms: int = 300
     # a piece whose best similarity to every known speaker is below this is a new voice
-    new_speaker_similarity: float = 0.75
+    new_speaker_similarity: float = 0.73
     # a turn is cut where its two sides' mean window embeddings are less similar than this;
     # a side with less than short_side_ms of speech is noisier and needs the lower threshold
-    change_similarity: float = 0.72
-    change_similarity_short_side: float = 0.65
+    change_similarity: float = 0.74
+    change_similarity_short_side: float = 0.66
     short_side_ms: float = 2000.0
     # each side of a cut holds at least this much speech (a 1.6 s window must fit, nearly)
     min_segment_ms: float = 1300.0
     # how far a window may reach across a candidate cut and still count for one side
     boundary_tolerance_ms: float = 300.0
-    # turns (and pieces) with less speech have an unreliable embedding: they found no speaker,
-    # move no centroid, and keep the previous speaker unless a known one matches
+    # turns (and pieces) with less speech have an unreliable embedding: they move no centroid
+    # and keep the previous speaker unless a known one matches (the session's very first turn
+    # founds a provisional speaker)
     short_turn_ms: float = 1000.0
     # the least speech that may found a new speaker
     min_new_speaker_ms: float = 2000.0
+    # a speaker founded on less (a short first turn) is provisional: the first long piece
+    # matching no founded speaker but this similar to it takes the label over (short pieces'
+    # embeddings are poor: at 0.5-1 s, different speakers reach about 0.6)
+    provisional_similarity: float = 0.62
     max_segments: int = 4
     # one turn moves a centroid at most as much as this much speech
     centroid_weight_cap_ms: float = 10000.0
@@ -75,7 +83,12 @@ class SpeakerSettings:
             raise ValueError(
                 f"max_speakers must be between 1 and {MAX_SPEAKERS_LIMIT}, got {self.max_speakers}"
             )
-        for name in ("new_speaker_similarity", "change_similarity", "change_similarity_short_side"):
+        for name in (
+            "new_speaker_similarity",
+            "change_similarity",
+            "change_similarity_short_side",
+            "provisional_similarity",
+        ):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a cosine similarity in [-1, 1]")
         if self.max_segments < 1 or self.min_segment_ms <= 0:
@@ -89,6 +102,9 @@ class Speaker:
     label: str
     total: np.ndarray  # speech-weighted sum of the unit embeddings it was given
     speech_ms: float = 0.0
+    # founded by a piece too short to trust (only the session's first voice can be): the first
+    # long piece that is near enough takes the label over with its own embedding
+    provisional: bool = False
 
     @property
     def centroid(self) -> np.ndarray:
@@ -237,31 +253,47 @@ class SpeakerTracker:
         if not self.speakers:
             return self._new_speaker(vector, speech_ms)
         sims = np.array([float(sp.centroid @ vector) for sp in self.speakers])
-        best = int(np.argmax(sims))
-        if speech_ms < s.short_turn_ms:
-            if sims[best] >= s.new_speaker_similarity or self.last_label is None:
-                label = self.speakers[best].label
-            else:
-                label = self.last_label
-        elif sims[best] >= s.new_speaker_similarity:
-            self._update(self.speakers[best], vector, speech_ms)
-            label = self.speakers[best].label
-        elif speech_ms >= s.min_new_speaker_ms and len(self.speakers) < s.max_speakers:
-            label = self._new_speaker(vector, speech_ms)
+        if speech_ms < s.short_turn_ms:  # unreliable: a clear match, else whoever spoke last
+            best = int(np.argmax(sims))
+            sure = sims[best] >= s.new_speaker_similarity or self.last_label is None
+            label = self.speakers[best].label if sure else str(self.last_label)
         else:
-            label = self.speakers[best].label
+            label = self._assign_reliable(vector, speech_ms, sims)
         self.last_label = label
         return label
 
+    def _assign_reliable(self, vector: np.ndarray, speech_ms: float, sims: np.ndarray) -> str:
+        s = self.settings
+        founded = [i for i, sp in enumerate(self.speakers) if not sp.provisional]
+        best = max(founded, key=lambda i: sims[i], default=None)
+        if best is not None and sims[best] >= s.new_speaker_similarity:
+            self._update(self.speakers[best], vector, speech_ms)
+            return self.speakers[best].label
+        enough = speech_ms >= s.min_new_speaker_ms
+        provisional = [i for i, sp in enumerate(self.speakers) if sp.provisional]
+        guess = max(provisional, key=lambda i: sims[i], default=None)
+        if guess is not None and sims[guess] >= s.provisional_similarity:
+            speaker = self.speakers[guess]
+            if enough:  # the voice behind a short first turn: this embedding replaces its guess
+                speaker.total = vector * self._weight(speech_ms)
+                speaker.speech_ms, speaker.provisional = speech_ms, False
+            return speaker.label
+        if enough and len(self.speakers) < s.max_speakers:
+            return self._new_speaker(vector, speech_ms)
+        return self.speakers[int(np.argmax(sims))].label
+
+    def _weight(self, speech_ms: float) -> float:
+        return max(min(speech_ms, self.settings.centroid_weight_cap_ms), 1.0) / 1000.0
+
     def _update(self, speaker: Speaker, vector: np.ndarray, speech_ms: float) -> None:
-        weight = min(speech_ms, self.settings.centroid_weight_cap_ms) / 1000.0
-        speaker.total = speaker.total + weight * vector
+        speaker.total = speaker.total + self._weight(speech_ms) * vector
         speaker.speech_ms += speech_ms
 
     def _new_speaker(self, vector: np.ndarray, speech_ms: float) -> str:
         label = speaker_label(len(self.speakers))
-        weight = max(min(speech_ms, self.settings.centroid_weight_cap_ms), 1.0) / 1000.0
-        self.speakers.append(Speaker(label, vector.astype(np.float32) * weight, speech_ms))
+        provisional = speech_ms < self.settings.min_new_speaker_ms
+        total = vector.astype(np.float32) * self._weight(speech_ms)
+        self.speakers.append(Speaker(label, total, speech_ms, provisional))
         self.last_label = label
         return label
 

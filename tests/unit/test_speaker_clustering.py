@@ -168,6 +168,21 @@ def test_a_very_short_unclear_turn_keeps_the_previous_speaker_and_founds_no_new_
     assert tracker.labels == ["A", "B"]
 
 
+def test_a_short_first_turn_founds_a_provisional_speaker_its_voice_takes_over():
+    a, b, noise = voices(3, seed=11)
+    noise = unit(noise - (noise @ a) * a)
+    blurred = unit(0.7 * a + 0.71 * noise)  # what 0.6 s of a's speech may embed to
+    tracker = SpeakerTracker()
+    first = TurnEmbeddings(
+        blurred[None, :].astype(np.float32), np.array([[0.0, 600.0]]), np.array([[0.0, 600.0]])
+    )
+    assert tracker.label_turn(first, [(0, 600)]) == ["A"]
+    assert float(blurred @ a) < tracker.settings.new_speaker_similarity
+    assert label_all(tracker, [[(b, 8)], [(a, 8)], [(a, 8)], [(b, 6)]]) == ["B", "A", "A", "B"]
+    assert tracker.labels == ["A", "B"]
+    assert not any(s.provisional for s in tracker.speakers)
+
+
 def test_a_new_speaker_needs_enough_speech():
     a, b, c = voices(3, seed=9)
     tracker = SpeakerTracker()
