@@ -122,12 +122,12 @@ def window_starts(n_frames: int, window: int, hop: int) -> list[int]:
 class SpeakerEncoder:
     """resemblyzer's voice encoder: 16 kHz float32 mono audio in, unit-norm 256-d vectors out.
 
-    `device` is a torch device string ("cpu", "cuda", "cuda:1"); `threads` caps torch's CPU
-    threads for the process when set (torch's setting is process-wide; 1 keeps the encoder off
-    the core the speech model is using). The model is loaded on first use.
+    `device` is a torch device string ("cpu", "cuda", "cuda:1"). `threads`, when set, is passed
+    to `torch.set_num_threads` at load: that setting is process-wide (the torch Whisper backend
+    sets it too), so the default leaves it alone; the bench uses 1. The model loads on first use.
     """
 
-    def __init__(self, device: str = "cpu", threads: int | None = 1) -> None:
+    def __init__(self, device: str = "cpu", threads: int | None = None) -> None:
         self.device = device
         self.threads = threads
         self._model: Any = None
@@ -201,7 +201,7 @@ def _build_network(torch: Any) -> Any:
     return VoiceEncoderNet()
 
 
-def shared_encoder(device: str = "cpu", threads: int | None = 1) -> SpeakerEncoder:
+def shared_encoder(device: str = "cpu", threads: int | None = None) -> SpeakerEncoder:
     """The process-wide encoder for `device` (one model in memory, however many sessions)."""
     with _lock:
         key = (device, threads)
