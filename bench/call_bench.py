@@ -77,6 +77,7 @@ def load_calls(eval_dir: Path, n: int, max_s: float) -> list[Call]:
         turns = [t for t in row["turns"] if t["end"] <= max_s] or row["turns"][:1]
         end = int((turns[-1]["end"] + 1.5) * RATE)
         end += -end % PACKET
+        audio = np.pad(audio, (0, max(0, end - len(audio))))
         ids = dict(zip(sorted({t["speaker"] for t in turns}), PARTICIPANTS, strict=False))
         own = {pid: np.zeros(end, dtype=np.float32) for pid in ids.values()}
         for t in turns:

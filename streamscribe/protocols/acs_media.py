@@ -121,16 +121,16 @@ def parse_timestamp(value: object) -> int:
     text = _FRACTION.sub(lambda m: m.group(1), value.strip(), count=1)
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is not None:
+            return round(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise _fail(
             CLOSE_INVALID,
             f"AudioData.timestamp {quoted(value)} is not ISO-8601 (e.g. 2024-11-15T19:16:12.925Z)",
         ) from None
-    if moment.tzinfo is None:
-        raise _fail(
-            CLOSE_INVALID, f"AudioData.timestamp {quoted(value)} has no time zone (end it with Z)"
-        )
-    return round(moment.timestamp() * 1000)
+    raise _fail(
+        CLOSE_INVALID, f"AudioData.timestamp {quoted(value)} has no time zone (end it with Z)"
+    )
 
 
 def silence(encoding: str, n_bytes: int) -> bytes:

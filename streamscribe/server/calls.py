@@ -216,6 +216,7 @@ class CallJob:
 
     async def engine_failed(self, message: str) -> None:
         if self.status in ("active", "stopping"):
+            self.status = "failed"
             self.result = result_information(500, SUB_ENGINE_FAILED, message)
             self._callback(FAILED, "speechServicesConnectionError")
 

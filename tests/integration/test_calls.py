@@ -67,6 +67,7 @@ def two_party_call(max_s: float = 40.0, index: int = 2) -> TwoPartyCall:
     turns = [t for t in row["turns"] if t["end"] <= max_s]
     end = int((turns[-1]["end"] + 1.5) * RATE)
     end += -end % PACKET
+    audio = np.pad(audio, (0, max(0, end - len(audio))))
     ids = dict(zip(sorted({t["speaker"] for t in turns}), (CALLER, AGENT), strict=False))
     own = {pid: np.zeros(end, dtype=np.float32) for pid in ids.values()}
     for t in turns:

@@ -7,6 +7,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamscribe.errors import ProtocolError
 from streamscribe.protocols.acs_media import (
@@ -191,3 +193,47 @@ def test_clock_drift_never_drops_audio():
     for i in range(1000):  # the sender's clock runs 5% slow: 19 ms stamps for 20 ms packets
         assert not clock.place("a", 19 * i, 20).dropped
     assert clock.positions["a"] == 20_000 and clock.gaps == 0
+
+
+# ---------------------------------------------------------------------------- any input
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+_payload = st.fixed_dictionaries(
+    {},
+    optional={
+        "encoding": _json | st.sampled_from(["PCM", "PCMU", "alaw"]),
+        "sampleRate": _json | st.sampled_from([8000, 16000]),
+        "channels": _json,
+        "length": _json,
+        "data": _json | st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()),
+        "participantRawID": _json,
+        "silent": _json,
+        "timestamp": _json | st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    },
+)
+_frame = st.one_of(
+    _json,
+    st.builds(
+        lambda k, p: {"kind": k, k[:1].lower() + k[1:]: p},
+        st.sampled_from(["AudioMetadata", "AudioData", "DtmfData", "X"]),
+        _payload,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_frame, min_size=1, max_size=5))
+def test_any_frames_give_packets_or_a_protocol_error_never_a_crash(frames):
+    reader = AcsMediaReader()
+    for f in frames:
+        try:
+            out = reader.receive_text(json.dumps(f))
+        except ProtocolError as exc:
+            assert exc.code in (1003, 1007, 1008) and exc.reason
+            return
+        for item in out:
+            assert isinstance(item, MediaFormat | MediaPacket)

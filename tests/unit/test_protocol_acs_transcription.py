@@ -5,6 +5,8 @@ lexical words, one Final per phrase sharing its intermediates' offset) and the C
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamscribe.errors import ProtocolError
 from streamscribe.events import TurnUpdate, Word
@@ -246,3 +248,45 @@ def test_callback_events_are_cloud_events():
             "operationContext": "ctx",
         },
     }
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=10,
+)
+_options = st.fixed_dictionaries(
+    {},
+    optional={
+        "transportUrl": _json | st.sampled_from(["ws://h/x", "wss://h:1/", "ws://[::1", "ws://"]),
+        "locale": _json | st.sampled_from(["en-US", "de", "xx-YY", "e"]),
+        "transportType": _json,
+        "startTranscription": _json,
+        "enableIntermediateResults": _json,
+        "locales": _json,
+        "piiRedactionOptions": _json,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "transcriptionOptions": _options | _json,
+            "callConnectionId": _json,
+            "callbackUri": _json | st.sampled_from(["http://h/cb", "https://", "http://h:99999"]),
+            "operationContext": _json,
+            "transportReconnectSeconds": _json,
+        },
+    )
+    | _json,
+    st.sampled_from(["start", "stop", "update"]),
+)
+def test_any_body_gives_a_request_or_a_protocol_error_never_a_crash(body, action):
+    for parse in (lambda: parse_job_request(body, "id"), lambda: parse_action(body, action)):
+        try:
+            parse()
+        except ProtocolError as exc:
+            assert exc.reason
