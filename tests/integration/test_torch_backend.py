@@ -72,6 +72,24 @@ def _corpus_wer(utts, results: list[DecodeResult]) -> float:
     return sum(errors) / sum(words)
 
 
+def test_batched_features_equal_faster_whisper_per_clip() -> None:
+    """Clips of different lengths in one batch: each normalised by its own peak and cut or
+    zero-padded to the window, as the CTranslate2 backend computes them one by one."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from streamscribe.engine.whisper_torch.features import log_mel_batch
+
+    utts = speech_or_skip(3)
+    clips = [utts[0].audio[:40000], utts[1].audio, utts[2].audio[:100]]
+    frames = 1000
+    ours = log_mel_batch(clips, frames, 80).numpy()
+    fe = FeatureExtractor(80)
+    for clip, got in zip(clips, ours, strict=True):
+        want = fe(clip, padding=160)[:, :frames]
+        want = np.pad(want, ((0, 0), (0, frames - want.shape[1])))
+        np.testing.assert_allclose(got, want, atol=2e-4)
+
+
 def test_wer_within_one_point_of_ct2(batch_results) -> None:
     utts, ours, theirs = batch_results
     assert len(ours) == len(utts)
@@ -175,6 +193,40 @@ def test_hugging_face_checkpoint_directory_loads(torch_model, model_dir: Path, t
     (b,) = torch_model.transcribe_batch([DecodeRequest(u.audio)])
     assert a.text == b.text and len(a.words) == len(b.words)
     assert all(abs(x.start - y.start) < 0.02 for x, y in zip(a.words, b.words, strict=True))
+
+
+def test_multilingual_detection_hint_and_translation(tmp_path_factory) -> None:
+    """base on German speech: the detected language and its probability, a session's hint kept
+    against an unsure detection, and translation, all as the CTranslate2 backend decides."""
+    from speech import SHARED_EVAL
+
+    from streamscribe.audio.files import decode_file
+    from streamscribe.engine.whisper_ct2 import WhisperCT2Transcriber
+
+    manifest = SHARED_EVAL / "multilingual" / "manifest.jsonl"
+    if not manifest.is_file():
+        pytest.skip("../shared/eval/multilingual is absent")
+    row = next(json.loads(x) for x in manifest.read_text().splitlines() if '"de"' in x)
+    audio = decode_file(SHARED_EVAL / "multilingual" / row["audio"])[: 8 * 16000]
+    try:
+        base = resolve_model("base", tmp_path_factory.mktemp("models"))
+    except ModelNotFoundError as exc:
+        pytest.skip(str(exc))
+    ours = WhisperTorchTranscriber(base, device="cpu", cpu_threads=1)
+    assert ours.multilingual
+    theirs = WhisperCT2Transcriber(base, compute_type="float32", cpu_threads=1)
+    requests = [
+        DecodeRequest(audio),
+        DecodeRequest(audio, language_hint="fr", switch_confidence=1.01),
+        DecodeRequest(audio, task="translate"),
+    ]
+    a, b = ours.transcribe_batch(requests), theirs.transcribe_batch(requests)
+    assert a[0].language == b[0].language == "de" and a[0].language_probability > 0.5
+    assert abs(a[0].language_probability - b[0].language_probability) < 0.01
+    assert a[1].language == "fr"  # the hint holds: no detection reaches 1.01
+    assert abs(a[1].language_probability - b[1].language_probability) < 0.01
+    assert a[0].text == b[0].text and a[2].text == b[2].text
+    assert a[2].text != a[0].text and a[2].language == "de"
 
 
 def test_unknown_model_directory_is_refused(tmp_path) -> None:

@@ -40,16 +40,18 @@ def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         csum = np.cumsum(cost[i - 1])
         shifted = np.concatenate([[0.0], csum[:-1]])
         acc[i, 1:] = csum + np.minimum.accumulate(above - shifted)
-    # walk back from the end; ties go left first, as Whisper's reference implementation
+    # the move into each cell (0 diagonal, 1 up, 2 left; ties go left, as Whisper's reference)
+    c0, c1, c2 = acc[:-1, :-1], acc[:-1, 1:], acc[1:, :-1]
+    move = np.where((c0 < c1) & (c0 < c2), 0, np.where((c1 < c0) & (c1 < c2), 1, 2)).tolist()
     i, j = n, m
     rows, cols = [], []
     while i > 0 and j > 0:
         rows.append(i - 1)
         cols.append(j - 1)
-        c0, c1, c2 = acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]
-        if c0 < c1 and c0 < c2:
+        step = move[i - 1][j - 1]
+        if step == 0:
             i, j = i - 1, j - 1
-        elif c1 < c0 and c1 < c2:
+        elif step == 1:
             i -= 1
         else:
             j -= 1
@@ -100,14 +102,20 @@ def find_alignment(
     qk = qk[..., : max(1, num_frames // 2)].float()
     weights = torch.softmax(qk, dim=-1)
     offset = len(tokenizer.sot_sequence)
+    # standardise each item over its own token rows (padding rows excluded), then filter and
+    # average the heads for the whole batch at once: one transfer to the host, DTW there
+    lengths = torch.tensor([len(s) for s in seqs], device=device)
+    valid = (torch.arange(width, device=device)[None, :] < lengths[:, None]).float()
+    valid = valid[:, None, :, None]  # (B, 1, S, 1)
+    count = lengths.float()[:, None, None, None]
+    mean = (weights * valid).sum(dim=2, keepdim=True) / count
+    var = (((weights - mean) * valid) ** 2).sum(dim=2, keepdim=True) / count
+    weights = (weights - mean) / var.sqrt().clamp_min(1e-12)
+    matrices = _median_filter(weights, MEDIAN_WIDTH).mean(dim=1).cpu().double().numpy()
     results: list[list[dict]] = []
     for b, toks in enumerate(text_tokens):
         n_rows = len(seqs[b])
-        w = weights[b, :, :n_rows]
-        std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
-        w = (w - mean) / std.clamp_min(1e-12)
-        w = _median_filter(w, MEDIAN_WIDTH).mean(dim=0)
-        matrix = w[offset : n_rows - 1].cpu().double().numpy()  # <|notimestamps|> + text rows
+        matrix = matrices[b, offset : n_rows - 1]  # <|notimestamps|> + text rows
         text_idx, time_idx = dtw_path(-matrix)
         tok_probs = token_probs[b, offset : offset + len(toks)]
         results.append(_words(tokenizer, toks, text_idx, time_idx, tok_probs))
