@@ -235,6 +235,33 @@ def test_unknown_model_directory_is_refused(tmp_path) -> None:
         WhisperTorchTranscriber(tmp_path, device="cpu")
 
 
+def test_server_serves_with_the_torch_backend(tmp_path) -> None:
+    """`streamscribe serve --backend torch`: a file through the server's scheduler and the
+    OpenAI route comes back with its words timed, the rest of the engine none the wiser."""
+    from compat_cases.openai_batch import client, wav
+    from conftest import start_server
+    from speech import joined
+
+    speech = joined(speech_or_skip(2), gap_s=1.5)
+    srv = start_server(tmp_path, "--backend", "torch", env={"STREAMSCRIBE_CPU_THREADS": "1"})
+    try:
+        result = client(srv).audio.transcriptions.create(
+            model="whisper-1",
+            file=("speech.wav", wav(speech.audio)),
+            response_format="verbose_json",
+            timestamp_granularities=["word"],
+        )
+        maps = Path(f"/proc/{srv.process.pid}/maps")
+        if maps.exists():  # the decoding really ran on PyTorch: its library is mapped
+            assert "libtorch_cpu" in maps.read_text()
+    finally:
+        srv.process.terminate()
+        srv.process.wait(20)
+    assert wer(speech.text, result.text) <= 0.35, result.text
+    assert all(0 <= w.start <= w.end <= speech.seconds + 0.1 for w in result.words)
+    assert [w.start for w in result.words] == sorted(w.start for w in result.words)
+
+
 def test_backend_selected_by_settings_and_cli(tmp_path) -> None:
     from typer.testing import CliRunner
 
