@@ -41,7 +41,10 @@ _shared: dict[tuple[str, int | None], SpeakerEncoder] = {}
 
 def weights_path() -> Path:
     """The pretrained weights inside the installed resemblyzer wheel (the package not imported)."""
-    spec = importlib.util.find_spec("resemblyzer")
+    try:
+        spec = importlib.util.find_spec("resemblyzer")
+    except (ImportError, ValueError):  # an import hook or a broken install refused it
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise SpeakerModelUnavailableError(
             "speaker labels need the resemblyzer voice encoder, which is not installed; "
