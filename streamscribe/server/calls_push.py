@@ -7,11 +7,15 @@ meanwhile, in order, without duplicates; if it stays away longer than the job's 
 it reports a failure (the transcripts are in the store all along). `CallbackPoster` POSTs the
 ACS CloudEvents to the callback URL in order, with a few retries, never blocking transcription.
 
-Delivery guarantee: a frame counts as delivered once the customer's WebSocket stack has read it,
-which the pong to a ping sent right behind it proves. On a drop, final results not proven
-delivered are sent again on the next connection (nothing proven is ever re-sent, so there are no
-duplicates); intermediate results are not replayed (a later result of the phrase replaces them),
-and while the socket is down none are queued. Frame rendering is `protocols.acs_transcription`.
+Delivery (the ACS format has no acknowledgements, so exactly-once cannot be proven; this is the
+policy): a ping follows every frame, and its pong proves the customer's WebSocket stack read the
+frame. When the customer closes or resets the connection, it was alive and reading until then:
+every frame written before that counts as delivered, and only frames not yet written go out on
+the next connection, so nothing arrives twice. When the customer went silent instead (the
+keepalive ping timed out: a network partition), frames it never confirmed are sent again.
+Finals produced while the socket is down are queued (up to `MAX_BACKLOG`) and sent in order after
+the metadata of the new connection; intermediate results are neither queued nor replayed (a later
+result of the phrase replaces them). Frame rendering is `protocols.acs_transcription`.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class _Frame:
     text: str
     final: bool
     pong: Awaitable[float] | None = None
+    written: bool = False  # handed to the socket (send() returned)
 
 
 class _Permanent(Exception):
@@ -195,7 +200,8 @@ class TranscriptPusher:
                 finished = await self._serve(ws)
             finally:
                 self.connected = False
-                self._requeue()
+                sent = ws.protocol.close_sent  # websockets closes 1011 when pings go unanswered
+                self._requeue(silent=sent is not None and "keepalive" in sent.reason)
             if finished:
                 break
             down_since = time.monotonic()
@@ -271,6 +277,7 @@ class TranscriptPusher:
                 frame = self._pending.popleft()
                 self._unacked.append(frame)
                 await ws.send(frame.text)
+                frame.written = True
                 frame.pong = await ws.ping()
         except ConnectionClosed:
             return False
@@ -295,16 +302,21 @@ class TranscriptPusher:
             self._unacked.popleft()
             self.delivered += 1
 
-    def _requeue(self) -> None:
-        """After a drop: finals not proven delivered go back to the front, in order."""
+    def _requeue(self, silent: bool) -> None:
+        """After a drop: finals that must go again return to the front, in order. A peer that
+        closed or reset the connection read what was written before; one that went silent
+        gets again everything it did not confirm."""
         self._settle()
+        if not silent:
+            self.delivered += sum(1 for f in self._unacked if f.written)
+            self._unacked = deque(f for f in self._unacked if not f.written)
         again = [f for f in self._unacked if f.final]
         self.dropped_intermediate += len(self._unacked) - len(again)
         self._unacked.clear()
         kept = [f for f in self._pending if f.final]
         self.dropped_intermediate += len(self._pending) - len(kept)
         for f in again:
-            f.pong = None
+            f.pong, f.written = None, False
         self._pending = deque([*again, *kept])
 
     async def _fail(self, failure: PushFailure) -> None:
