@@ -9,7 +9,9 @@ import { Upload } from "./upload.js";
 
 const $ = (id) => document.getElementById(id);
 const SETTINGS_STORE = "streamscribe.settings";
-const DEFAULTS = { model: "", language: "", silence: 1280, keyterms: [], speakers: false };
+const DEFAULTS = {
+  model: "", language: "", silence: 1280, keyterms: [], speakers: false, translate: false,
+};
 const LANGUAGES = {
   en: "English", es: "Spanish", fr: "French", de: "German", it: "Italian", pt: "Portuguese",
   nl: "Dutch", pl: "Polish", sv: "Swedish", tr: "Turkish", ru: "Russian", uk: "Ukrainian",
@@ -32,6 +34,7 @@ let settings = loadSettings();
 function streamParams() {
   const params = { format_turns: "true" };
   if (settings.speakers) params.speaker_labels = "true";
+  if (settings.translate) params.translate = "true";
   if (settings.model) params.speech_model = settings.model;
   if (settings.language === "auto") params.language_detection = "true";
   else if (settings.language) {
@@ -66,6 +69,8 @@ function fillSettings(note = "") {
   $("set-silence").value = settings.silence;
   $("set-keyterms").value = settings.keyterms.join("\n");
   $("set-speakers").checked = Boolean(settings.speakers);
+  $("set-translate").checked = Boolean(settings.translate);
+  $("set-translate").disabled = !api.info?.multilingual;
 }
 
 function openSettings(note = "") {
@@ -81,6 +86,7 @@ function saveSettings() {
     language: $("set-language").value,
     silence: Number.isFinite(silence) && silence >= 200 ? Math.min(silence, 10000) : DEFAULTS.silence,
     speakers: $("set-speakers").checked,
+    translate: $("set-translate").checked && !$("set-translate").disabled,
     keyterms: $("set-keyterms").value.split("\n").map((t) => t.trim()).filter(Boolean).slice(0, 100),
   };
   localStorage.setItem(SETTINGS_STORE, JSON.stringify(settings));

@@ -25,6 +25,7 @@ export function fromMessage(message) {
     formatted: Boolean(message.turn_is_formatted),
     speaker: message.speaker_label || null,
     language: message.language_code || null,
+    translation: message.translation ?? null,
   };
 }
 
@@ -47,6 +48,7 @@ export function fromStored(turn, index) {
     formatted: true,
     speaker: turn.speaker || null,
     language: turn.language || null,
+    translation: turn.translation ?? null,
     start: turn.start_ms,
   };
 }
@@ -82,7 +84,10 @@ export function renderTurn(container, turn, { seekable = false } = {}) {
       head.append(time);
     }
   }
-  if (turn.speaker) head.append(tag(`Speaker ${turn.speaker}`, "speaker"));
+  if (turn.speaker) {
+    head.append(tag(`Speaker ${turn.speaker}`, "speaker"));
+    block.dataset.speaker = speakerColour(turn.speaker);
+  }
   if (turn.language) head.append(tag(turn.language, "language"));
   if (!turn.ended) head.append(tag("speaking…", "state"));
 
@@ -97,7 +102,26 @@ export function renderTurn(container, turn, { seekable = false } = {}) {
     span.dataset.end = String(w.end);
     words.append(span);
   });
+  let translation = block.querySelector(".translation");
+  if (turn.translation) {
+    if (!translation) {
+      translation = document.createElement("p");
+      translation.className = "translation";
+      translation.lang = "en";
+      block.append(translation);
+    }
+    translation.textContent = turn.translation;
+  } else if (translation) {
+    translation.remove();
+  }
   return block;
+}
+
+/** One of eight colours per speaker label ("A" -> 0, "B" -> 1, ...), stable for a label. */
+export function speakerColour(label) {
+  let n = 0;
+  for (const ch of String(label)) n = n * 26 + (ch.charCodeAt(0) - 64);
+  return String(((n - 1) % 8 + 8) % 8);
 }
 
 function tag(text, kind) {

@@ -507,3 +507,49 @@ def test_worklet_resampler_keeps_speech_and_removes_aliases(
     if rate > 16000:
         _, _, alias, _ = page.evaluate(RESAMPLE, [rate, 12000])  # above 8 kHz: must not fold
         assert alias < 0.5 / 2**0.5 * 0.03, alias  # at least 30 dB down
+
+
+def test_history_colours_each_speaker(browser: Browser, open_server: RunningServer):
+    """A session streamed with speaker labels (a real two-speaker conversation) shows each
+    speaker's turns with their own label and colour."""
+    import json as _json
+
+    import numpy as np
+    from speech import SHARED_EVAL
+
+    from streamscribe.audio.files import decode_file
+    from streamscribe.speakers import is_available
+
+    manifest = SHARED_EVAL / "dev" / "manifest.jsonl"
+    if not manifest.exists() or not is_available():
+        pytest.skip("needs ../shared/eval/dev and the speakers extra")
+    rows = [_json.loads(x) for x in manifest.read_text().splitlines() if x.strip()]
+    row = next(r for r in rows if r["kind"] == "conversation")
+    end = next(t["end"] for t in row["turns"] if t["end"] > 20)
+    audio = decode_file(SHARED_EVAL / "dev" / row["audio"])[: int(end * 16000) + 8000]
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes() + b"\0" * 32000
+
+    from websockets.sync.client import connect
+
+    url = f"{open_server.ws}/v3/ws?sample_rate=16000&speaker_labels=true&format_turns=true"
+    with connect(url, open_timeout=60) as ws:
+        session_id = _json.loads(ws.recv())["id"]
+        for i in range(0, len(pcm), 3200):
+            ws.send(pcm[i : i + 3200].ljust(3200, b"\0"))
+        ws.send(_json.dumps({"type": "Terminate"}))
+        for _ in ws:
+            pass
+
+    page = open_page(browser, open_server)
+    page.click("#tab-history")
+    page.click(f'#history-items [data-session="{session_id}"]')
+    turns = page.locator("#detail-turns .turn[data-speaker]")
+    expect(turns.first).to_be_visible(timeout=10000)
+    seen = turns.evaluate_all(
+        "ts => ts.map(t => [t.querySelector('.tag.speaker').textContent,"
+        " getComputedStyle(t).borderLeftColor])"
+    )
+    colours = {label: colour for label, colour in seen}
+    assert len(colours) >= 2, seen
+    assert len(set(colours.values())) == len(colours), colours  # a colour per speaker
+    assert all(label.startswith("Speaker ") for label in colours)
