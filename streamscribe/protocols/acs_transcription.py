@@ -362,8 +362,9 @@ class Rendered:
 class TranscriptionRenderer:
     """Turns a call's `TurnUpdate`s (call-clock times, call-level turn numbers) into frames.
 
-    A phrase is (participant, turn_order). Its `offset` is fixed by its first update, so every
-    intermediate result and the final share it. With `display_resend`, the engine re-sends each
+    A phrase is (participant, turn_order). Its `offset` is fixed when it first appears (the
+    speech onset, or its first word if earlier), so every intermediate result and the final
+    share it. With `display_resend`, the engine re-sends each
     ended turn formatted (punctuated, cased): that re-send is the `Final`, and the unformatted
     end of turn before it is skipped."""
 
@@ -372,13 +373,23 @@ class TranscriptionRenderer:
         self.display_resend = display_resend
         self._offsets: dict[tuple[str, int], int] = {}
         self._last_text: dict[tuple[str, int], str] = {}
+        self._onsets: dict[str, int] = {}
+
+    def speech_started(self, participant: str, at_ms: int) -> None:
+        """Speech began (the engine's SpeechStarted): the participant's next phrase starts here,
+        unless its first word comes earlier."""
+        self._onsets[participant] = at_ms
 
     def render(self, update: TurnUpdate, participant: str) -> Rendered | None:
         key = (participant, update.turn_order)
         words = [w for w in update.words if lexical(w.text)]
         if not words:
             return None
-        offset_ms = self._offsets.setdefault(key, words[0].start_ms)
+        if key not in self._offsets:
+            onset = self._onsets.pop(participant, None)
+            first = words[0].start_ms
+            self._offsets[key] = first if onset is None else min(onset, first)
+        offset_ms = self._offsets[key]
         if update.end_of_turn:
             if self.display_resend and not update.formatted:
                 return None

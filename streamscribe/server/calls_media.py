@@ -37,6 +37,7 @@ from streamscribe.events import (
     Error,
     ErrorKind,
     SessionConfig,
+    SpeechStarted,
     TurnUpdate,
     UpdateConfig,
 )
@@ -279,6 +280,8 @@ class CallMedia:
                     await self.job.deliver(update, participant.raw_id, self.session_id)
                 except Exception:
                     log.exception("call %s: delivering a result failed", self.job.id)
+            elif isinstance(event, SpeechStarted):
+                self.job.renderer.speech_started(participant.raw_id, stream.base_ms + event.at_ms)
             elif isinstance(event, Error):
                 await self.job.engine_failed(event.message)
 

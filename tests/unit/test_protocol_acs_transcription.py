@@ -204,6 +204,21 @@ def test_without_intermediate_results_only_finals_and_phrases_are_per_participan
     assert c.message["transcriptionData"]["offset"] == 50_000_000
 
 
+def test_a_phrase_starts_at_the_speech_onset_and_keeps_that_offset():
+    r = TranscriptionRenderer(intermediate=True)
+    r.speech_started("a", 900)
+    first = r.render(turn([("later", 1500, 1800, 0.9)]), "a")
+    final = r.render(
+        turn([("Early", 1000, 1300, 0.9), ("later.", 1500, 1800, 0.9)], True, True), "a"
+    )
+    assert first.message["transcriptionData"]["offset"] == ticks(900)
+    assert final.message["transcriptionData"]["offset"] == ticks(900)
+    assert final.message["transcriptionData"]["duration"] == ticks(900)
+    r.speech_started("a", 5000)  # an onset after the first word does not move the phrase later
+    late = r.render(turn([("Hm.", 4800, 4900, 0.9)], True, True, order=1), "a")
+    assert late.message["transcriptionData"]["offset"] == ticks(4800)
+
+
 def test_words_that_are_only_punctuation_are_left_out_and_empty_turns_send_nothing():
     r = TranscriptionRenderer(intermediate=True)
     assert r.render(turn([("...", 0, 100, 0.5)], True, True), "a") is None
