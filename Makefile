@@ -8,7 +8,7 @@ MODEL ?= tiny.en
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install system-deps clean
+.PHONY: run test lint bench install system-deps node-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ system-deps:
 	ldconfig -p | grep -q libportaudio || (apt-get update -qq && apt-get install -y -qq libportaudio2)
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+## Azure's npm parser for the call-transcription tests (they run `npm ci` themselves if missing)
+node-deps:
+	npm ci --prefix tests/node --no-audit --no-fund
 
 clean:
 	rm -rf $(VENV) build *.egg-info
