@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     multilingual_model: str = "base"
     models: list[str] = []  # further models a session may name (speech_model / model)
     language_switch_confidence: float = 0.7  # a turn changes the session's language only above
+    # where decodes run: local (this process's model) or ray (a shared Ray Serve decode pool
+    # started with `streamscribe pool up`, reached at ray_address, application ray_app_name)
+    decoder: str = "local"
+    ray_address: str | None = None  # None: RAY_ADDRESS or the local cluster ("auto")
+    ray_app_name: str = "streamscribe"
 
     # scheduler / streaming policy
     max_batch_size: int = 8

@@ -2,8 +2,8 @@
 
 `ct2` (default): Whisper on CTranslate2 (CPU, or CUDA where CUDA 12 libraries exist).
 `torch`: Whisper on PyTorch (CPU, or any CUDA version PyTorch supports, with CUDA graphs); it
-reads the same model directories. Other backends (a remote decode pool) plug in here behind the
-same `Transcriber` interface.
+reads the same model directories. With `decoder = "ray"` the model runs on a shared Ray Serve
+decode pool (`streamscribe.pool`) behind the same `Transcriber` interface.
 """
 
 from __future__ import annotations
@@ -19,6 +19,16 @@ BACKENDS = ("ct2", "torch")
 
 
 def load_transcriber(settings: Settings) -> Transcriber:
+    decoder = settings.decoder.strip().lower()
+    if decoder == "ray":
+        from streamscribe.pool.client import load_pool_transcriber
+
+        return load_pool_transcriber(settings)
+    if decoder != "local":
+        raise StreamscribeError(
+            f"unknown decoder {settings.decoder!r}: pass --decoder local (the model in this "
+            "process) or --decoder ray (a shared pool started with `streamscribe pool up`)"
+        )
     backend = settings.backend.strip().lower()
     if backend not in BACKENDS:
         raise StreamscribeError(

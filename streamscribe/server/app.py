@@ -26,6 +26,7 @@ from streamscribe.engine.backends import load_transcriber
 from streamscribe.engine.decoding import DecodeRequest, Transcriber
 from streamscribe.engine.registry import ModelRegistry
 from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.errors import StreamscribeError
 from streamscribe.logs import configure as configure_logging
 from streamscribe.server import (
     routes_admin,
@@ -184,6 +185,8 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             return JSONResponse({"ready": False, "reason": "database unreachable"}, status_code=503)
         if state.at_capacity:
             return JSONResponse({"ready": False, "reason": "at session capacity"}, status_code=503)
+        if problem := await state.decoder_problem():
+            return JSONResponse({"ready": False, "reason": problem}, status_code=503)
         return JSONResponse({"ready": True, "sessions": len(state.sessions)})
 
     @app.get("/metrics")
@@ -277,7 +280,15 @@ def run(settings: Settings) -> None:
         asyncio.run(check_startup(settings))
     except StartupRefused as exc:
         raise SystemExit(f"streamscribe: {exc}") from None
-    app = create_app(settings)
+    transcriber = None
+    if settings.decoder.strip().lower() != "local":
+        # a remote decode pool is joined before serving: a wrong address, a pool not started
+        # or still starting is one clear line naming the fix (each step has a timeout)
+        try:
+            transcriber = load_transcriber(settings)
+        except StreamscribeError as exc:
+            raise SystemExit(f"streamscribe: {exc}") from None
+    app = create_app(settings, transcriber)
     config = uvicorn.Config(
         app,
         host=settings.host,

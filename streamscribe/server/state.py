@@ -6,6 +6,7 @@ health, readiness and metrics can see load and lag without reaching into any rou
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -57,6 +58,11 @@ class ServerState:
             return True
         delay = self.scheduler.stats.recent_queue_delay_ms()
         return bool(self.sessions) and delay > self.settings.max_queue_delay_ms
+
+    async def decoder_problem(self) -> str | None:
+        """Why the decoder cannot take new sessions (a remote pool down or starting), or None."""
+        check = getattr(self.transcriber, "unhealthy_reason", None)
+        return await asyncio.to_thread(check) if check is not None else None
 
     def summary(self) -> dict:
         stats = self.scheduler.stats
