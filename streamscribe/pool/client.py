@@ -120,7 +120,7 @@ class RayPoolTranscriber:
         app_name: str = "streamscribe",
         address: str | None = None,
         model: str | None = None,
-        request_timeout_s: float = 60.0,
+        request_timeout_s: float = 30.0,
         retries: int = 4,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
@@ -191,8 +191,16 @@ class RayPoolTranscriber:
                 try:
                     results[i] = responses[i].result(timeout_s=self.request_timeout_s)
                     break
-                except retryable as exc:
+                except Exception as exc:
                     attempt += 1
+                    gone = self._gone()
+                    if gone is not None or not isinstance(exc, retryable):
+                        self._pool_down = gone or f"{type(exc).__name__}: {exc}"[:300]
+                        raise PoolUnavailable(
+                            f"decode on the pool {self.app_name!r} failed: {self._pool_down}; "
+                            "check `serve status` on the Ray cluster (`streamscribe pool up` "
+                            "starts the pool)"
+                        ) from exc
                     if attempt > self.retries:
                         self._pool_down = f"{type(exc).__name__}: {exc}"[:300]
                         raise PoolUnavailable(
@@ -214,6 +222,16 @@ class RayPoolTranscriber:
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------------------ health
+
+    def _gone(self) -> str | None:
+        """Why the pool cannot serve at all now (not deployed, failed), or None."""
+        try:
+            status, message = _call(lambda: app_status(self.app_name), 10.0)
+        except Exception as exc:
+            return f"Ray Serve does not answer ({type(exc).__name__})"
+        if status in ("NOT_STARTED", "DELETING", "DEPLOY_FAILED"):
+            return f"pool {status}" + (f": {message}" if message else "")
+        return None
 
     def unhealthy_reason(self) -> str | None:
         """Why the pool cannot take new sessions now (None: healthy); cached a few seconds."""
