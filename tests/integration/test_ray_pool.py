@@ -11,6 +11,7 @@ on two cores. Skips when `ray` is not installed (pip install 'streamscribe[pool]
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -218,6 +219,38 @@ async def test_killing_a_replica_mid_stream_loses_no_turn(front_ends):
         assert not [m for m in messages if m.get("type") == "Error"], messages[-2:]
         hypothesis = final_text(messages)
         assert wer(speech.text, hypothesis) <= 0.35, (speech.text, hypothesis)
+
+
+def running_replicas() -> int:
+    from ray import serve
+
+    app = serve.status().applications.get(APP)
+    return app.deployments["DecodeReplica"].replica_states.get("RUNNING", 0) if app else 0
+
+
+def test_requests_in_flight_on_a_killed_replica_are_retried_on_another(front_ends):
+    """The pool client itself: a batch in flight on both replicas, one replica killed."""
+    from streamscribe.engine.decoding import DecodeRequest
+    from streamscribe.pool.client import RayPoolTranscriber
+
+    deadline = time.monotonic() + 120  # Serve replaces the replica the previous test killed
+    while running_replicas() < 2 or len(replica_names()) < 2:
+        assert time.monotonic() < deadline, "Serve did not restore the second replica"
+        time.sleep(0.5)
+    clip = speech_or_skip(1)[0]
+    transcriber = RayPoolTranscriber(APP, model="tiny.en")
+    requests = [DecodeRequest(clip.audio, final=i % 2 == 0) for i in range(16)]
+    victim = replica_names()[0]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        batch = pool.submit(transcriber.transcribe_batch, requests)
+        time.sleep(1.0)  # both replicas are decoding their first batch of 8 (seconds each)
+        assert not batch.done()
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        results = batch.result(timeout=180)
+    assert transcriber.failovers >= 1
+    assert len(results) == len(requests)
+    for result in results:
+        assert wer(clip.text, result.text) <= 0.35, (clip.text, result.text)
 
 
 def test_a_front_end_for_a_pool_that_is_not_there_refuses_to_start_naming_the_fix(
