@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,multilingual,speakers]'
+	$(BIN)/python -m pip install -q -e '.[dev,multilingual,speakers,pool]'
 	# the AssemblyAI v2 realtime tests drive SDK 0.64.2, which cannot share a venv with 1.x:
 	# it lives in its own folder and the tests run it in a subprocess with PYTHONPATH set
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/sdk/assemblyai-0.64.2 'assemblyai==0.64.2'

@@ -174,7 +174,11 @@ class StreamingSession:
     def _start_turn(self, speech_start_ms: int) -> None:
         self.turn_active = True
         buf_start_ms = self._buf_start // SAMPLES_PER_MS
-        self._turn_start_ms = max(buf_start_ms, speech_start_ms - self.settings.pre_roll_ms)
+        # the pre-roll never reaches back into audio the last turn already transcribed: a word
+        # heard twice would be finalized twice
+        self._turn_start_ms = max(
+            buf_start_ms, speech_start_ms - self.settings.pre_roll_ms, self._end_at_ms
+        )
         self._window_start_ms = self._turn_start_ms
         self._last_request_end_ms = self._turn_start_ms
         self._last_hyp = []

@@ -33,7 +33,8 @@ class V3Case:
         client.on(StreamingEvents.Termination, lambda _c, e: done.set())
         client.connect(StreamingParameters(sample_rate=16000, format_turns=True))
         pcm = speech.pcm16()
-        client.stream(pcm[i : i + 3200] for i in range(0, len(pcm), 3200))
+        # 100 ms frames; the last one padded (v3 refuses frames under 50 ms)
+        client.stream(pcm[i : i + 3200].ljust(3200, b"\0") for i in range(0, len(pcm), 3200))
         client.disconnect(terminate=True)
         done.wait(60)
         turns = [e for e in seen if isinstance(e, TurnEvent) and e.turn_is_formatted]
