@@ -35,6 +35,7 @@ from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
 RATE = 16000
 SAMPLES_PER_MS = RATE // 1000
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
+MIN_PARTIAL_WINDOW_MS = 200  # a partial over less new audio than this would hear nothing
 TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
 
 
@@ -329,6 +330,8 @@ class StreamingSession:
             return self._ticket("eager", end, self._final_beam())
         if not self.vad.state.in_speech:
             return None  # a pause: the eager decode above already heard everything
+        if self.audio_ms - self._window_start_ms < MIN_PARTIAL_WINDOW_MS:
+            return None  # a turn that began where the last one was cut: nothing new yet
         if first and speech_ms >= s.first_partial_ms:
             return self._ticket("partial", self.audio_ms, s.partial_beam_size)
         if not first and since >= self._interval_ms():
