@@ -24,7 +24,9 @@ CHUNK = 3200  # 100 ms
 
 
 def clip(language: str, index: int = 0) -> tuple[np.ndarray, str]:
-    """A real FLEURS utterance in `language` (skips when ../shared is absent)."""
+    """A real FLEURS utterance in `language` (skips when ../shared is absent: eSpeak NG's
+    German and French were tried as a fallback, and Whisper base detects them as Latin or Thai
+    and transcribes them as noise, so they would test the voice, not the server)."""
     manifest = SHARED_EVAL / "multilingual" / "manifest.jsonl"
     if not manifest.exists():
         pytest.skip("../shared/eval/multilingual is absent")
