@@ -233,24 +233,31 @@ def test_requests_in_flight_on_a_killed_replica_are_retried_on_another(front_end
     from streamscribe.engine.decoding import DecodeRequest
     from streamscribe.pool.client import RayPoolTranscriber
 
-    deadline = time.monotonic() + 120  # Serve replaces the replica the previous test killed
-    while running_replicas() < 2 or len(replica_names()) < 2:
-        assert time.monotonic() < deadline, "Serve did not restore the second replica"
-        time.sleep(0.5)
     clip = speech_or_skip(1)[0]
-    transcriber = RayPoolTranscriber(APP, model="tiny.en")
     requests = [DecodeRequest(clip.audio, final=i % 2 == 0) for i in range(16)]
-    victim = replica_names()[0]
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        batch = pool.submit(transcriber.transcribe_batch, requests)
-        time.sleep(1.0)  # both replicas are decoding their first batch of 8 (seconds each)
-        assert not batch.done()
-        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
-        results = batch.result(timeout=180)
-    assert transcriber.failovers >= 1
-    assert len(results) == len(requests)
-    for result in results:
-        assert wer(clip.text, result.text) <= 0.35, (clip.text, result.text)
+    failovers = 0
+    # the router may hand the whole batch to one replica (say, one it has just learnt of): then
+    # the replica killed had nothing in flight and nothing was tested; try again, up to 3 times
+    for _attempt in range(3):
+        deadline = time.monotonic() + 120  # Serve replaces the replica killed before
+        while running_replicas() < 2 or len(replica_names()) < 2:
+            assert time.monotonic() < deadline, "Serve did not restore the second replica"
+            time.sleep(0.5)
+        transcriber = RayPoolTranscriber(APP, model="tiny.en")
+        victim = replica_names()[0]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batch = pool.submit(transcriber.transcribe_batch, requests)
+            time.sleep(1.0)  # both replicas are decoding their first batch of 8 (seconds each)
+            assert not batch.done()
+            ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+            results = batch.result(timeout=180)
+        assert len(results) == len(requests)  # whatever happened, every request came back
+        for result in results:
+            assert wer(clip.text, result.text) <= 0.35, (clip.text, result.text)
+        failovers = transcriber.failovers
+        if failovers:
+            break
+    assert failovers >= 1, "no request was ever in flight on the killed replica"
 
 
 def test_a_front_end_for_a_pool_that_is_not_there_refuses_to_start_naming_the_fix(
