@@ -17,7 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 from speech import wer
-from test_calls import AGENT, CALLER, create_job, media_frames, send_media, two_party_call
+from test_calls import (
+    AGENT,
+    CALLER,
+    PHONE_WER,
+    create_job,
+    media_frames,
+    send_media,
+    two_party_call,
+)
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 PARSER = NODE_DIR / "node_modules" / "@azure" / "communication-call-automation"
@@ -144,7 +152,7 @@ def test_parsed_finals_match_each_participants_words(parsed):
     finals = [d for d in data if d["resultState"] == "Final"]
     for pid, kind in ((CALLER, "phoneNumber"), (AGENT, "communicationUser")):
         text = " ".join(d["text"] for d in finals if d["participant"]["kind"] == kind)
-        assert wer(call.reference(pid), text) <= 0.35, (pid, text)
+        assert wer(call.reference(pid), text) <= PHONE_WER, (pid, text)
     for d in finals:
         first, last = d["words"][0], d["words"][-1]
         assert d["offsetInTicks"] <= first["offsetInTicks"] + 10_000_000
