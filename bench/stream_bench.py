@@ -198,7 +198,7 @@ async def run_concurrency(
     n: int, clips: list[Clip], pcm: dict[str, bytes], url: str, pid: int | None, args
 ) -> tuple[dict, list[FileResult]]:
     base = http_base(url)
-    info = httpx.get(f"{base}/", timeout=5).json()
+    info = httpx.get(f"{base}/v1/info", timeout=5).json()
     monitor = ResourceMonitor(pid, base)
     await monitor.poll_once()
     rss_start = monitor.peak_rss_mb()
