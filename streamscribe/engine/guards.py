@@ -26,12 +26,13 @@ def loop_start(words: list[str]) -> int | None:
 
     A loop is an n-gram repeated back to back: one word more than 3 times ("no no no no"),
     two words more than twice, or three or more words twice ("ask what you can do ask what you
-    can do"), which real speech almost never does but a model running past its audio does.
+    can do"), which real speech almost never does but a model running past its audio does. The
+    n-gram may be as long as half the words: a model can read a whole window back a second time.
     The first occurrence is kept.
     """
     norm = [w.lower().strip(".,!?;:\"'") for w in words]
     best: int | None = None
-    for n in range(1, min(12, len(norm) // 2) + 1):
+    for n in range(1, len(norm) // 2 + 1):
         allowed = 3 if n == 1 else 2 if n == 2 else 1
         for i in range(0, len(norm) - n * (allowed + 1) + 1):
             if best is not None and i + n >= best:

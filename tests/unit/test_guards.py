@@ -63,9 +63,19 @@ def test_twelve_word_loops_are_found():
     assert cut(f"{phrase} {phrase}") == phrase
 
 
-def test_loops_longer_than_twelve_words_are_not_looked_for():
-    phrase = " ".join(f"w{i}" for i in range(13))
-    assert cut(f"{phrase} {phrase}") is None
+def test_a_whole_window_read_back_twice_is_cut():
+    # tiny.en on a 6.5 s window of LibriSpeech 3331-159605-0000 wrote the sentence twice
+    sentence = (
+        "All of which arrangements, signified that something very important, had got to be "
+        "thought over and settled."
+    )
+    assert cut(f"{sentence} {sentence}") == sentence
+
+
+def test_a_long_loop_is_found_in_a_long_turn():
+    phrase = " ".join(f"w{i}" for i in range(30))
+    lead = " ".join(f"x{i}" for i in range(20))
+    assert cut(f"{lead} {phrase} {phrase}") == f"{lead} {phrase}"
 
 
 # ------------------------------------------------------------------ real speech that is kept
