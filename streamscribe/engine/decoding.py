@@ -26,6 +26,9 @@ class DecodeRequest:
     # least `switch_confidence` (a session's language does not flip on a short, unclear turn)
     language_hint: str | None = None
     switch_confidence: float = 0.0
+    # encode in Whisper's full 30 s window, as it was trained, instead of a short bucket:
+    # several times the encoder cost, markedly fewer errors (finals; partials stay short)
+    full_window: bool = False
 
 
 @dataclass(frozen=True, slots=True)

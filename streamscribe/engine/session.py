@@ -76,7 +76,7 @@ class TurnSettings:
     vad_threshold: float = 0.5
     partial_interval_ms: int = 500
     first_partial_ms: int = 200
-    window_budget_ms: int = 10000
+    window_budget_ms: int = 20000
     max_turn_ms: int = 45000
     final_beam_size: int = 5
     partial_beam_size: int = 1
@@ -85,6 +85,7 @@ class TurnSettings:
     max_interval_ms: int = 3000
     min_final_window_ms: int = 1500  # partials of shorter windows never make words final
     busy_rtt_ms: int = 1000  # decodes slower than this mean load: greedy finals, fewer partials
+    full_window_finals: bool = True  # finals in Whisper's 30 s window (not under load)
 
     def updated(self, changes: dict) -> TurnSettings:
         known = {f.name for f in dataclasses.fields(self)}
@@ -355,6 +356,7 @@ class StreamingSession:
         self._trim()
 
     def _ticket(self, kind: str, end_ms: int, beam: int) -> DecodeTicket:
+        s = self.settings
         start = self._window_start_ms
         end_ms = max(end_ms, start)
         language = self.settings.language
@@ -368,6 +370,7 @@ class StreamingSession:
             final=kind == "final",
             language_hint=self.session_language,
             switch_confidence=self.settings.language_switch_confidence,
+            full_window=kind != "partial" and s.full_window_finals and not self.under_load,
         )
         ticket = DecodeTicket(next(_ticket_ids), kind, self.turn_order, start, end_ms, request)
         self.in_flight = ticket

@@ -9,6 +9,7 @@ requests of a batch are encoded, generated and aligned together.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -38,6 +39,18 @@ def window_seconds(audio_s: float) -> float:
     """Encoder window for `audio_s` of audio: a little silence after it, rounded to a bucket."""
     padded = max(MIN_WINDOW_S, audio_s + TAIL_S)
     return min(MAX_WINDOW_S, math.ceil(padded / BUCKET_S) * BUCKET_S)
+
+
+def pad_with_silence(feats: np.ndarray, frames: int) -> np.ndarray:
+    """Log-mel `feats` extended to `frames` with digital silence.
+
+    Whisper's features are clamped 8 log10 units below the clip's peak, then mapped by
+    (x + 4) / 4, so silence is `max - 2`. Zeros there would be a constant hum, not silence; with
+    long padding (the full 30 s window) that costs words."""
+    if feats.shape[1] >= frames:
+        return feats
+    floor = float(feats.max()) - 2.0 if feats.size else -1.5
+    return np.pad(feats, ((0, 0), (0, frames - feats.shape[1])), constant_values=floor)
 
 
 class WhisperCT2Transcriber:
@@ -81,13 +94,9 @@ class WhisperCT2Transcriber:
     def _features(self, audio: np.ndarray, window_s: float) -> tuple[np.ndarray, int]:
         n = int(window_s * SAMPLE_RATE)
         clip = audio[:n]
-        feats = self._fw.feature_extractor(clip, padding=160)
-        frames = int(window_s * SAMPLE_RATE // HOP)
-        feats = feats[:, :frames]
-        if feats.shape[1] < frames:
-            feats = np.pad(feats, ((0, 0), (0, frames - feats.shape[1])))
-        content_frames = min(frames, max(2, len(clip) // HOP))
-        return feats, content_frames
+        frames = n // HOP
+        feats = self._fw.feature_extractor(clip, padding=160)[:, :frames]
+        return pad_with_silence(feats, frames), min(frames, max(2, len(clip) // HOP))
 
     # ------------------------------------------------------------------ decoding
     def transcribe_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
@@ -95,19 +104,26 @@ class WhisperCT2Transcriber:
         results: list[DecodeResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()))
+            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()), r.full_window)
             groups.setdefault(key, []).append(i)
-        for (language, task, beam, _), idx in groups.items():
-            out = self._decode_group([requests[i] for i in idx], language, task, beam)
+        for (language, task, beam, _, full), idx in groups.items():
+            out = self._decode_group([requests[i] for i in idx], language, task, beam, full)
             for i, res in zip(idx, out, strict=True):
                 results[i] = res
         return [r for r in results if r is not None]
 
     def _decode_group(
-        self, reqs: list[DecodeRequest], language: str | None, task: str, beam: int
+        self,
+        reqs: list[DecodeRequest],
+        language: str | None,
+        task: str,
+        beam: int,
+        full_window: bool = False,
     ) -> list[DecodeResult]:
         t0 = time.perf_counter()
         window_s = max(window_seconds(len(r.audio) / SAMPLE_RATE) for r in reqs)
+        if full_window:
+            window_s = MAX_WINDOW_S
         feats, content = zip(*(self._features(r.audio, window_s) for r in reqs), strict=True)
         batch = np.ascontiguousarray(np.stack(feats).astype(np.float32))
         enc = self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
@@ -156,11 +172,16 @@ class WhisperCT2Transcriber:
             metas.append((text, float(avg_logprob), float(g.no_speech_prob)))
             token_lists.append(tokens)
 
-        frames = [int(window_s * SAMPLE_RATE // HOP)] * len(reqs)
-        aligned = self._align(enc, tokenizers, token_lists, frames, languages)
-        # words the aligner places after the real audio are the model running on into padding
+        # words are aligned within each request's own audio, never to the padding after it
+        aligned = self._align(enc, tokenizers, token_lists, list(content), languages)
+        # words the aligner places after the real audio are the model running on into padding;
+        # the last word's end never reaches into the padding either
         aligned = [
-            [w for w in ws if w.start < len(r.audio) / SAMPLE_RATE - 0.1]
+            [
+                dataclasses.replace(w, end=min(w.end, len(r.audio) / SAMPLE_RATE))
+                for w in ws
+                if w.start < len(r.audio) / SAMPLE_RATE - 0.1
+            ]
             for ws, r in zip(aligned, reqs, strict=True)
         ]
         elapsed = (time.perf_counter() - t0) * 1000

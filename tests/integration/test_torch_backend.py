@@ -74,9 +74,10 @@ def _corpus_wer(utts, results: list[DecodeResult]) -> float:
 
 def test_batched_features_equal_faster_whisper_per_clip() -> None:
     """Clips of different lengths in one batch: each normalised by its own peak and cut or
-    zero-padded to the window, as the CTranslate2 backend computes them one by one."""
+    padded with silence to the window, as the CTranslate2 backend computes them one by one."""
     from faster_whisper.feature_extractor import FeatureExtractor
 
+    from streamscribe.engine.whisper_ct2 import pad_with_silence
     from streamscribe.engine.whisper_torch.features import log_mel_batch
 
     utts = speech_or_skip(3)
@@ -86,8 +87,10 @@ def test_batched_features_equal_faster_whisper_per_clip() -> None:
     fe = FeatureExtractor(80)
     for clip, got in zip(clips, ours, strict=True):
         want = fe(clip, padding=160)[:, :frames]
-        want = np.pad(want, ((0, 0), (0, frames - want.shape[1])))
+        want = pad_with_silence(want, frames)
         np.testing.assert_allclose(got, want, atol=2e-4)
+        if len(clip) < frames * 160:  # the padding is the clip's own silence level, not zeros
+            assert got[:, -1].max() == pytest.approx(want[:, : (len(clip) + 160) // 160].max() - 2.0)
 
 
 def test_wer_within_one_point_of_ct2(batch_results) -> None:

@@ -11,6 +11,8 @@ words, over-long first/last words cut), so the engine cannot tell the backends a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -80,12 +82,13 @@ def find_alignment(
     cross_k: torch.Tensor,
     cross_v: torch.Tensor,
     text_tokens: list[list[int]],
-    num_frames: int,
+    num_frames: list[int],
     heads: list[tuple[int, int]],
 ) -> list[list[dict]]:
     """Per item, the words of `text_tokens` with start/end (s) and mean token probability.
 
-    cross_k/cross_v: (layers, B, H, T, d) for the B items; `num_frames` mel frames are content.
+    cross_k/cross_v: (layers, B, H, T, d) for the B items; the first `num_frames[b]` mel frames
+    of item b are its audio (the rest is padding, which no word may be aligned to).
     """
     start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     eot = tokenizer.eot
@@ -99,7 +102,12 @@ def find_alignment(
     nexts = torch.cat([inputs[:, 1:], inputs[:, :1]], dim=1)
     token_probs = probs.gather(-1, nexts.clamp(max=eot - 1)[..., None])[..., 0].cpu().numpy()
     qk = torch.stack([scores[layer][:, head] for layer, head in heads], dim=1)  # (B, h, S, T)
-    qk = qk[..., : max(1, num_frames // 2)].float()
+    spans = [max(1, n // 2) for n in num_frames]  # encoder frames are two mel frames
+    qk = qk[..., : max(spans)].float()
+    content = torch.arange(qk.shape[-1], device=device)[None, :] < torch.tensor(
+        spans, device=device
+    )[:, None]
+    qk = qk.masked_fill(~content[:, None, None, :], -math.inf)
     weights = torch.softmax(qk, dim=-1)
     offset = len(tokenizer.sot_sequence)
     # standardise each item over its own token rows (padding rows excluded), then filter and
@@ -115,7 +123,7 @@ def find_alignment(
     results: list[list[dict]] = []
     for b, toks in enumerate(text_tokens):
         n_rows = len(seqs[b])
-        matrix = matrices[b, offset : n_rows - 1]  # <|notimestamps|> + text rows
+        matrix = matrices[b, offset : n_rows - 1, : spans[b]]  # <|notimestamps|> + text rows
         text_idx, time_idx = dtw_path(-matrix)
         tok_probs = token_probs[b, offset : offset + len(toks)]
         results.append(_words(tokenizer, toks, text_idx, time_idx, tok_probs))

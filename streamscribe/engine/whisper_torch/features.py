@@ -1,8 +1,8 @@
 """Batched Whisper log-mel features in PyTorch, equal to faster-whisper's NumPy extractor.
 
 The CTranslate2 backend computes each request's features on its own clip (with 160 samples of
-silence after it), normalises by that clip's own maximum, cuts or zero-pads the frames to the
-encoder window. Doing the same here keeps the two backends' inputs identical; doing it for the
+silence after it), normalises by that clip's own maximum, and fills the rest of the encoder
+window with silence. Doing the same here keeps the two backends' inputs identical; doing it for the
 whole batch in one STFT keeps it off the CPU when the model runs on a GPU.
 """
 
@@ -51,7 +51,7 @@ def log_mel_batch(
 ) -> torch.Tensor:
     """(B, n_mels, frames) float32 features of `clips` (float32 16 kHz, each at most `frames`
     hops long): per clip as faster-whisper computes them with padding=160, frames past a clip's
-    own zero-filled."""
+    own set to that clip's silence level."""
     device = torch.device(device)
     pad = N_FFT // 2
     counts = [(len(c) + HOP) // HOP for c in clips]  # frames the extractor keeps per clip
@@ -73,7 +73,11 @@ def log_mel_batch(
     peak = torch.where(valid[:, None, :], logs, torch.full_like(logs, -math.inf))
     peak = peak.amax(dim=(1, 2), keepdim=True)
     logs = (torch.maximum(logs, peak - 8.0) + 4.0) / 4.0
-    logs = torch.where(valid[:, None, :], logs, torch.zeros_like(logs))
-    if n >= frames:
-        return logs[..., :frames].contiguous()
-    return F.pad(logs, (0, frames - n))
+    if n < frames:
+        logs = F.pad(logs, (0, frames - n))
+        valid = F.pad(valid, (0, frames - n))
+    # past its clip, each item hears digital silence (the floor of its own dynamic range), as
+    # if the audio had been zero-padded before the transform
+    silence = ((peak - 8.0) + 4.0) / 4.0
+    logs = torch.where(valid[:, None, : logs.shape[-1]], logs, silence)
+    return logs[..., :frames].contiguous()

@@ -144,10 +144,10 @@ class WhisperTorchTranscriber:
         results: list[DecodeResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()))
+            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()), r.full_window)
             groups.setdefault(key, []).append(i)
         with self._lock, torch.inference_mode():
-            for (language, task, beam, _), idx in groups.items():
+            for (language, task, beam, _, _full), idx in groups.items():
                 out = self._decode_safely([requests[i] for i in idx], language, task, beam)
                 for i, res in zip(idx, out, strict=True):
                     results[i] = res
@@ -176,6 +176,8 @@ class WhisperTorchTranscriber:
         t0 = time.perf_counter()
         n = len(reqs)
         window_s = max(window_seconds(len(r.audio) / SAMPLE_RATE) for r in reqs)
+        if reqs[0].full_window:  # grouped by it: all or none
+            window_s = MAX_WINDOW_S
         frames = int(window_s * SAMPLE_RATE // HOP)
         clips = [r.audio[: int(window_s * SAMPLE_RATE)] for r in reqs]
         mel = log_mel_batch(clips, frames, self.dims.n_mels, self.device).to(self.dtype)
@@ -228,7 +230,8 @@ class WhisperTorchTranscriber:
             metas.append((float(avg_logprob), float(nsp)))
             token_lists.append(tokens)
 
-        aligned = self._align(slot, t_enc, beam, tokenizers, token_lists, frames, languages)
+        content = [min(frames, max(2, len(c) // HOP)) for c in clips]
+        aligned = self._align(slot, t_enc, beam, tokenizers, token_lists, content, languages)
         aligned = [
             [w for w in ws if w.start < len(r.audio) / SAMPLE_RATE - 0.1]
             for ws, r in zip(aligned, reqs, strict=True)
@@ -298,11 +301,11 @@ class WhisperTorchTranscriber:
                 cache.cross_k.index_select(1, rows),
                 cache.cross_v.index_select(1, rows),
                 [token_lists[i] for i in idx],
-                frames,
+                [frames[i] for i in idx],
                 self.config.alignment_heads,
             )
             for i, alignment in zip(idx, alignments, strict=True):
-                out[i] = words_from_alignment(alignment, frames * HOP / SAMPLE_RATE)
+                out[i] = words_from_alignment(alignment, frames[i] * HOP / SAMPLE_RATE)
         return out
 
 
