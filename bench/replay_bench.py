@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         audio = np.concatenate([pcm, np.zeros(int(args.trailing_silence * RATE), np.float32)])
         turns = replay(model, audio, settings, args.latency_ms)
         hyp = hypothesis(turns)
-        rows.append({"clip": clip.id, "reference": clip.text, "hypothesis": hyp, "turns": len(turns)})
+        row = {"clip": clip.id, "reference": clip.text, "hypothesis": hyp}
+        rows.append({**row, "turns": len(turns)})
         print(f"  {i}/{len(clips)} {clip.id}: {len(turns)} turns", file=sys.stderr, flush=True)
     wall = time.monotonic() - t0
     refs = [r["reference"] for r in rows]

@@ -104,9 +104,10 @@ def find_alignment(
     qk = torch.stack([scores[layer][:, head] for layer, head in heads], dim=1)  # (B, h, S, T)
     spans = [max(1, n // 2) for n in num_frames]  # encoder frames are two mel frames
     qk = qk[..., : max(spans)].float()
-    content = torch.arange(qk.shape[-1], device=device)[None, :] < torch.tensor(
-        spans, device=device
-    )[:, None]
+    content = (
+        torch.arange(qk.shape[-1], device=device)[None, :]
+        < torch.tensor(spans, device=device)[:, None]
+    )
     qk = qk.masked_fill(~content[:, None, None, :], -math.inf)
     weights = torch.softmax(qk, dim=-1)
     offset = len(tokenizer.sot_sequence)
