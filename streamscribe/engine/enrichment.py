@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamscribe.engine.decoding import DecodeRequest
+from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.events import TurnUpdate, Word
 
@@ -127,7 +127,12 @@ class TurnEnricher:
         if len(audio) == 0:
             return None
         request = DecodeRequest(
-            audio, beam_size=self.beam_size, language=update.language, task="translate", final=True
+            audio,
+            beam_size=self.beam_size,
+            language=update.language,
+            task="translate",
+            final=True,
+            min_window_s=ACCURATE_WINDOW_S,
         )
         result = await self.scheduler.submit(request, f"{self.key}:translate")
         return result.text.strip() if result is not None else None

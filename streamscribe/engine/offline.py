@@ -17,7 +17,7 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from streamscribe.audio.files import decode_file
 from streamscribe.config import Settings
-from streamscribe.engine.decoding import DecodeRequest, DecodeResult, Transcriber
+from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest, DecodeResult, Transcriber
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.events import TurnUpdate, Word
 
@@ -83,6 +83,7 @@ async def transcribe_audio_async(
                 language=language,
                 task=task,
                 final=True,
+                min_window_s=ACCURATE_WINDOW_S,
             )
             for a, b in batch
         ]

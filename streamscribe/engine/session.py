@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamscribe.engine.agreement import HypWord, LocalAgreement, after_known
-from streamscribe.engine.decoding import DecodeRequest, DecodeResult
+from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest, DecodeResult
 from streamscribe.engine.guards import loop_start
 from streamscribe.engine.vad import SileroStream, VadTracker
 from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
@@ -85,7 +85,7 @@ class TurnSettings:
     max_interval_ms: int = 3000
     min_final_window_ms: int = 1500  # partials of shorter windows never make words final
     busy_rtt_ms: int = 1000  # decodes slower than this mean load: greedy finals, fewer partials
-    full_window_finals: bool = True  # finals in Whisper's 30 s window (not under load)
+    final_window_s: float = ACCURATE_WINDOW_S  # finals' encoder window (not under load)
 
     def updated(self, changes: dict) -> TurnSettings:
         known = {f.name for f in dataclasses.fields(self)}
@@ -370,7 +370,7 @@ class StreamingSession:
             final=kind == "final",
             language_hint=self.session_language,
             switch_confidence=self.settings.language_switch_confidence,
-            full_window=kind != "partial" and s.full_window_finals and not self.under_load,
+            min_window_s=0.0 if kind == "partial" or self.under_load else s.final_window_s,
         )
         ticket = DecodeTicket(next(_ticket_ids), kind, self.turn_order, start, end_ms, request)
         self.in_flight = ticket

@@ -35,9 +35,10 @@ PREPEND_PUNCT = "\"'“¿([{-"
 APPEND_PUNCT = "\"'.。,，!！?？:：”)]}、"
 
 
-def window_seconds(audio_s: float) -> float:
-    """Encoder window for `audio_s` of audio: a little silence after it, rounded to a bucket."""
-    padded = max(MIN_WINDOW_S, audio_s + TAIL_S)
+def window_seconds(audio_s: float, min_window_s: float = 0.0) -> float:
+    """Encoder window for `audio_s` of audio: a little silence after it, rounded to a bucket,
+    at least `min_window_s`."""
+    padded = max(MIN_WINDOW_S, min_window_s, audio_s + TAIL_S)
     return min(MAX_WINDOW_S, math.ceil(padded / BUCKET_S) * BUCKET_S)
 
 
@@ -104,10 +105,10 @@ class WhisperCT2Transcriber:
         results: list[DecodeResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()), r.full_window)
+            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()), r.min_window_s)
             groups.setdefault(key, []).append(i)
-        for (language, task, beam, _, full), idx in groups.items():
-            out = self._decode_group([requests[i] for i in idx], language, task, beam, full)
+        for (language, task, beam, _, min_window), idx in groups.items():
+            out = self._decode_group([requests[i] for i in idx], language, task, beam, min_window)
             for i, res in zip(idx, out, strict=True):
                 results[i] = res
         return [r for r in results if r is not None]
@@ -118,12 +119,10 @@ class WhisperCT2Transcriber:
         language: str | None,
         task: str,
         beam: int,
-        full_window: bool = False,
+        min_window_s: float = 0.0,
     ) -> list[DecodeResult]:
         t0 = time.perf_counter()
-        window_s = max(window_seconds(len(r.audio) / SAMPLE_RATE) for r in reqs)
-        if full_window:
-            window_s = MAX_WINDOW_S
+        window_s = max(window_seconds(len(r.audio) / SAMPLE_RATE, min_window_s) for r in reqs)
         feats, content = zip(*(self._features(r.audio, window_s) for r in reqs), strict=True)
         batch = np.ascontiguousarray(np.stack(feats).astype(np.float32))
         enc = self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)

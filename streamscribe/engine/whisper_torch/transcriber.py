@@ -39,9 +39,10 @@ TAIL_S = 1.0
 MAX_PREVIOUS = 223 - 8  # prompt tokens kept at most (Whisper's n_text_ctx // 2 - 1, less 8)
 
 
-def window_seconds(audio_s: float) -> float:
-    """Encoder window for `audio_s` of audio: a little silence after it, rounded to a bucket."""
-    padded = max(MIN_WINDOW_S, audio_s + TAIL_S)
+def window_seconds(audio_s: float, min_window_s: float = 0.0) -> float:
+    """Encoder window for `audio_s` of audio: a little silence after it, rounded to a bucket,
+    at least `min_window_s`."""
+    padded = max(MIN_WINDOW_S, min_window_s, audio_s + TAIL_S)
     return min(MAX_WINDOW_S, math.ceil(padded / BUCKET_S) * BUCKET_S)
 
 
@@ -144,7 +145,7 @@ class WhisperTorchTranscriber:
         results: list[DecodeResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()), r.full_window)
+            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()), r.min_window_s)
             groups.setdefault(key, []).append(i)
         with self._lock, torch.inference_mode():
             for (language, task, beam, _, _full), idx in groups.items():
@@ -175,9 +176,9 @@ class WhisperTorchTranscriber:
     ) -> list[DecodeResult]:
         t0 = time.perf_counter()
         n = len(reqs)
-        window_s = max(window_seconds(len(r.audio) / SAMPLE_RATE) for r in reqs)
-        if reqs[0].full_window:  # grouped by it: all or none
-            window_s = MAX_WINDOW_S
+        # grouped by min_window_s: the same for every request here
+        minimum = reqs[0].min_window_s
+        window_s = max(window_seconds(len(r.audio) / SAMPLE_RATE, minimum) for r in reqs)
         frames = int(window_s * SAMPLE_RATE // HOP)
         clips = [r.audio[: int(window_s * SAMPLE_RATE)] for r in reqs]
         mel = log_mel_batch(clips, frames, self.dims.n_mels, self.device).to(self.dtype)
