@@ -34,6 +34,9 @@ class DecodeRequest:
     # encode at least this many seconds (the audio padded with silence): Whisper was trained on
     # 30 s windows and makes more errors in short ones; longer costs more (finals use it)
     min_window_s: float = 0.0
+    # queue order among non-final requests: 1 = a turn's first partial or its end-of-speech
+    # decode (what first-partial and end-of-turn latency wait on), 2 = a routine partial
+    urgency: int = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 """The one owner of the model: a shared decode queue with priorities and micro-batching.
 
-Every session submits `DecodeRequest`s here; nothing else calls the model. Finals go before
-partials; a newer partial of a session replaces its older one still queued (the older caller gets
-`None`); requests of different sessions are decoded together in one batch. Model calls run in a
-worker thread so the event loop keeps serving sockets. `workers` > 1 runs several batches at once
-(a GPU with spare memory, or several CPU model replicas).
+Every session submits `DecodeRequest`s here; nothing else calls the model. Finals go first, then
+the decodes latency waits on (a turn's first partial, the decode at the end of speech), then
+routine partials; a newer partial of a session replaces its older one still queued (the older
+caller gets `None`); requests of different sessions are decoded together in one batch. Model
+calls run in a worker thread so the event loop keeps serving sockets. `workers` > 1 runs several
+batches at once (a GPU with spare memory, or several CPU model replicas).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class DecodeScheduler:
                     self.stats.superseded += 1
             self._queue = [i for i in self._queue if not i.future.done()]
         item = _Item(
-            priority=0 if request.final else 1,
+            priority=0 if request.final else max(1, request.urgency),
             seq=next(self._seq),
             key=key,
             request=request,

@@ -358,6 +358,7 @@ class StreamingSession:
     def _ticket(self, kind: str, end_ms: int, beam: int) -> DecodeTicket:
         s = self.settings
         start = self._window_start_ms
+        first = self._last_request_end_ms <= self._turn_start_ms  # the turn's first decode
         end_ms = max(end_ms, start)
         language = self.settings.language
         if language is None and kind == "partial" and self._turn_language_trusted:
@@ -371,6 +372,7 @@ class StreamingSession:
             language_hint=self.session_language,
             switch_confidence=self.settings.language_switch_confidence,
             min_window_s=0.0 if kind == "partial" or self.under_load else s.final_window_s,
+            urgency=1 if kind == "eager" or first else 2,
         )
         ticket = DecodeTicket(next(_ticket_ids), kind, self.turn_order, start, end_ms, request)
         self.in_flight = ticket

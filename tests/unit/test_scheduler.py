@@ -155,6 +155,27 @@ async def test_a_batch_holds_finals_first_then_partials_in_arrival_order(model):
         await scheduler.stop()
 
 
+async def test_urgent_partials_go_after_finals_and_before_routine_partials(model):
+    """A turn's first partial and its end-of-speech decode are what first-partial and
+    end-of-turn latency wait on: under load they overtake routine partials, never finals."""
+    scheduler = await make(model, max_batch_size=1)
+    try:
+        first = await busy(scheduler, model)
+        items = [("routine", "a", 2, False), ("urgent", "b", 1, False), ("final", "c", 2, True)]
+        tasks = []
+        for name, key, urgency, final in items:
+            request = DecodeRequest(
+                audio=np.zeros(160, dtype=np.float32), prompt=name, final=final, urgency=urgency
+            )
+            tasks.append(asyncio.create_task(scheduler.submit(request, key)))
+            await asyncio.sleep(0)
+        model.release()
+        await asyncio.gather(first, *tasks)
+        assert model.batches == [["busy"], ["final"], ["urgent"], ["routine"]]
+    finally:
+        await scheduler.stop()
+
+
 # ------------------------------------------------------------------ coalescing stale partials
 
 

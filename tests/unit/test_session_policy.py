@@ -994,3 +994,32 @@ def test_a_new_turn_after_a_pause_may_repeat_the_last_words():
     h = Harness([*first, *again])
     h.run_until(again[-1].end_ms + 2500)
     assert [u.text for u in h.ends] == ["one two three", "two three"]
+
+
+# ------------------------------------------------------------------ what each decode asks for
+
+
+def test_requests_say_how_urgent_and_how_wide_they_are():
+    """The first partial and the end-of-speech decode jump the queue of routine partials;
+    finals and end-of-speech decodes ask for the accurate encoder window, partials do not."""
+    h = Harness(HELLO)
+    h.run_until(ONSET + 5000)
+    h.session.force_endpoint()
+    h.serve()
+    kinds = [(t.kind, t.request.urgency, t.request.min_window_s) for t in h.tickets]
+    partials = [k for k in kinds if k[0] == "partial"]
+    assert partials[0][1] == 1 and all(u == 2 for _, u, _ in partials[1:]), kinds
+    assert all(w == 0.0 for _, _, w in partials), kinds
+    ending = [k for k in kinds if k[0] in ("eager", "final")]
+    assert ending, kinds
+    assert all(w == h.settings.final_window_s for _, _, w in ending), kinds
+    assert all(u == 1 for k, u, _ in ending if k == "eager"), kinds
+
+
+def test_under_load_finals_use_short_windows():
+    h = Harness(HELLO, settings=settings(busy_rtt_ms=100))
+    h.session.note_round_trip(500)
+    h.run_until(ONSET + 5000)
+    h.session.force_endpoint()
+    h.serve()
+    assert h.tickets and all(t.request.min_window_s == 0.0 for t in h.tickets)
