@@ -47,6 +47,22 @@ def repeats_tail(previous: list[HypWord], words: list[HypWord], longest: int = 8
     return [w.norm for w in words] == [w.norm for w in previous[-n:]]
 
 
+def in_order(words: list[HypWord]) -> list[tuple[int, int]]:
+    """(start, end) of each word, never starting before the word before it.
+
+    A turn's words come from several hypotheses whose alignments disagree by a few frames, so a
+    word can start before the one it follows. Each word's times depend only on the words before
+    it, so the times of words already sent as final never change."""
+    out: list[tuple[int, int]] = []
+    floor = 0
+    for w in words:
+        start = max(w.start_ms, floor)
+        end = max(w.end_ms, start)
+        out.append((start, end))
+        floor = start
+    return out
+
+
 def format_words(raw: list[str]) -> list[str]:
     """A formatted turn reads as a sentence: capital first letter, closing punctuation."""
     out = list(raw)
@@ -344,7 +360,7 @@ class StreamingSession:
         window = self.audio_ms - self._window_start_ms
         budget = self.settings.window_budget_ms
         if self.under_load:  # shorter windows cost less per decode
-            budget = max(4000, budget // 2)
+            budget = max(4000, budget // 4)
         if window <= budget or not self.agreement.final:
             return
         cut = self.agreement.final[-1].end_ms
@@ -444,10 +460,14 @@ class StreamingSession:
             if formatted
             else [w.norm for w in final_words]
         )
+        times = in_order([*final_words, *tentative])
         words = [
-            Word(text, w.start_ms, w.end_ms, w.confidence, True)
-            for text, w in zip(texts, final_words, strict=True)
-        ] + [Word(w.norm, w.start_ms, w.end_ms, w.confidence, False) for w in tentative]
+            Word(text, start, end, w.confidence, True)
+            for text, w, (start, end) in zip(texts, final_words, times, strict=False)
+        ] + [
+            Word(w.norm, start, end, w.confidence, False)
+            for w, (start, end) in zip(tentative, times[len(final_words) :], strict=True)
+        ]
         update = TurnUpdate(
             channel=self.channel,
             turn_order=self.turn_order,

@@ -1023,3 +1023,31 @@ def test_under_load_finals_use_short_windows():
     h.session.force_endpoint()
     h.serve()
     assert h.tickets and all(t.request.min_window_s == 0.0 for t in h.tickets)
+
+
+def test_word_times_never_go_backwards_and_final_times_never_change():
+    from streamscribe.engine.agreement import HypWord
+    from streamscribe.engine.session import in_order
+
+    a, b, c = (
+        HypWord("a", 1000, 1300, 1.0),
+        HypWord("b", 900, 950, 1.0),
+        HypWord("c", 1400, 1500, 1),
+    )
+    assert in_order([a, b, c]) == [(1000, 1300), (1000, 1000), (1400, 1500)]
+    # the first words' times depend only on the words before them
+    assert in_order([a, b]) == in_order([a, b, c])[:2]
+    assert in_order([]) == []
+
+
+def test_under_load_partial_windows_shrink_to_a_quarter_of_the_budget():
+    words = say(" ".join(f"w{i}" for i in range(80)))  # 24 s without a pause
+    h = Harness(words, settings=settings(busy_rtt_ms=100, window_budget_ms=20000))
+    h.session.note_round_trip(500)  # decodes take 500 ms: the server is loaded
+    h.run_until(words[-1].end_ms)
+    partials = [t for t in h.tickets if t.kind == "partial"]
+    assert max(t.window_end_ms - t.window_start_ms for t in partials) <= 5000 + 1000
+    unloaded = Harness(words, settings=settings(window_budget_ms=20000))
+    unloaded.run_until(words[-1].end_ms)
+    widest = max(t.window_end_ms - t.window_start_ms for t in unloaded.tickets)
+    assert widest > 15000  # without load the window grows to the budget
