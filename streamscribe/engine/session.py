@@ -360,7 +360,7 @@ class StreamingSession:
         window = self.audio_ms - self._window_start_ms
         budget = self.settings.window_budget_ms
         if self.under_load:  # shorter windows cost less per decode
-            budget = max(4000, budget // 4)
+            budget = max(4000, budget // 2)
         if window <= budget or not self.agreement.final:
             return
         cut = self.agreement.final[-1].end_ms

@@ -1040,13 +1040,13 @@ def test_word_times_never_go_backwards_and_final_times_never_change():
     assert in_order([]) == []
 
 
-def test_under_load_partial_windows_shrink_to_a_quarter_of_the_budget():
+def test_under_load_partial_windows_shrink_to_half_the_budget():
     words = say(" ".join(f"w{i}" for i in range(80)))  # 24 s without a pause
     h = Harness(words, settings=settings(busy_rtt_ms=100, window_budget_ms=20000))
     h.session.note_round_trip(500)  # decodes take 500 ms: the server is loaded
     h.run_until(words[-1].end_ms)
     partials = [t for t in h.tickets if t.kind == "partial"]
-    assert max(t.window_end_ms - t.window_start_ms for t in partials) <= 5000 + 1000
+    assert max(t.window_end_ms - t.window_start_ms for t in partials) <= 10000 + 1000
     unloaded = Harness(words, settings=settings(window_budget_ms=20000))
     unloaded.run_until(words[-1].end_ms)
     widest = max(t.window_end_ms - t.window_start_ms for t in unloaded.tickets)
