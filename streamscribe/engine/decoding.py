@@ -15,7 +15,7 @@ import numpy as np
 
 # The shortest encoder window that decodes as well as Whisper's own 30 s one, at half its cost
 # (tiny.en, 48 dev utterances replayed by bench/replay_bench.py: 10.4% WER with 16 s or 20 s,
-# 10.5% with 10 s, 10.7% with 30 s, 12.5% with windows padded only to the next 2 s)
+# 10.5% with 10 s, 10.7% with 30 s, 12.2-12.5% with windows padded only to the next 2 s)
 ACCURATE_WINDOW_S = 16.0
 
 

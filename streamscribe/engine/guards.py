@@ -37,6 +37,8 @@ def loop_start(words: list[str]) -> int | None:
         for i in range(0, len(norm) - n * (allowed + 1) + 1):
             if best is not None and i + n >= best:
                 break
+            if norm[i] != norm[i + n]:  # cheap test first: hypotheses are long, loops rare
+                continue
             gram = norm[i : i + n]
             if not all(gram):
                 continue
