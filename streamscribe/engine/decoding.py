@@ -8,6 +8,7 @@ remote replicas tomorrow. `Transcriber` is the interface every backend implement
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,6 +18,17 @@ import numpy as np
 # (tiny.en, 48 dev utterances replayed by bench/replay_bench.py: 10.4% WER with 16 s or 20 s,
 # 10.5% with 10 s, 10.7% with 30 s, 12.2-12.5% with windows padded only to the next 2 s)
 ACCURATE_WINDOW_S = 16.0
+BUCKET_S = 2.0  # encoder windows are padded to a multiple of this
+MIN_WINDOW_S = 2.0
+MAX_WINDOW_S = 30.0  # Whisper's own window
+TAIL_S = 1.0  # silence after the audio, so the last word is not cut off
+
+
+def window_seconds(audio_s: float, min_window_s: float = 0.0) -> float:
+    """Encoder window for `audio_s` of audio (every backend): a little silence after it,
+    rounded to a bucket, at least `min_window_s`."""
+    padded = max(MIN_WINDOW_S, min_window_s, audio_s + TAIL_S)
+    return min(MAX_WINDOW_S, math.ceil(padded / BUCKET_S) * BUCKET_S)
 
 
 @dataclass(frozen=True, slots=True)

@@ -376,7 +376,7 @@ class StreamingSession:
         start = self._window_start_ms
         first = self._last_request_end_ms <= self._turn_start_ms  # the turn's first decode
         end_ms = max(end_ms, start)
-        language = self.settings.language
+        language = s.language
         if language is None and kind == "partial" and self._turn_language_trusted:
             language = self._turn_language[0]  # detected once per turn, not on every partial
         request = DecodeRequest(
@@ -386,7 +386,7 @@ class StreamingSession:
             language=language,
             final=kind == "final",
             language_hint=self.session_language,
-            switch_confidence=self.settings.language_switch_confidence,
+            switch_confidence=s.language_switch_confidence,
             min_window_s=0.0 if kind == "partial" or self.under_load else s.final_window_s,
             urgency=1 if kind == "eager" or first else 2,
         )
@@ -461,12 +461,13 @@ class StreamingSession:
             else [w.norm for w in final_words]
         )
         times = in_order([*final_words, *tentative])
+        n = len(final_words)
         words = [
             Word(text, start, end, w.confidence, True)
-            for text, w, (start, end) in zip(texts, final_words, times, strict=False)
+            for text, w, (start, end) in zip(texts, final_words, times[:n], strict=True)
         ] + [
             Word(w.norm, start, end, w.confidence, False)
-            for w, (start, end) in zip(tentative, times[len(final_words) :], strict=True)
+            for w, (start, end) in zip(tentative, times[n:], strict=True)
         ]
         update = TurnUpdate(
             channel=self.channel,

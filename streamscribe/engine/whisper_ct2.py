@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 
 import ctranslate2
@@ -20,26 +19,15 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
-from streamscribe.engine.decoding import DecodeRequest, DecodeResult, RawWord
+from streamscribe.engine.decoding import DecodeRequest, DecodeResult, RawWord, window_seconds
 from streamscribe.engine.guards import compression_ratio, loop_start, rejection_reason
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 HOP = 160
-BUCKET_S = 2.0  # encoder windows are padded to a multiple of this
-MIN_WINDOW_S = 2.0
-MAX_WINDOW_S = 30.0
-TAIL_S = 1.0  # silence after the audio, so the last word is not cut off
 PREPEND_PUNCT = "\"'“¿([{-"
 APPEND_PUNCT = "\"'.。,，!！?？:：”)]}、"
-
-
-def window_seconds(audio_s: float, min_window_s: float = 0.0) -> float:
-    """Encoder window for `audio_s` of audio: a little silence after it, rounded to a bucket,
-    at least `min_window_s`."""
-    padded = max(MIN_WINDOW_S, min_window_s, audio_s + TAIL_S)
-    return min(MAX_WINDOW_S, math.ceil(padded / BUCKET_S) * BUCKET_S)
 
 
 def pad_with_silence(feats: np.ndarray, frames: int) -> np.ndarray:

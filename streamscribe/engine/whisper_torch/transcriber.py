@@ -11,7 +11,6 @@ and retries instead of failing the sessions in it.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamscribe.engine.decoding import DecodeRequest, DecodeResult, RawWord
+from streamscribe.engine.decoding import DecodeRequest, DecodeResult, RawWord, window_seconds
 from streamscribe.engine.guards import compression_ratio, loop_start, rejection_reason
 from streamscribe.engine.whisper_torch.align import find_alignment, words_from_alignment
 from streamscribe.engine.whisper_torch.features import HOP, SAMPLE_RATE, log_mel_batch
@@ -32,18 +31,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["WhisperTorchTranscriber", "stick_to_hint", "window_seconds"]
 
-BUCKET_S = 2.0
-MIN_WINDOW_S = 2.0
-MAX_WINDOW_S = 30.0
-TAIL_S = 1.0
 MAX_PREVIOUS = 223 - 8  # prompt tokens kept at most (Whisper's n_text_ctx // 2 - 1, less 8)
-
-
-def window_seconds(audio_s: float, min_window_s: float = 0.0) -> float:
-    """Encoder window for `audio_s` of audio: a little silence after it, rounded to a bucket,
-    at least `min_window_s`."""
-    padded = max(MIN_WINDOW_S, min_window_s, audio_s + TAIL_S)
-    return min(MAX_WINDOW_S, math.ceil(padded / BUCKET_S) * BUCKET_S)
 
 
 def stick_to_hint(ranked: list[tuple[str, float]], request: DecodeRequest) -> tuple[str, float]:
