@@ -60,6 +60,15 @@ class RawAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioFormatSettled:
+    """The dialect learned the stream's audio format after connect (a WAV header in the first
+    binary frame, a `session.update` naming G.711): `RawAudio` after this command is in `audio`.
+    Only valid before the first `RawAudio`."""
+
+    audio: AudioFormat
+
+
+@dataclass(frozen=True, slots=True)
 class Audio:
     """Audio already converted at the edge: float32 mono 16 kHz samples of one channel."""
 
@@ -97,7 +106,7 @@ class Terminate:
     """Graceful end: flush every turn in flight, then end the session."""
 
 
-Command = RawAudio | Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
+Command = RawAudio | AudioFormatSettled | Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
 
 # ---------------------------------------------------------------- events (engine -> client)
 
