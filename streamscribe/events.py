@@ -106,7 +106,9 @@ class Terminate:
     """Graceful end: flush every turn in flight, then end the session."""
 
 
-Command = RawAudio | AudioFormatSettled | Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
+Command = (
+    RawAudio | AudioFormatSettled | Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
+)
 
 # ---------------------------------------------------------------- events (engine -> client)
 

@@ -6,12 +6,17 @@ This module turns those bytes into float32 samples in [-1, 1] and back, with not
 the stdlib `audioop` module is gone in Python 3.13, so the G.711 tables are built here from the
 ITU-T G.711 formulas (as in the classic Sun reference `g711.c`).
 
-Resampling lives in `resample.py`, container files (WAV, MP3, MP4, ...) in `files.py`.
+Whole raw bodies (Deepgram pre-recorded with `encoding=`) are decoded and resampled by
+`decode_raw_body`. Resampling lives in `resample.py`, container files (WAV, MP3, MP4, ...) in
+`files.py`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from streamscribe.audio.resample import TARGET_RATE, resample
+from streamscribe.errors import AudioDecodeError
 
 ENCODINGS = ("pcm_s16le", "pcm_mulaw", "pcm_alaw")
 
@@ -158,3 +163,19 @@ def deinterleave(samples: np.ndarray, channels: int) -> np.ndarray:
             f"send audio in multiples of {channels} samples"
         )
     return np.ascontiguousarray(flat.reshape(-1, channels).T)
+
+
+def decode_raw_body(
+    data: bytes, encoding: str, channels: int, sample_rate: int, keep_channels: bool
+) -> list[np.ndarray]:
+    """A whole body of raw interleaved audio as float32 16 kHz arrays: one per channel when
+    `keep_channels`, else one mean mix. A trailing partial frame is dropped; a body shorter than
+    one frame raises AudioDecodeError."""
+    frame = bytes_per_sample(encoding) * channels
+    data = data[: len(data) - len(data) % frame]
+    if not data:
+        raise AudioDecodeError(f"shorter than one {channels}-channel sample")
+    samples = deinterleave(decode_pcm(data, encoding), channels)
+    if not keep_channels:
+        samples = samples.mean(axis=0, keepdims=True, dtype=np.float32)
+    return [resample(channel, sample_rate, TARGET_RATE) for channel in samples]

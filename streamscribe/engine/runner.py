@@ -2,7 +2,7 @@
 
 The runner is the only async part of the engine: it feeds commands to the per-channel
 `StreamingSession`s, keeps at most one decode per channel in flight through the scheduler, and
-puts every event on one ordered queue that the server's session loop renders and sends.
+delivers every event, in order, to the caller's outbox (its own `events` queue if it has none).
 `finish()` flushes every turn in flight, so Terminate never loses the last words.
 """
 
@@ -42,11 +42,14 @@ class SessionRunner:
         channels: int = 1,
         key: str | None = None,
         enricher: TurnEnricher | None = None,
+        deliver: Callable[[Event], None] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.key = key or uuid.uuid4().hex
         self.sessions = [StreamingSession(c, settings) for c in range(channels)]
+        # where events go, in order: the caller's own outbox, or this runner's queue
         self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self._deliver = deliver or self.events.put_nowait
         # final turns being enriched (speakers, translation) hold the events behind them here
         self.enricher = enricher
         self._outbox: deque[Event | asyncio.Future] = deque()
@@ -88,9 +91,11 @@ class SessionRunner:
     def _targets(self, channel: int | None) -> list[StreamingSession]:
         return self.sessions if channel is None else [self.sessions[channel]]
 
-    def emit(self, event: Event) -> None:
-        """Queue an event from outside the engine (behind everything emitted before it)."""
-        self._emit([event])
+    def emit(self, item: object) -> None:
+        """Deliver an item from outside the engine in order, behind every event emitted before
+        it (a final turn still being enriched holds it back): a dialect's own reply to the
+        message just received, the audio heard so far. The runner never looks inside it."""
+        self._emit([item])  # type: ignore[list-item]
 
     def _emit(self, events: list[Event]) -> None:
         for e in events:
@@ -114,9 +119,9 @@ class SessionRunner:
                 if head.cancelled() or head.exception() is not None:
                     log.error("a final turn's enrichment was lost: %r", head)
                     continue
-                self.events.put_nowait(head.result())
+                self._deliver(head.result())
             else:
-                self.events.put_nowait(self._outbox.popleft())
+                self._deliver(self._outbox.popleft())
         self._outbox_empty.set()
 
     # ------------------------------------------------------------------ decoding

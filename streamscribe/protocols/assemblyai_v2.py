@@ -240,6 +240,10 @@ class V2Protocol:
             return []  # audio after terminate_session is not transcribed
         return self._audio(data)
 
+    def take_replies(self) -> list[object]:
+        """This dialect answers client messages only through engine events: nothing to add."""
+        return []
+
     def receive_text(self, text: str) -> list[Command]:
         if self.state is not State.OPEN:
             return []  # flushing or closed: nothing a client sends matters, not even parsed

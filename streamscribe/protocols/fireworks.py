@@ -282,6 +282,10 @@ class FireworksProtocol:
         self._carry = data[whole:]
         return [RawAudio(data[:whole])] if whole else []
 
+    def take_replies(self) -> list[object]:
+        """This dialect answers client messages only through engine events: nothing to add."""
+        return []
+
     def receive_text(self, text: str) -> list[Command]:
         if self.state is not State.OPEN:
             return []

@@ -28,21 +28,10 @@ from streamscribe.engine.registry import ModelRegistry
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.errors import StreamscribeError
 from streamscribe.logs import configure as configure_logging
-from streamscribe.server import (
-    routes_admin,
-    routes_assemblyai_v2,
-    routes_calls,
-    routes_deepgram,
-    routes_fireworks,
-    routes_openai,
-    routes_sessions,
-    routes_tokens,
-    routes_uploads,
-    routes_v3,
-    routes_web,
-)
+from streamscribe.server import calls, dialects, rest
 from streamscribe.server.auth import is_loopback, open_mode
-from streamscribe.server.retention import retention_loop
+from streamscribe.server.rest.retention import retention_loop
+from streamscribe.server.rest.uploads import MAX_UPLOAD_BYTES
 from streamscribe.server.state import ServerState
 from streamscribe.server.uvicorn_protocols import FlowControlledWebSocket, RequestDeadlineHttp
 from streamscribe.store import Store
@@ -155,20 +144,8 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             await store.close()
 
     app = FastAPI(title="streamscribe", version=__version__, lifespan=lifespan)
-    for module in (
-        routes_v3,
-        routes_tokens,
-        routes_sessions,
-        routes_admin,
-        routes_assemblyai_v2,
-        routes_calls,
-        routes_deepgram,
-        routes_fireworks,
-        routes_openai,
-        routes_uploads,
-        routes_web,
-    ):
-        app.include_router(module.router)
+    for router in (*dialects.routers, *calls.routers, *rest.routers):
+        app.include_router(router)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -217,7 +194,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             "multilingual": bool(extra) or state.transcriber.multilingual,
             "auth": "open" if await open_mode(state) else "key",
             "record_audio": settings.record_audio,
-            "max_upload_bytes": routes_uploads.MAX_UPLOAD_BYTES,
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
             "endpoints": {
                 "page": "/",
                 "assemblyai_v3": "/v3/ws",

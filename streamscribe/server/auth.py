@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from streamscribe.server.state import ServerState
 from streamscribe.store import KeyInfo
 
 SCHEMES = ("bearer ", "token ")
+TOKEN_MAX_SESSION_S = 10800  # the longest session a temporary token may open (all dialects)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,17 @@ async def open_mode(state: ServerState) -> bool:
     if state.settings.insecure_no_auth:
         return True
     return is_loopback(state.settings.host) and await state.store.count_active_keys() == 0
+
+
+async def mint_token(
+    state: ServerState, principal: Principal, expires_s: int, session_s: int = TOKEN_MAX_SESSION_S
+) -> str:
+    """A single-use temporary token of the calling key, redeemable within `expires_s`, opening
+    one session of at most `session_s`. Open mode: any token opens a session, none is stored.
+    Raises ValueError when the key was revoked meanwhile."""
+    if principal.key is None:
+        return "tk_open_" + secrets.token_urlsafe(24)
+    return await state.store.create_token(principal.key.id, expires_s, session_s)
 
 
 async def _key(state: ServerState, key_id: str) -> KeyInfo | None:

@@ -5,7 +5,8 @@ callback URL); `POST /v1/calls/{id}:startTranscription`, `:stopTranscription` an
 `:updateTranscription` are the ACS actions; `GET /v1/calls[/{id}]` report state. The call's
 audio arrives on `/v1/calls/{id}/media` (or `/v1/calls/media` with ACS's
 `x-ms-call-connection-id` header) as ACS media-streaming frames. Refusals happen before the
-upgrade, with an HTTP status and a JSON reason. The logic lives in `calls*.py`; no protocol here.
+upgrade, with an HTTP status and a JSON reason. The logic lives in `job.py` and `media.py`; no
+protocol here.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
-from fastapi.responses import JSONResponse
 
 from streamscribe.errors import ProtocolError
 from streamscribe.events import ErrorKind
 from streamscribe.protocols.acs_transcription import parse_action
 from streamscribe.protocols.common import loads_json
+from streamscribe.server.admission import check_admission
 from streamscribe.server.auth import Principal, authenticate_stream, require_key
-from streamscribe.server.calls import CallError, CallJob, CallService
-from streamscribe.server.calls_media import CallMedia, serve_media
-from streamscribe.server.session_loop import check_admission
+from streamscribe.server.calls.job import CallError, CallJob, CallService
+from streamscribe.server.calls.media import CallMedia, serve_media
+from streamscribe.server.stream.wire import deny
 
 router = APIRouter()
 
@@ -195,5 +196,4 @@ async def _media(ws: WebSocket, call_id: str) -> None:
 
 
 async def _deny(ws: WebSocket, status: int, reason: str) -> None:
-    ws.app.state.streamscribe.metrics.errors.labels(str(status)).inc()
-    await ws.send_denial_response(JSONResponse({"detail": reason}, status))
+    await deny(ws, ws.app.state.streamscribe.metrics, status, {"detail": reason})

@@ -1,16 +1,17 @@
 """A call's audio: the inbound ACS media socket, one engine stream per participant.
 
-Why this exists: unlike the dialects served by `session_loop`, a call is not one client socket
-holding one session. Participants appear mid-call, each with its own stream (unmixed audio), the
-transcripts leave on another socket (`calls_push`), and transcription can be stopped, started
-and switched to another language while the audio keeps coming. This module owns the audio side:
-frames are parsed by `protocols.acs_media`, each participant's packets are placed on the call
-clock (gaps filled, late packets dropped), converted to 16 kHz by its own `PcmConverter`, mixed
-into the call's recording, and fed to that participant's `SessionRunner` on the shared
-scheduler. A participant's runner covers one stretch of transcription (from start to stop, or to
-a model switch); its turns are moved onto the call clock and numbered per call before the job
-(`calls.py`) stores and pushes them. The runner, converter, scheduler choice, store, recorder and
-auth are the same ones every dialect uses.
+Why this exists: unlike the dialects served by the live-stream loop (`stream/loop.py`), a call is
+not one client socket holding one session. Participants appear mid-call, each with its own stream
+(unmixed audio), the transcripts leave on another socket (`push.py`), and transcription can be
+stopped, started and switched to another language while the audio keeps coming. This module owns the
+audio side: frames are parsed by `protocols.acs_media`, each participant's packets are placed on the
+call clock (gaps filled, late packets dropped), converted to 16 kHz by its own `PcmConverter`, mixed
+into the call's recording, and fed to that participant's `SessionRunner` on the shared scheduler. A
+participant's runner covers one stretch of transcription (from start to stop, or to a model switch);
+its turns are moved onto the call clock and numbered per call before the job stores and pushes them.
+The media side knows its job only through `MediaOwner`, the little it needs of one (`job.py`
+implements it). The books, registry, runners, back-pressure and recording paths are the ones every
+live stream gets (`stream/host.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -50,18 +51,29 @@ from streamscribe.protocols.acs_media import (
 from streamscribe.protocols.acs_transcription import MIXED_PARTICIPANT
 from streamscribe.protocols.common import close_reason
 from streamscribe.server.auth import Principal
-from streamscribe.server.session_loop import turn_settings
-from streamscribe.server.state import LiveSession, ServerState
-
-if TYPE_CHECKING:
-    from streamscribe.server.calls import CallJob
+from streamscribe.server.state import ServerState
+from streamscribe.server.stream.host import StreamHost
 
 log = logging.getLogger(__name__)
 
 RATE = 16000
+PROTOCOL = "acs"
 FINISH_TIMEOUT_S = 60.0
-BACKPRESSURE_POLL_S = 0.02
 RECORD_HOLD_S = 2.0  # the mixed recording waits this long for a participant running behind
+
+
+class MediaOwner(Protocol):
+    """What the media side needs of its call-transcription job."""
+
+    id: str
+    language: str
+
+    @property
+    def ended(self) -> bool: ...
+    def stored_params(self) -> dict[str, Any]: ...
+    async def deliver(self, update: TurnUpdate, participant: str, session_id: str) -> None: ...
+    def speech_started(self, participant: str, at_ms: int) -> None: ...
+    async def engine_failed(self, message: str) -> None: ...
 
 
 def on_call_clock(
@@ -144,10 +156,11 @@ class CallMedia:
     """The live audio of one call, and the engine streams transcribing it."""
 
     def __init__(
-        self, job: CallJob, state: ServerState, principal: Principal, scheduler: DecodeScheduler
+        self, job: MediaOwner, state: ServerState, principal: Principal, scheduler: DecodeScheduler
     ) -> None:
         self.job = job
         self.state = state
+        self.host = StreamHost(state)
         self.principal = principal
         self.scheduler = scheduler
         self.session_id = str(uuid.uuid4())
@@ -161,30 +174,12 @@ class CallMedia:
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
-        path = None
-        if self._wants_recording():
-            folder = (self.state.settings.data_dir / "recordings").resolve()
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{self.session_id}.wav"
+        path = self.host.recording_path(self.principal, self.session_id)
+        if path is not None:
             self.recorder = CallRecorder(WavWriter(path, RATE, 1))
-        await _store(
-            self.state.store.start_session(
-                self.session_id,
-                self.principal.key_id,
-                "acs",
-                {"call": self.job.request.public(), "subscriptionId": self.job.subscription_id},
-                str(path) if path else None,
-            )
+        await self.host.begin(
+            self.session_id, self.principal, PROTOCOL, self.job.stored_params(), path
         )
-        self.state.sessions_total += 1
-        self.state.metrics.sessions_total.labels("acs").inc()
-        self.state.metrics.sessions_active.labels("acs").inc()
-
-    def _wants_recording(self) -> bool:
-        wanted = self.state.settings.record_audio
-        if self.principal.key is not None:
-            wanted = wanted and self.principal.key.record_audio
-        return wanted
 
     async def close(self, reason: EndReason) -> None:
         """Flush every stream, close the recording and the stored session."""
@@ -192,11 +187,8 @@ class CallMedia:
         audio_s = self.clock.now_ms / 1000
         if self.recorder is not None:
             self.recorder.close()
-        await _store(self.state.store.end_session(self.session_id, str(reason), audio_s))
-        await _store(self.state.store.add_usage(self.principal.key_id, audio_s))
-        self.state.metrics.sessions_active.labels("acs").dec()
-        self.state.metrics.session_ends.labels(str(reason)).inc()
-        self.state.metrics.audio_seconds.labels("acs").inc(audio_s)
+        await self.host.end(self.session_id, self.principal, str(reason), audio_s)
+        self.host.ended(PROTOCOL, str(reason), audio_s)
 
     # ------------------------------------------------------------------ audio
     async def receive(self, text: str | None, data: bytes | None) -> None:
@@ -238,28 +230,21 @@ class CallMedia:
 
     async def _backpressure(self) -> None:
         """A call sending faster than we decode waits here (the media socket stops reading)."""
-        limit = self.state.settings.max_lag_ms
-        while True:
-            lag = max((p.stream.runner.lag_ms for p in self._streaming()), default=0)
-            self.state.max_lag_seen_ms = max(self.state.max_lag_seen_ms, lag)
-            failed = any(p.stream.runner.failed for p in self._streaming())
-            if lag <= limit or failed:
-                return
-            await asyncio.sleep(BACKPRESSURE_POLL_S)
+        await self.host.hold_back(
+            lambda: max((p.stream.runner.lag_ms for p in self._streaming()), default=0),
+            lambda: any(p.stream.runner.failed for p in self._streaming()),
+        )
 
     def _streaming(self) -> list[Participant]:
         return [p for p in self.participants.values() if p.stream is not None]
 
     # ------------------------------------------------------------------ engine streams
     def _open_stream(self, participant: Participant, start_ms: float) -> ParticipantStream:
-        job = self.job
-        config = SessionConfig(turn={"language": job.language, "format_turns": True})
+        config = SessionConfig(turn={"language": self.job.language, "format_turns": True})
         live_id = f"{self.session_id}/{participant.channel}/{uuid.uuid4().hex[:6]}"
-        runner = SessionRunner(self.scheduler, turn_settings(self.state, config), key=live_id)
-        metrics = self.state.metrics
-        runner.on_decode = lambda kind, s: metrics.latency.labels(kind).observe(s)
+        runner = self.host.runner(self.scheduler, config, live_id)
         stream = ParticipantStream(runner, int(round(start_ms)), live_id)
-        self.state.sessions[live_id] = LiveSession(live_id, "acs", runner, self.principal.key_id)
+        self.host.register(live_id, PROTOCOL, runner, self.principal.key_id)
         stream.forwarder = asyncio.create_task(self._forward(participant, stream))
         return stream
 
@@ -281,7 +266,7 @@ class CallMedia:
                 except Exception:
                     log.exception("call %s: delivering a result failed", self.job.id)
             elif isinstance(event, SpeechStarted):
-                self.job.renderer.speech_started(participant.raw_id, stream.base_ms + event.at_ms)
+                self.job.speech_started(participant.raw_id, stream.base_ms + event.at_ms)
             elif isinstance(event, Error):
                 await self.job.engine_failed(event.message)
 
@@ -307,7 +292,7 @@ class CallMedia:
             if stream.forwarder is not None:
                 with contextlib.suppress(Exception):
                     await stream.forwarder
-            self.state.sessions.pop(stream.live_id, None)
+            self.host.unregister(stream.live_id)
 
         await asyncio.gather(*(finish(s) for s in streams))
 
@@ -358,7 +343,7 @@ async def serve_media(ws: WebSocket, media: CallMedia) -> tuple[EndReason, Proto
         if state.draining:
             await _close(ws, 1001, "server shutting down")
             return EndReason.SHUTDOWN, None
-        if media.job.status == "ended":
+        if media.job.ended:
             await _close(ws, 1000, "call transcription ended")
             return EndReason.TERMINATED, None
         try:
@@ -386,11 +371,3 @@ async def serve_media(ws: WebSocket, media: CallMedia) -> tuple[EndReason, Proto
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ws.close(code, close_reason(reason)), 5)
-
-
-async def _store(call) -> None:
-    """Storage trouble is logged, never allowed to end a live call."""
-    try:
-        await call
-    except Exception:
-        log.exception("store write failed")

@@ -1,12 +1,13 @@
-"""OpenAI transcription routes: file uploads (JSON, text, subtitles, SSE) and the Realtime socket.
+"""OpenAI transcription uploads: `/v1/audio/transcriptions` and `/translations` (JSON, text,
+subtitles, SSE).
 
-Thin by design: the wire formats live in `protocols/openai_batch.py` and `openai_realtime.py`.
-Here the upload is read with a size cap, decoded in a worker thread, and transcribed region by
-region through the server's shared scheduler (the one model; live sessions keep priority for
-their finals). The speech-region search and the per-batch loop of `transcribe_audio_async` run
-on a worker thread's own event loop, so a long file never stalls live sessions; only the decode
-requests hop back to the scheduler on the server's loop. The Realtime socket is authenticated,
-admitted and handed to the shared session loop like every other dialect.
+Thin by design: the wire formats live in `protocols/openai_batch.py`. Here the upload is read
+with a size cap, decoded in a worker thread, and transcribed region by region through the
+server's shared scheduler (the one model; live sessions keep priority for their finals). The
+speech-region search and the per-batch loop of `transcribe_audio_async` run on a worker thread's
+own event loop, so a long file never stalls live sessions; only the decode requests hop back to
+the scheduler on the server's loop. The Realtime socket is
+`openai_realtime.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request, WebSocket
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -28,16 +29,14 @@ from streamscribe.engine.decoding import DecodeRequest, DecodeResult
 from streamscribe.engine.offline import RATE, scheduler_batch, transcribe_audio_async
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.errors import AudioDecodeError, ProtocolError
-from streamscribe.events import ErrorKind, SessionConfig, TurnUpdate, Word
+from streamscribe.events import ErrorKind, TurnUpdate, Word
 from streamscribe.formats import to_srt, to_vtt
-from streamscribe.protocols import openai_batch, openai_realtime
-from streamscribe.protocols.common import Close
+from streamscribe.protocols import openai_batch
 from streamscribe.protocols.openai_common import OpenAIError, error_body
-from streamscribe.server.auth import Principal, authenticate_stream, require_key
-from streamscribe.server.model_choice import choose_model
-from streamscribe.server.session_loop import check_admission, run_session, session_scheduler
+from streamscribe.server.admission import check_admission, session_scheduler
+from streamscribe.server.auth import Principal, require_key
 from streamscribe.server.state import ServerState
-from streamscribe.store import TurnRecord
+from streamscribe.server.transcripts import store_transcript
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -164,21 +163,10 @@ async def _remember(
     req: openai_batch.BatchRequest,
     turns: list[TurnUpdate],
     seconds: float,
-) -> str:
-    """Keep the transcript as a stored session (History, exports, the sessions API) and meter
-    the audio; returns the session id. Storage trouble is logged; the caller still gets text."""
-    session_id = str(uuid.uuid4())
+) -> None:
+    """Keep the transcript as a stored session (History, exports, the sessions API)."""
     params = {"task": req.task, "model": req.model, "language": req.language}
-    try:
-        await state.store.start_session(session_id, principal.key_id, PROTOCOL, params, None)
-        for turn in turns:
-            await state.store.add_turn(session_id, TurnRecord.from_update(turn))
-        await state.store.end_session(session_id, "terminated", seconds)
-        await state.store.add_usage(principal.key_id, seconds)
-    except Exception:
-        log.exception("storing OpenAI upload transcript %s failed", session_id)
-    state.metrics.audio_seconds.labels(PROTOCOL).inc(seconds)
-    return session_id
+    await store_transcript(state, principal, str(uuid.uuid4()), PROTOCOL, params, turns, seconds)
 
 
 async def _transcribe(
@@ -343,52 +331,3 @@ async def transcriptions(request: Request) -> Response:
 async def translations(request: Request) -> Response:
     """Translate an uploaded file into English (needs a multilingual model, e.g. `base`)."""
     return await _batch(request, translation=True)
-
-
-@router.post("/v1/realtime/client_secrets")
-@router.post("/v1/realtime/transcription_sessions")
-async def ephemeral_keys() -> JSONResponse:
-    """Ephemeral Realtime keys are not built; say what to use instead."""
-    return _error(
-        OpenAIError(
-            "Ephemeral Realtime keys are not supported by this server: connect with an API key "
-            "(Authorization: Bearer, or the openai-insecure-api-key.<KEY> subprotocol in a "
-            "browser), or a single-use streamscribe token from GET /v3/token",
-            code="unsupported_endpoint",
-            status=404,
-        )
-    )
-
-
-@router.websocket("/v1/realtime")
-async def realtime(ws: WebSocket) -> None:
-    """A Realtime transcription session (`?intent=transcription`), GA or beta dialect."""
-    state: ServerState = ws.app.state.streamscribe
-    handshake = openai_realtime.parse_handshake(ws.headers, ws.scope.get("subprotocols") or [])
-    await ws.accept(subprotocol=handshake.subprotocol)
-    query = dict(ws.query_params)
-    headers = {"authorization": f"Bearer {handshake.api_key}"} if handshake.api_key else ws.headers
-    try:
-        principal = await authenticate_stream(state, headers, query)
-        config = openai_realtime.session_config(query)
-        await check_admission(state, principal)
-        # the session's model is settled now (?model= may name a served one, e.g. base); the
-        # dialect must know whether it can take a language other than English later
-        scheduler = await session_scheduler(state, config)
-        model_name = choose_model(state.settings, config, bool(state.transcriber.multilingual))
-    except ProtocolError as exc:
-        refusal = openai_realtime.RealtimeProtocol(SessionConfig(), beta=handshake.beta)
-        for out in refusal.error(exc):
-            if isinstance(out, Close):
-                state.metrics.errors.labels(str(out.code)).inc()
-                await ws.close(out.code, out.reason)
-            else:
-                await ws.send_text(out.text)
-        return
-    dialect = openai_realtime.RealtimeProtocol(
-        config,
-        beta=handshake.beta,
-        multilingual=bool(scheduler.transcriber.multilingual),
-        model_name=model_name,
-    )
-    await run_session(ws, dialect, config, state, "openai-realtime", principal)

@@ -1,15 +1,14 @@
 """AssemblyAI v2 realtime: `/v2/realtime/ws` and its temporary tokens, `POST /v2/realtime/token`.
 
-The WebSocket route only authenticates, parses, admits and hands over to the shared session loop;
-everything about the wire lives in `protocols.assemblyai_v2`. The token route mints the same
-single-use tokens as `GET /v3/token` (see `routes_tokens`), answering in the v2 shape: `{"token"}`
+The WebSocket route only authenticates, parses, admits and hands over to the shared live-stream
+loop; everything about the wire lives in `protocols.assemblyai_v2`. The token route mints the same
+single-use tokens as `GET /v3/token` (see `rest/tokens.py`), answering in the v2 shape: `{"token"}`
 on success, `{"error": ...}` otherwise (the 0.64 SDK reads the message from `error`).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse
@@ -17,10 +16,10 @@ from fastapi.responses import JSONResponse
 from streamscribe.errors import ProtocolError
 from streamscribe.events import SessionConfig
 from streamscribe.protocols import assemblyai_v2
-from streamscribe.protocols.common import Close
-from streamscribe.server.auth import authenticate_stream, require_key
-from streamscribe.server.routes_tokens import SESSION
-from streamscribe.server.session_loop import check_admission, run_session
+from streamscribe.server.admission import check_admission
+from streamscribe.server.auth import authenticate_stream, mint_token, require_key
+from streamscribe.server.stream.loop import run_session
+from streamscribe.server.stream.wire import refuse
 
 router = APIRouter()
 
@@ -41,12 +40,7 @@ async def v2_realtime_ws(ws: WebSocket) -> None:
         options = assemblyai_v2.parse_options(query)
         await check_admission(state, principal)
     except ProtocolError as exc:
-        for out in assemblyai_v2.V2Protocol(SessionConfig()).error(exc):
-            if isinstance(out, Close):
-                state.metrics.errors.labels(str(out.code)).inc()
-                await ws.close(out.code, out.reason)
-            else:
-                await ws.send_text(out.text)
+        await refuse(ws, state.metrics, assemblyai_v2.V2Protocol(SessionConfig()).error(exc))
         return
     dialect = assemblyai_v2.V2Protocol(config, options)
     await run_session(ws, dialect, config, state, "assemblyai-v2", principal)
@@ -74,11 +68,8 @@ async def v2_realtime_token(request: Request) -> JSONResponse:
     if isinstance(expires, bool) or not isinstance(expires, int) or not low <= expires <= high:
         got = "missing" if expires is None else f"got {repr(expires)[:40]}"
         return _error(400, f"Invalid expires_in ({got}): {rule}")
-    if principal.key is None:  # open mode: any token opens a session, none is stored
-        return JSONResponse({"token": "tk_open_" + secrets.token_urlsafe(24)})
-    state = request.app.state.streamscribe
     try:
-        token = await state.store.create_token(principal.key.id, expires, SESSION[1])
+        token = await mint_token(request.app.state.streamscribe, principal, expires)
     except ValueError:
         return _error(401, "Invalid or revoked API key")
     return JSONResponse({"token": token})

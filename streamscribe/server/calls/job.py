@@ -1,8 +1,8 @@
 """Call-transcription jobs: the ACS-style state machine binding a call's audio to a push socket.
 
 Why this exists: a job is created over REST (mirroring ACS `TranscriptionOptions`), the call's
-audio arrives later on the media socket with the same call connection id (`calls_media`), and
-transcripts leave on a socket we open to the customer's `transportUrl` (`calls_push`). This
+audio arrives later on the media socket with the same call connection id (`media.py`), and
+transcripts leave on a socket we open to the customer's `transportUrl` (`push.py`). This
 module holds what ties them together: the job's state, its actions (start, stop, update locale),
 which model serves its language, where each result goes (the store always; the push socket while
 transcription runs) and which callback tells the customer what happened.
@@ -43,17 +43,17 @@ from streamscribe.protocols.acs_transcription import (
     result_information,
 )
 from streamscribe.server.auth import Principal
-from streamscribe.server.calls_media import CallMedia
-from streamscribe.server.calls_push import CallbackPoster, PushFailure, TranscriptPusher
+from streamscribe.server.calls.media import CallMedia
+from streamscribe.server.calls.push import CallbackPoster, PushFailure, TranscriptPusher
 from streamscribe.server.model_choice import choose_model
 from streamscribe.server.state import ServerState
-from streamscribe.store import TurnRecord
+from streamscribe.server.stream.host import StreamHost
 
 log = logging.getLogger(__name__)
 
 ENDED_JOB_TTL_S = 3600.0
 # resultInformation.subCode of our failures (ACS leaves them service-specific); the push
-# socket's own (8501 unreachable, 8502 lost, 8503 refused) are in calls_push
+# socket's own (8501 unreachable, 8502 lost, 8503 refused) are in push.py
 SUB_MEDIA_INVALID = 8510
 SUB_ENGINE_FAILED = 8520
 
@@ -106,6 +106,18 @@ class CallJob:
     @property
     def key_id(self) -> str | None:
         return self.principal.key_id
+
+    # ------------------------------------------------------------------ what the media side needs
+    @property
+    def ended(self) -> bool:
+        return self.status == "ended"
+
+    def stored_params(self) -> dict[str, Any]:
+        """What the call's stored session records about the job."""
+        return {"call": self.request.public(), "subscriptionId": self.subscription_id}
+
+    def speech_started(self, participant: str, at_ms: int) -> None:
+        self.renderer.speech_started(participant, at_ms)
 
     # ------------------------------------------------------------------ actions
     async def start(self, action: ActionRequest | None = None) -> None:
@@ -201,9 +213,7 @@ class CallJob:
     async def deliver(self, update: TurnUpdate, participant: str, session_id: str) -> None:
         """One result: stored when final (always), pushed while transcription runs."""
         if update.end_of_turn:
-            await _store(
-                self.service.state.store.add_turn(session_id, TurnRecord.from_update(update))
-            )
+            await StreamHost(self.service.state).store_turn(session_id, update)
         rendered = self.renderer.render(update, participant)
         if rendered is None:
             return
@@ -388,10 +398,3 @@ class CallService:
         for call_id, job in list(self.jobs.items()):
             if job.ended_at is not None and job.ended_at < cutoff:
                 del self.jobs[call_id]
-
-
-async def _store(call) -> None:
-    try:
-        await call
-    except Exception:
-        log.exception("store write failed")

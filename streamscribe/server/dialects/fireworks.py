@@ -2,19 +2,20 @@
 
 Authenticates (the raw key in the Authorization header, or `?Authorization=` for browsers),
 parses and admits, refusing before the upgrade with an HTTP status and a JSON error body as
-Fireworks clients expect; then hands over to the shared session loop. The wire lives in
+Fireworks clients expect; then hands over to the shared live-stream loop. The wire lives in
 `protocols.fireworks`.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
-from fastapi.responses import JSONResponse
 
 from streamscribe.errors import ProtocolError
 from streamscribe.protocols import fireworks
+from streamscribe.server.admission import check_admission
 from streamscribe.server.auth import authenticate_stream
-from streamscribe.server.session_loop import check_admission, run_session
+from streamscribe.server.stream.loop import run_session
+from streamscribe.server.stream.wire import deny
 
 router = APIRouter()
 
@@ -33,9 +34,7 @@ async def fireworks_streaming(ws: WebSocket) -> None:
         options = fireworks.parse_options(pairs)
         await check_admission(state, principal)
     except ProtocolError as exc:
-        status, body = fireworks.http_error(exc)
-        state.metrics.errors.labels(str(status)).inc()
-        await ws.send_denial_response(JSONResponse(body, status))
+        await deny(ws, state.metrics, *fireworks.http_error(exc))
         return
     await ws.accept()
     dialect = fireworks.FireworksProtocol(config, options)

@@ -32,13 +32,13 @@ from streamscribe.audio.files import decode_file
 from streamscribe.audio.wav import WavWriter
 from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
 from streamscribe.errors import AudioDecodeError, ProtocolError
-from streamscribe.events import EndReason, SessionConfig
+from streamscribe.events import SessionConfig
 from streamscribe.protocols.common import WHISPER_LANGUAGES
+from streamscribe.server.admission import session_scheduler
 from streamscribe.server.auth import Principal, require_key
-from streamscribe.server.routes_sessions import turn_json
-from streamscribe.server.session_loop import session_scheduler
+from streamscribe.server.rest.sessions import turn_json
 from streamscribe.server.state import ServerState
-from streamscribe.store import TurnRecord
+from streamscribe.server.transcripts import BatchTranscript
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
@@ -259,8 +259,7 @@ async def _transcribe(
     language: str | None,
     keyterms: tuple[str, ...],
 ) -> None:
-    store = state.store
-    started = False
+    record = BatchTranscript(state, principal, job.id, PROTOCOL, params)
     try:
         job.status = "decoding"
         try:
@@ -281,11 +280,9 @@ async def _transcribe(
             folder.mkdir(parents=True, exist_ok=True)
             recording = folder / f"{job.id}.wav"
             await asyncio.to_thread(_write_recording, recording, audio)
-        params = {**params, "audio_seconds": round(job.audio_seconds, 3)}
-        await store.start_session(
-            job.id, principal.key_id, PROTOCOL, params, str(recording) if recording else None
-        )
-        started = True
+        record.params = {**params, "audio_seconds": round(job.audio_seconds, 3)}
+        record.recording = str(recording) if recording else None
+        await record.open()
         job.status = "transcribing"
 
         def progress(done: float, total: float) -> None:
@@ -300,11 +297,7 @@ async def _transcribe(
             on_progress=progress,
             prompt=prompt,
         )
-        records = [TurnRecord.from_update(t) for t in turns]
-        for record in records:
-            await store.add_turn(job.id, record)
-        await store.end_session(job.id, str(EndReason.TERMINATED), job.audio_seconds)
-        await store.add_usage(principal.key_id, job.audio_seconds)
+        records = await record.close(turns, job.audio_seconds)
         job.turns = [turn_json(r) for r in records]
         job.status = "done"
         log.info("upload %s: %.1f s audio, %d turns", job.id, job.audio_seconds, len(records))
@@ -314,9 +307,9 @@ async def _transcribe(
         log.exception("upload %s failed", job.id)
         job.error, job.status = "transcription failed on the server: see its log", "error"
     finally:
-        if started and job.status != "done":
+        if job.status != "done":
             try:
-                await store.end_session(job.id, str(EndReason.ERROR), job.audio_seconds)
+                await record.abandon(job.audio_seconds)
             except Exception:
                 log.exception("store write failed")
         path.unlink(missing_ok=True)

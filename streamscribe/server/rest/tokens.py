@@ -8,16 +8,14 @@ opens at `max_session_duration_seconds` (60-10800, default 10800). Redeeming liv
 
 from __future__ import annotations
 
-import secrets
-
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from streamscribe.server.auth import Principal, require_key
+from streamscribe.server.auth import TOKEN_MAX_SESSION_S, Principal, mint_token, require_key
 
 router = APIRouter()
 
 EXPIRES = (1, 600)
-SESSION = (60, 10800)
+SESSION = (60, TOKEN_MAX_SESSION_S)
 
 
 def _bounded(value: str | None, name: str, bounds: tuple[int, int], default: int | None) -> int:
@@ -51,9 +49,5 @@ async def v3_token(
     session_s = _bounded(
         max_session_duration_seconds, "max_session_duration_seconds", SESSION, SESSION[1]
     )
-    state = request.app.state.streamscribe
-    if principal.key is None:  # open mode: any token opens a session, none is stored
-        token = "tk_open_" + secrets.token_urlsafe(24)
-    else:
-        token = await state.store.create_token(principal.key.id, expires, session_s)
+    token = await mint_token(request.app.state.streamscribe, principal, expires, session_s)
     return {"token": token, "expires_in_seconds": expires}

@@ -1,0 +1,30 @@
+"""One thin route module per vendor wire protocol: authenticate, parse, admit, hand over.
+
+Each live route picks its dialect (a sans-I/O object from `protocols/`) and hands the socket to
+the one live-stream loop (`server/stream/`); batch routes of the same vendors (OpenAI uploads,
+Deepgram pre-recorded) decode and transcribe through the shared scheduler. No protocol logic
+lives here, and no dialect imports another.
+"""
+
+from streamscribe.server.dialects import (
+    assemblyai_v2,
+    assemblyai_v3,
+    deepgram,
+    deepgram_prerecorded,
+    fireworks,
+    openai_batch,
+    openai_realtime,
+)
+
+routers = [
+    module.router
+    for module in (
+        assemblyai_v3,
+        assemblyai_v2,
+        deepgram,
+        deepgram_prerecorded,
+        fireworks,
+        openai_batch,
+        openai_realtime,
+    )
+]

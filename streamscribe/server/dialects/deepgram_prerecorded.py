@@ -1,0 +1,191 @@
+"""Deepgram pre-recorded transcription: `POST /v1/listen` with the audio file as the body.
+
+The route reads the options and checks admission and the model before reading a large body,
+decodes the body (any file PyAV reads, or raw audio with `encoding=`) in a thread, transcribes
+each channel through the shared scheduler, labels speakers when asked, keeps the transcript as a
+stored session whose id is the response's `request_id`, and answers in Deepgram's response
+shape (`protocols.deepgram_prerecorded`). The live socket on the same path is `deepgram.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import tempfile
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from streamscribe.audio.codecs import decode_raw_body
+from streamscribe.audio.files import decode_file, decode_file_channels
+from streamscribe.audio.resample import TARGET_RATE
+from streamscribe.engine.enrichment import label_speakers
+from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
+from streamscribe.errors import AudioDecodeError, ProtocolError
+from streamscribe.protocols.common import loads_json
+from streamscribe.protocols.deepgram_options import (
+    DeepgramOptions,
+    error_body,
+    http_error,
+    session_config,
+)
+from streamscribe.protocols.deepgram_prerecorded import parse_prerecorded, response
+from streamscribe.server.admission import check_admission, session_scheduler, session_speakers
+from streamscribe.server.auth import require_key
+from streamscribe.server.state import ServerState
+from streamscribe.server.transcripts import store_transcript, turn_json
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+PROTOCOL = "deepgram-prerecorded"
+MAX_UPLOAD_BYTES = 2 * 1024**3  # the cloud's limit for a pre-recorded file
+MAX_JSON_BYTES = 64 * 1024
+
+
+def refusal(status: int, reason: str, request_id: str) -> JSONResponse:
+    """Deepgram's error body with its status (the grant route refuses the same way)."""
+    return JSONResponse(error_body(status, reason, request_id), status_code=status)
+
+
+@router.post("/v1/listen")
+async def listen_prerecorded(request: Request) -> JSONResponse:
+    request_id = str(uuid.uuid4())
+    state: ServerState = request.app.state.streamscribe
+    try:
+        principal = await require_key(request)
+    except HTTPException as exc:
+        return refusal(exc.status_code, str(exc.detail), request_id)
+    try:
+        options = parse_prerecorded(request.query_params.multi_items())
+        await check_admission(state, principal)
+        config = session_config(options)
+        scheduler = await session_scheduler(state, config)  # before reading a large body
+    except ProtocolError as exc:
+        status, body = http_error(exc.kind, exc.reason, request_id)
+        return JSONResponse(body, status_code=status)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return await _url_body(request, request_id)
+    folder = (state.settings.data_dir / "tmp").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".upload") as tmp:
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                return refusal(
+                    413, f"The file is larger than {MAX_UPLOAD_BYTES >> 30} GiB", request_id
+                )
+            digest.update(chunk)
+            tmp.write(chunk)
+        tmp.flush()
+        if size == 0:
+            return refusal(
+                400,
+                "Empty request body: send the audio file's bytes as the body "
+                "(Content-Type: audio/wav or application/octet-stream)",
+                request_id,
+            )
+        try:
+            channels = await asyncio.to_thread(_decode, Path(tmp.name), options)
+        except AudioDecodeError as exc:
+            reason = str(exc).replace(tmp.name, "the uploaded audio")
+            return refusal(400, f"Bad Request: failed to process audio: {reason}", request_id)
+    created = datetime.now(UTC)
+    prompt = (", ".join(options.keyterms) + ".") if options.keyterms else ""
+    try:
+        turns = await asyncio.gather(
+            *(
+                transcribe_audio_async(
+                    samples,
+                    scheduler_batch(scheduler, f"{request_id}:{i}"),
+                    state.settings.final_beam_size,
+                    options.language,
+                    prompt=prompt,
+                    channel=i,
+                )
+                for i, samples in enumerate(channels)
+            )
+        )
+    except Exception:
+        log.exception("pre-recorded transcription %s failed", request_id)
+        return refusal(500, "The speech model failed on this file; try again", request_id)
+    if options.diarize:
+        try:
+            trackers = await session_speakers(
+                state, replace(config, audio=replace(config.audio, channels=len(channels)))
+            )
+        except ProtocolError as exc:
+            status, body = http_error(exc.kind, exc.reason, request_id)
+            return JSONResponse(body, status_code=status)
+        turns = list(
+            await asyncio.gather(
+                *(
+                    label_speakers(list(t), samples, tracker)
+                    for t, samples, tracker in zip(turns, channels, trackers or [], strict=True)
+                )
+            )
+        )
+    duration_ms = max((len(c) for c in channels), default=0) * 1000 // TARGET_RATE
+    params = {"audio": {"channels": len(channels)}, "turn": turn_json(config.turn)}
+    all_turns = [turn for channel in turns for turn in channel]
+    await store_transcript(
+        state, principal, request_id, PROTOCOL, params, all_turns, duration_ms / 1000
+    )
+    body = response(
+        turns,
+        options,
+        request_id=request_id,
+        sha256=digest.hexdigest(),
+        created=created,
+        duration_ms=duration_ms,
+    )
+    return JSONResponse(body)
+
+
+async def _url_body(request: Request, request_id: str) -> JSONResponse:
+    """A JSON body names a URL to fetch: this server never fetches media from the network."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_JSON_BYTES:
+            break
+    try:
+        body = loads_json(raw[:MAX_JSON_BYTES].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        body = None
+    if isinstance(body, dict) and "url" in body:
+        return refusal(
+            400,
+            "Transcribing from a URL is not supported: this server does not fetch media from "
+            "the network; send the file's bytes as the request body instead (transcribe_file)",
+            request_id,
+        )
+    return refusal(
+        400,
+        'A JSON body must be {"url": "..."}; to transcribe a file send its bytes as the body',
+        request_id,
+    )
+
+
+def _decode(path: Path, options: DeepgramOptions) -> list[np.ndarray]:
+    """The body as float32 16 kHz arrays: one per channel with multichannel, else one mix."""
+    if options.encoding is None:
+        if options.multichannel:
+            return list(decode_file_channels(path))
+        return [decode_file(path)]
+    return decode_raw_body(
+        path.read_bytes(),
+        options.encoding,
+        options.channels,
+        options.sample_rate or TARGET_RATE,
+        options.multichannel,
+    )

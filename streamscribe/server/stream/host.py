@@ -1,0 +1,166 @@
+"""What every live stream gets from the server, written once for the session loop and for calls.
+
+A live stream is one client socket's session (`stream/loop.py`) or one participant of a call
+(`calls/media.py`). Either way it is opened in the books (a stored session, the metrics), may be
+recorded, is registered while it runs (so health, draining, metrics and per-key stream limits
+see it), decodes through a runner whose round trips feed the latency metrics, stops reading its
+input while its decodes lag (back-pressure, instead of buffering without bound), writes each
+final turn to the store the moment it is final, and is closed in the books (audio metered, end
+reason counted). Whether a stream may start at all, and on which model, is `server/admission.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from streamscribe.engine.enrichment import TurnEnricher
+from streamscribe.engine.runner import SessionRunner
+from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.engine.session import TurnSettings
+from streamscribe.events import Event, SessionConfig, TurnUpdate
+from streamscribe.server.auth import Principal
+from streamscribe.server.state import LiveSession, ServerState
+from streamscribe.store import TurnRecord
+
+log = logging.getLogger(__name__)
+
+BACKPRESSURE_POLL_S = 0.02
+
+
+class StreamHost:
+    """The server's services for live streams (one per app; cheap to make)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    # ------------------------------------------------------------------ the engine side
+    def turn_settings(self, config: SessionConfig) -> TurnSettings:
+        s = self.state.settings
+        base = TurnSettings(
+            partial_interval_ms=s.partial_interval_ms,
+            final_beam_size=s.final_beam_size,
+            vad_threshold=s.vad_threshold,
+        )
+        return base.updated(dict(config.turn))
+
+    def runner(
+        self,
+        scheduler: DecodeScheduler,
+        config: SessionConfig,
+        key: str,
+        *,
+        channels: int = 1,
+        speakers: list | None = None,
+        deliver: Callable[[Event], None] | None = None,
+    ) -> SessionRunner:
+        """A runner for one stream: its turn settings, its enrichment (translation, speakers),
+        its decode round trips reported to the latency metrics."""
+        settings = self.turn_settings(config)
+        enricher = None
+        if settings.translate or speakers:
+            enricher = TurnEnricher(
+                scheduler,
+                key,
+                channels,
+                translate=settings.translate,
+                speakers=speakers,
+                beam_size=settings.final_beam_size,
+            )
+        runner = SessionRunner(
+            scheduler,
+            settings,
+            channels=channels,
+            key=key,
+            enricher=enricher,
+            deliver=deliver,
+        )
+        latency = self.state.metrics.latency
+        runner.on_decode = lambda kind, s: latency.labels(kind).observe(s)
+        return runner
+
+    # ------------------------------------------------------------------ registry
+    def register(self, live_id: str, protocol: str, runner: SessionRunner, key_id: str | None):
+        self.state.sessions[live_id] = LiveSession(live_id, protocol, runner, key_id)
+
+    def ending(self, live_id: str) -> None:
+        """Its Termination is on the way: per-key limits no longer count it."""
+        live = self.state.sessions.get(live_id)
+        if live is not None:
+            live.ending = True
+
+    def unregister(self, live_id: str) -> None:
+        self.state.sessions.pop(live_id, None)
+
+    # ------------------------------------------------------------------ recording
+    def recording_path(self, principal: Principal, session_id: str, asked: bool = True):
+        """Where this session's recording goes, or None when the server, the key or the client
+        does not want one."""
+        wanted = self.state.settings.record_audio and asked
+        if principal.key is not None:
+            wanted = wanted and principal.key.record_audio
+        if not wanted:
+            return None
+        folder = (self.state.settings.data_dir / "recordings").resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{session_id}.wav"
+
+    # ------------------------------------------------------------------ back-pressure
+    async def hold_back(self, lag_ms: Callable[[], int], failed: Callable[[], bool]) -> None:
+        """Wait while a stream's decodes lag more than `max_lag_ms` (the socket is not read
+        meanwhile, so a sender faster than real time is slowed, not buffered)."""
+        limit = self.state.settings.max_lag_ms
+        while (lag := lag_ms()) > limit and not failed():
+            await asyncio.sleep(BACKPRESSURE_POLL_S)
+        self.state.max_lag_seen_ms = max(self.state.max_lag_seen_ms, lag)
+
+    # ------------------------------------------------------------------ the books
+    async def begin(
+        self,
+        session_id: str,
+        principal: Principal,
+        protocol: str,
+        params: dict[str, Any],
+        recording: Path | None,
+    ) -> None:
+        """A stream starts: its stored session, and the session metrics."""
+        self.state.sessions_total += 1
+        metrics = self.state.metrics
+        metrics.sessions_total.labels(protocol).inc()
+        metrics.sessions_active.labels(protocol).inc()
+        await _logged(
+            self.state.store.start_session(
+                session_id,
+                principal.key_id,
+                protocol,
+                params,
+                str(recording) if recording else None,
+            )
+        )
+
+    async def end(self, session_id: str, principal: Principal, reason: str, audio_s: float) -> None:
+        """A stream's books close: its stored session ends and its audio is metered."""
+        await _logged(self.state.store.end_session(session_id, reason, audio_s))
+        await _logged(self.state.store.add_usage(principal.key_id, audio_s))
+
+    def ended(self, protocol: str, reason: str, audio_s: float) -> None:
+        """A stream is gone: the session metrics."""
+        metrics = self.state.metrics
+        metrics.sessions_active.labels(protocol).dec()
+        metrics.session_ends.labels(reason).inc()
+        metrics.audio_seconds.labels(protocol).inc(audio_s)
+
+    async def store_turn(self, session_id: str, update: TurnUpdate) -> None:
+        """A final turn, written the moment it is final (a formatted re-send replaces it)."""
+        await _logged(self.state.store.add_turn(session_id, TurnRecord.from_update(update)))
+
+
+async def _logged(call: Coroutine) -> None:
+    """Storage trouble is logged, never allowed to end a live stream."""
+    try:
+        await call
+    except Exception:
+        log.exception("store write failed")
