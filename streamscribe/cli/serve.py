@@ -80,7 +80,7 @@ def settings_parameters() -> list[inspect.Parameter]:
                 name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=None,  # not given: the environment or the field's default decides
-                annotation=Annotated[field.annotation | None, option],  # type: ignore[name-defined]
+                annotation=Annotated[field.annotation | None, option],  # type: ignore[valid-type]
             )
         )
     return parameters
