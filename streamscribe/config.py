@@ -2,64 +2,169 @@
 
 CLI flags override fields by constructing `Settings(**overrides)`. No other module reads the
 environment; everything receives a `Settings` (or the values it needs) from its caller.
+
+`Settings` is also the one source of `streamscribe serve`'s flags: every field becomes a flag
+named after it (`data_dir` -> `--data-dir`) whose help is the field's description and whose
+shown default is the field's default (`streamscribe.cli.settings_flags` builds them). A field
+can say otherwise in `json_schema_extra`: `{"flag": "--other-name"}` spells the flag
+differently, `ENV_ONLY` keeps it an environment variable without a flag. So a new setting is a
+new field with a description, and nothing else.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# `json_schema_extra` of a field that is an environment variable only (no `serve` flag)
+ENV_ONLY: dict[str, Any] = {"cli": False}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMSCRIBE_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: Path = Path("data")
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, description="TCP port to listen on.")
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Directory for the database, recordings and assembled models.",
+    )
 
     # model
-    model: str = "tiny.en"
-    backend: str = "ct2"  # ct2: CTranslate2 (CPU, CUDA 12); torch: PyTorch (CPU, any CUDA)
-    device: str = "cpu"
-    compute_type: str = "int8"
-    cpu_threads: int = 0  # 0: all cores
-    decode_workers: int = 1  # parallel model calls (ctranslate2 inter_threads)
-    # a session that needs another language than English (or detection, or translation) while
-    # the default model is English-only gets this one, loaded on first use
-    multilingual_model: str = "base"
-    models: list[str] = []  # further models a session may name (speech_model / model)
-    language_switch_confidence: float = 0.7  # a turn changes the session's language only above
-    # where decodes run: local (this process's model) or ray (a shared Ray Serve decode pool
-    # started with `streamscribe pool up`, reached at ray_address, application ray_app_name)
-    decoder: str = "local"
-    ray_address: str | None = None  # None: RAY_ADDRESS or the local cluster ("auto")
-    ray_app_name: str = "streamscribe"
+    model: str = Field(
+        default="tiny.en", description="Model name (tiny.en, base, small) or a model directory."
+    )
+    backend: str = Field(
+        default="ct2",
+        description="Model engine: ct2 (CTranslate2; CPU or CUDA 12) or torch (PyTorch: CUDA "
+        "graphs on any CUDA version PyTorch supports; needs the gpu extra).",
+    )
+    device: str = Field(default="cpu", description="Where the model runs: cpu or cuda.")
+    compute_type: str = Field(
+        default="int8", description="CTranslate2 compute type, e.g. int8, int8_float16, float16."
+    )
+    cpu_threads: int = Field(
+        default=0, description="Threads the model may use on the CPU (0: all cores)."
+    )
+    decode_workers: int = Field(
+        default=1,
+        description="Model calls that may run in parallel (CTranslate2 inter_threads).",
+        json_schema_extra=ENV_ONLY,
+    )
+    multilingual_model: str = Field(
+        default="base",
+        description="Model for a session that needs another language than English (or "
+        "detection, or translation) while the default model is English-only; loaded on first "
+        "use. Empty: such sessions are refused.",
+        json_schema_extra=ENV_ONLY,
+    )
+    models: list[str] = Field(
+        default=[],
+        description="Further models a session may name (speech_model / model), "
+        'as a JSON list: ["small"].',
+        json_schema_extra=ENV_ONLY,
+    )
+    decoder: str = Field(
+        default="local",
+        description="Where decodes run: local (the model in this process) or ray (a shared "
+        "decode pool started with `streamscribe pool up`; needs the pool extra).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Address of the Ray cluster (head node host:port, e.g. 10.0.0.5:6379); "
+        "default: RAY_ADDRESS or the cluster on this machine.",
+    )
+    ray_app_name: str = Field(
+        default="streamscribe", description="Name of the decode pool's Ray Serve application."
+    )
 
     # scheduler / streaming policy
-    max_batch_size: int = 8
-    partial_interval_ms: int = 500
-    max_lag_ms: int = 3000  # beyond this a session degrades (fewer partials, shorter windows)
-    max_sessions: int = 32
-    max_queue_delay_ms: int = 2000  # decode queue delay above which new sessions are refused
-    final_beam_size: int = 5
-    vad_threshold: float = 0.5
+    max_batch_size: int = Field(
+        default=8, description="Most decode requests batched into one model call."
+    )
+    partial_interval_ms: int = Field(
+        default=500,
+        description="Shortest interval (ms) between partial decodes of a growing turn "
+        "(longer when decodes take longer).",
+        json_schema_extra=ENV_ONLY,
+    )
+    # back-pressure, not an error: while a session's decode lag exceeds this, the session loop
+    # stops reading that client's socket until decoding catches up (server/session_loop.py)
+    max_lag_ms: int = Field(
+        default=3000,
+        description="Decode lag (ms) above which the server stops reading a session's audio "
+        "until decoding catches up, so a client sending faster than real time waits.",
+        json_schema_extra=ENV_ONLY,
+    )
+    max_sessions: int = Field(
+        default=32, description="Concurrent sessions accepted; more are refused as busy."
+    )
+    max_queue_delay_ms: int = Field(
+        default=2000,
+        description="Decode queue delay (ms) above which new sessions are refused as busy.",
+        json_schema_extra=ENV_ONLY,
+    )
+    final_beam_size: int = Field(
+        default=5, description="Beam size of each turn's final decode.", json_schema_extra=ENV_ONLY
+    )
+    vad_threshold: float = Field(
+        default=0.5,
+        description="Speech probability above which voice activity detection hears speech.",
+        json_schema_extra=ENV_ONLY,
+    )
 
     # session limits
-    max_session_seconds: int = 10800
-    idle_timeout_seconds: float = 120.0  # no audio nor message for this long ends a session
+    max_session_seconds: int = Field(
+        default=10800,
+        description="Longest session, in seconds (a key or the client may ask for less).",
+        json_schema_extra=ENV_ONLY,
+    )
+    idle_timeout_seconds: float = Field(
+        default=120.0,
+        description="A session that sends no audio nor message for this long is ended.",
+        json_schema_extra=ENV_ONLY,
+    )
 
     # platform: storage, access, retention, shutdown
-    database_url: str | None = None  # default: SQLite file <data_dir>/streamscribe.db
-    admin_key: str | None = None  # protects /v1/admin/*; unset: the admin API is off
-    insecure_no_auth: bool = False  # serve without keys on a non-loopback address
-    record_audio: bool = True  # write each session's audio to <data_dir>/recordings
-    retention_days: float | None = None  # delete sessions and recordings older than this
-    shutdown_grace_seconds: float = 30.0
-    max_frame_bytes: int = 1 << 20  # larger WebSocket messages are refused (close 1009)
+    database_url: str | None = Field(
+        default=None,
+        description="Database URL, e.g. postgresql+asyncpg://user:pw@host/db "
+        "(default: SQLite in the data directory).",
+    )
+    admin_key: str | None = Field(
+        default=None,
+        description="Secret that protects the admin API /v1/admin; unset: the admin API is off. "
+        "Prefer STREAMSCRIBE_ADMIN_KEY: flags show in process listings.",
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Serve without API keys even on a non-loopback address (anyone who can "
+        "reach it may transcribe).",
+    )
+    record_audio: bool = Field(
+        default=True,
+        description="Write each session's audio to <data_dir>/recordings.",
+        json_schema_extra=ENV_ONLY,
+    )
+    retention_days: float | None = Field(
+        default=None,
+        description="Delete sessions, transcripts and recordings older than this.",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        description="On SIGTERM/SIGINT, how long open sessions get to send their last turn.",
+        json_schema_extra=ENV_ONLY,
+    )
+    max_frame_bytes: int = Field(
+        default=1 << 20,
+        description="Largest WebSocket message accepted; larger ones close with 1009.",
+        json_schema_extra=ENV_ONLY,
+    )
 
-    log_level: str = Field(default="info")
+    log_level: str = Field(default="info", description="Log level: debug, info, warning or error.")
 
     @property
     def model_cache_dir(self) -> Path:

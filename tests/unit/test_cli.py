@@ -47,6 +47,17 @@ COMMAND_OPTIONS = {
         "--compute-type",
         "--data-dir",
         "--log-level",
+        "--backend",
+        "--cpu-threads",
+        "--max-sessions",
+        "--max-batch-size",
+        "--database-url",
+        "--admin-key",
+        "--retention-days",
+        "--insecure-no-auth",
+        "--decoder",
+        "--ray-address",
+        "--ray-app-name",
     ],
     "mic": [
         "--url",
@@ -129,6 +140,97 @@ def test_serve_overrides_only_the_flags_given(
 def test_serve_rejects_a_bad_port(fake_server: list[Any]) -> None:
     result = invoke("serve", "--port", "eighty")
     assert result.exit_code == 2 and not fake_server
+
+
+def test_serve_flag_beats_environment_beats_default(
+    fake_server: list[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert invoke("serve", "--data-dir", str(tmp_path)).exit_code == 0
+    monkeypatch.setenv("STREAMSCRIBE_PORT", "8123")
+    assert invoke("serve", "--data-dir", str(tmp_path)).exit_code == 0
+    assert invoke("serve", "--data-dir", str(tmp_path), "--port", "9001").exit_code == 0
+    assert [settings.port for settings in fake_server] == [8000, 8123, 9001]
+
+
+def test_serve_rejects_a_bad_environment_value(
+    fake_server: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMSCRIBE_PORT", "eighty")
+    result = invoke("serve")
+    assert result.exit_code == 2 and not fake_server
+    assert "invalid setting" in result.plain and "port" in result.plain
+
+
+def test_every_setting_has_a_description() -> None:
+    from streamscribe.config import Settings
+
+    assert [name for name, f in Settings.model_fields.items() if not f.description] == []
+
+
+def test_serve_flags_are_the_settings_fields_not_marked_env_only() -> None:
+    from streamscribe.cli.serve import flag_name
+    from streamscribe.config import Settings
+
+    shown = invoke("serve", "--help").plain
+    for name, field in Settings.model_fields.items():
+        flag = flag_name(name, field)
+        if flag is None:
+            assert "--" + name.replace("_", "-") not in shown, f"{name} is environment-only"
+        else:
+            assert flag in shown and f"$STREAMSCRIBE_{name.upper()}" in shown
+
+
+def test_a_new_setting_is_a_serve_flag_with_nothing_else_to_change(
+    fake_server: list[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pydantic import Field
+
+    from streamscribe import config
+
+    class Extended(config.Settings):
+        ssl_certfile: Path | None = Field(default=None, description="PEM certificate chain.")
+        tls: str | None = Field(
+            default=None, description="self-signed: make a certificate.", json_schema_extra={}
+        )
+        renamed_thing: int = Field(
+            default=3, description="Spelled otherwise.", json_schema_extra={"flag": "--other"}
+        )
+        hidden_thing: int = Field(
+            default=4, description="No flag.", json_schema_extra=config.ENV_ONLY
+        )
+
+    monkeypatch.setattr(config, "Settings", Extended)
+    shown = invoke("serve", "--help").plain
+    assert "--ssl-certfile" in shown and "PEM certificate chain." in shown and "--tls" in shown
+    assert "--other" in shown and "--renamed-thing" not in shown and "--hidden-thing" not in shown
+    monkeypatch.setenv("STREAMSCRIBE_TLS", "self-signed")
+    args = ["--data-dir", str(tmp_path), "--ssl-certfile", "c.pem", "--other", "5"]
+    assert invoke("serve", *args).exit_code == 0
+    (settings,) = fake_server
+    assert (settings.ssl_certfile, settings.tls, settings.renamed_thing) == (
+        Path("c.pem"),
+        "self-signed",
+        5,
+    )
+
+
+def test_the_command_line_starts_without_settings_or_the_model_stack() -> None:
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from streamscribe.cli import app\n"
+        "for args in (['--help'], ['keys', '--help'], ['mic', '--help']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        "heavy = {'pydantic_settings', 'streamscribe.config', 'streamscribe.engine',\n"
+        "         'ctranslate2', 'faster_whisper', 'torch', 'sqlalchemy'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 # ------------------------------------------------------------------ transcribe
