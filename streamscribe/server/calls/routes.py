@@ -88,43 +88,41 @@ async def get_call(call_id: str, request: Request, principal=Depends(require_key
     return _job(request, call_id, principal).describe()
 
 
+async def _act(request: Request, call_id: str, principal: Principal, name: str) -> dict:
+    """One ACS action on the caller's job; a refused action is an HTTP error naming the fix."""
+    job = _job(request, call_id, principal)
+    action = _action(await _body(request), name)
+    try:
+        if name == "start":
+            await job.start(action)
+        elif name == "stop":
+            job.stop(action)  # begins the stop; the flush and the callback follow
+        else:
+            await job.update(action)
+    except CallError as exc:
+        raise _http(exc) from None
+    return job.describe()
+
+
 @router.post("/v1/calls/{call_id}:startTranscription", status_code=202)
 async def start_transcription(
     call_id: str, request: Request, principal: Principal = Depends(require_key)
 ) -> dict:
-    job = _job(request, call_id, principal)
-    action = _action(await _body(request), "start")
-    try:
-        await job.start(action)
-    except CallError as exc:
-        raise _http(exc) from None
-    return job.describe()
+    return await _act(request, call_id, principal, "start")
 
 
 @router.post("/v1/calls/{call_id}:stopTranscription", status_code=202)
 async def stop_transcription(
     call_id: str, request: Request, principal: Principal = Depends(require_key)
 ) -> dict:
-    job = _job(request, call_id, principal)
-    action = _action(await _body(request), "stop")
-    try:
-        job.stop(action)
-    except CallError as exc:
-        raise _http(exc) from None
-    return job.describe()
+    return await _act(request, call_id, principal, "stop")
 
 
 @router.post("/v1/calls/{call_id}:updateTranscription", status_code=202)
 async def update_transcription(
     call_id: str, request: Request, principal: Principal = Depends(require_key)
 ) -> dict:
-    job = _job(request, call_id, principal)
-    action = _action(await _body(request), "update")
-    try:
-        await job.update(action)
-    except CallError as exc:
-        raise _http(exc) from None
-    return job.describe()
+    return await _act(request, call_id, principal, "update")
 
 
 @router.websocket("/v1/calls/{call_id}/media")

@@ -1,27 +1,25 @@
-"""Deepgram live route `/v1/listen` (WebSocket) and its temporary tokens, `/v1/auth/grant`.
+"""Deepgram live route `/v1/listen` (WebSocket).
 
 The live route authenticates (`Authorization: Token KEY` or `Bearer TOKEN`, or a browser's
 `Sec-WebSocket-Protocol: token, KEY`), reads the options and checks admission and the model
 before the upgrade, refusing with Deepgram's HTTP status and JSON body; then it hands the socket
 to the shared live-stream loop. The wire is `protocols/deepgram*.py`; pre-recorded requests on
-the same path are `deepgram_prerecorded.py`.
+the same path and temporary tokens are `deepgram_http.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, WebSocket
 
 from streamscribe.errors import ProtocolError
 from streamscribe.events import AudioFormat, ErrorKind
 from streamscribe.protocols import deepgram
-from streamscribe.protocols.common import Outgoing, finite_number, loads_json
+from streamscribe.protocols.common import Outgoing, loads_json
 from streamscribe.protocols.deepgram_options import (
     NO_AUDIO_TIMEOUT_S,
     DeepgramOptions,
@@ -30,8 +28,6 @@ from streamscribe.protocols.deepgram_options import (
 )
 from streamscribe.server.admission import check_admission, session_scheduler
 from streamscribe.server.auth import authenticate_stream as authenticate
-from streamscribe.server.auth import mint_token, require_key
-from streamscribe.server.dialects.deepgram_prerecorded import MAX_JSON_BYTES, refusal
 from streamscribe.server.state import ServerState
 from streamscribe.server.stream.loop import run_session
 from streamscribe.server.stream.wire import deny, refuse
@@ -39,7 +35,6 @@ from streamscribe.server.stream.wire import deny, refuse
 router = APIRouter()
 
 MAX_HELD_MESSAGES = 64  # control messages before a WAV stream's first audio frame
-GRANT_TTL_S = (1, 3600)
 
 
 # ---------------------------------------------------------------- live
@@ -181,34 +176,3 @@ class _Replay:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ws, name)
-
-
-# ---------------------------------------------------------------- temporary tokens
-
-
-@router.post("/v1/auth/grant")
-async def auth_grant(request: Request) -> JSONResponse:
-    """A temporary token for `Authorization: Bearer` (Deepgram's `access_token`), single use."""
-    try:
-        principal = await require_key(request)
-    except HTTPException as exc:
-        return refusal(exc.status_code, str(exc.detail), str(uuid.uuid4()))
-    ttl = 30
-    raw = await request.body()
-    if raw.strip():
-        try:
-            body = loads_json(raw[:MAX_JSON_BYTES].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            body = None
-        value = body.get("ttl_seconds") if isinstance(body, dict) else "?"
-        if value is not None:
-            low, high = GRANT_TTL_S
-            if not finite_number(value) or not low <= value <= high:
-                return refusal(
-                    400,
-                    f'Expected {{"ttl_seconds": N}}, N in seconds from {low} to {high}',
-                    str(uuid.uuid4()),
-                )
-            ttl = round(value)
-    token = await mint_token(request.app.state.streamscribe, principal, ttl)
-    return JSONResponse({"access_token": token, "expires_in": float(ttl)})

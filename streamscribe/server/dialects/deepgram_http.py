@@ -1,10 +1,11 @@
-"""Deepgram pre-recorded transcription: `POST /v1/listen` with the audio file as the body.
+"""Deepgram over HTTP: pre-recorded `POST /v1/listen` (the file as the body), `/v1/auth/grant`.
 
 The route reads the options and checks admission and the model before reading a large body,
 decodes the body (any file PyAV reads, or raw audio with `encoding=`) in a thread, transcribes
 each channel through the shared scheduler, labels speakers when asked, keeps the transcript as a
 stored session whose id is the response's `request_id`, and answers in Deepgram's response
-shape (`protocols.deepgram_prerecorded`). The live socket on the same path is `deepgram.py`.
+shape (`protocols.deepgram_prerecorded`). The grant route mints Deepgram's temporary tokens (the
+same single-use tokens as every dialect). The live socket on the same path is `deepgram.py`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from streamscribe.audio.resample import TARGET_RATE
 from streamscribe.engine.enrichment import label_speakers
 from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
 from streamscribe.errors import AudioDecodeError, ProtocolError
-from streamscribe.protocols.common import loads_json
+from streamscribe.protocols.common import finite_number, loads_json
 from streamscribe.protocols.deepgram_options import (
     DeepgramOptions,
     error_body,
@@ -37,7 +38,7 @@ from streamscribe.protocols.deepgram_options import (
 )
 from streamscribe.protocols.deepgram_prerecorded import parse_prerecorded, response
 from streamscribe.server.admission import check_admission, session_scheduler, session_speakers
-from streamscribe.server.auth import require_key
+from streamscribe.server.auth import mint_token, require_key
 from streamscribe.server.state import ServerState
 from streamscribe.server.transcripts import store_transcript, turn_json
 
@@ -47,6 +48,7 @@ router = APIRouter()
 PROTOCOL = "deepgram-prerecorded"
 MAX_UPLOAD_BYTES = 2 * 1024**3  # the cloud's limit for a pre-recorded file
 MAX_JSON_BYTES = 64 * 1024
+GRANT_TTL_S = (1, 3600)
 
 
 def refusal(status: int, reason: str, request_id: str) -> JSONResponse:
@@ -189,3 +191,34 @@ def _decode(path: Path, options: DeepgramOptions) -> list[np.ndarray]:
         options.sample_rate or TARGET_RATE,
         options.multichannel,
     )
+
+
+# ---------------------------------------------------------------- temporary tokens
+
+
+@router.post("/v1/auth/grant")
+async def auth_grant(request: Request) -> JSONResponse:
+    """A temporary token for `Authorization: Bearer` (Deepgram's `access_token`), single use."""
+    try:
+        principal = await require_key(request)
+    except HTTPException as exc:
+        return refusal(exc.status_code, str(exc.detail), str(uuid.uuid4()))
+    ttl = 30
+    raw = await request.body()
+    if raw.strip():
+        try:
+            body = loads_json(raw[:MAX_JSON_BYTES].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            body = None
+        value = body.get("ttl_seconds") if isinstance(body, dict) else "?"
+        if value is not None:
+            low, high = GRANT_TTL_S
+            if not finite_number(value) or not low <= value <= high:
+                return refusal(
+                    400,
+                    f'Expected {{"ttl_seconds": N}}, N in seconds from {low} to {high}',
+                    str(uuid.uuid4()),
+                )
+            ttl = round(value)
+    token = await mint_token(request.app.state.streamscribe, principal, ttl)
+    return JSONResponse({"access_token": token, "expires_in": float(ttl)})
