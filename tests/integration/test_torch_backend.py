@@ -270,7 +270,7 @@ def test_backend_selected_by_settings_and_cli(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from streamscribe.cli import app
-    from streamscribe.engine.backends import load_transcriber
+    from streamscribe.server.decoder_choice import load_transcriber
 
     loaded = load_transcriber(Settings(backend="torch", cpu_threads=1, data_dir=tmp_path))
     assert isinstance(loaded, WhisperTorchTranscriber) and loaded.multilingual is False
