@@ -17,7 +17,7 @@ import importlib.util
 
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import Transcriber
-from streamscribe.engine.models import resolve_model
+from streamscribe.engine.model_files import resolve_model
 from streamscribe.errors import StreamscribeError
 
 BACKENDS = ("ct2", "torch")

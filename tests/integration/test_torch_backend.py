@@ -24,7 +24,7 @@ from speech import speech_or_skip, wer  # noqa: E402
 
 from streamscribe.config import Settings  # noqa: E402
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult  # noqa: E402
-from streamscribe.engine.models import resolve_model  # noqa: E402
+from streamscribe.engine.model_files import resolve_model  # noqa: E402
 from streamscribe.engine.whisper_torch.ct2_reader import (  # noqa: E402
     quantize_int8,
     read_ct2,

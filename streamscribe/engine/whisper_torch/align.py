@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from streamscribe.engine.decoding import RawWord
-from streamscribe.engine.whisper_torch.model import TextDecoder
+from streamscribe.engine.whisper_torch.network import TextDecoder
 from streamscribe.engine.whisper_torch.tokenizer import WhisperTokenizer
 
 __all__ = ["PREPEND_PUNCT", "APPEND_PUNCT", "dtw_path", "find_alignment", "words_from_alignment"]

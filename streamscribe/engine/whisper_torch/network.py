@@ -6,6 +6,9 @@ fixed shapes and pointers and can be captured in a CUDA graph; the cross-attenti
 are computed once per batch; and the alignment forward returns the raw cross-attention scores of
 the alignment heads, which word timestamps need. The projections are fused as CTranslate2 stores
 them (q|k|v for self-attention, k|v for cross-attention), so its weights load without reshaping.
+
+Named `network` because "model" means the model files elsewhere (`engine/model_files.py`);
+loading weights into it is `weights.py`'s, decoding with it `search.py`'s.
 """
 
 from __future__ import annotations
