@@ -162,14 +162,18 @@ def transcribe_file(
     settings: Settings,
     on_progress: Callable[[float, float], None] | None = None,
     transcriber: Transcriber | None = None,
+    loader: Callable[[Settings], Transcriber] | None = None,
 ) -> list[TurnUpdate]:
     """Transcribe a whole audio/video file; raises AudioDecodeError / ModelNotFoundError.
 
-    Without `transcriber` the model loads in this process; a caller that honours `--decoder`
-    passes `streamscribe.server.decoder_choice.load_transcriber(settings)`."""
+    Without `transcriber`, `loader(settings)` makes one once the file has decoded; without a
+    loader the model loads in this process. A caller that honours `--decoder` passes
+    `loader=streamscribe.server.decoder_choice.load_transcriber`."""
     audio = decode_file(path)
     if transcriber is None:
-        from streamscribe.engine.backends import load_local_transcriber
+        if loader is None:
+            from streamscribe.engine.backends import load_local_transcriber
 
-        transcriber = load_local_transcriber(settings)
+            loader = load_local_transcriber
+        transcriber = loader(settings)
     return transcribe_audio(audio, transcriber, settings.final_beam_size, on_progress=on_progress)
