@@ -4,5 +4,5 @@
 checkpoint) onto `network`, a compact Whisper with a static key/value cache; `search` decodes
 with CUDA graphs on a GPU; `align` times the words; `transcriber` serves `DecodeRequest`s like the
 CTranslate2 backend. Only `ct2_reader` is importable without torch. What both backends do alike to
-a decoded hypothesis (word clean-up, language stickiness, guards) is `engine/postprocess.py`'s.
+a decoded hypothesis (word clean-up, language stickiness, guards) is `engine/whisper_rules.py`'s.
 """
