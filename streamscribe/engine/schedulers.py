@@ -50,9 +50,6 @@ class SchedulerRegistry:
     def loaded(self) -> dict[str, DecodeScheduler]:
         return dict(self._schedulers)
 
-    def is_loaded(self, name: str) -> bool:
-        return name in self._schedulers
-
     async def scheduler(self, name: str | None) -> DecodeScheduler:
         """The scheduler of model `name` (None: the default), loading the model on first use.
 

@@ -3,6 +3,10 @@
 The model is run one 32 ms frame at a time with its recurrent state carried across calls, so a
 stream of any length costs the same per second and nothing is buffered beyond one frame.
 `VadTracker` turns the frame probabilities into speech/silence with hysteresis.
+
+What lives elsewhere: deciding when a turn starts and ends (pre-roll, trailing silence, sentence
+ends) is the session's policy (`session.py`); offline files are cut with faster-whisper's own
+batch VAD (`offline.py`).
 """
 
 from __future__ import annotations
@@ -86,10 +90,6 @@ class VadTracker:
         """Speech starts at `threshold`; it ends below the lower, hysteresis threshold."""
         self.threshold = threshold
         self.off_threshold = max(OFF_THRESHOLD_FLOOR, threshold - OFF_THRESHOLD_GAP)
-
-    @property
-    def position_ms(self) -> int:
-        return self._pos_ms
 
     def update(self, prob: float) -> str | None:
         """Feed one frame; return "start" or "end" when speech starts or ends at this frame."""

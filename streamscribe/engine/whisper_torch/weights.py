@@ -26,8 +26,6 @@ from streamscribe.errors import ModelNotFoundError
 
 __all__ = ["ModelConfig", "load_whisper", "model_format"]
 
-N_TEXT_CTX_DEFAULT = 448
-
 
 @dataclass
 class ModelConfig:
