@@ -239,7 +239,7 @@ def _sync(device: str):
 def resolve(args: argparse.Namespace) -> str:
     if args.model_dir:
         return args.model_dir
-    from streamscribe.engine.models import resolve_model
+    from streamscribe.engine.model_files import resolve_model
 
     return resolve_model(args.model, ROOT / "data" / "models")
 

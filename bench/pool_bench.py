@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from speech import utterances  # noqa: E402
 
 from streamscribe.config import Settings  # noqa: E402
-from streamscribe.engine.backends import load_transcriber  # noqa: E402
+from streamscribe.engine.backends import load_local_transcriber  # noqa: E402
 from streamscribe.engine.decoding import DecodeRequest, Transcriber  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def main() -> None:
     print(f"machine: {psutil.cpu_count()} cores, load {os.getloadavg()[0]:.2f} (shared)")
     print(f"{args.requests} requests of {args.window_s:g} s, {args.model}, 1 thread, one at a time")
 
-    model = load_transcriber(settings)
+    model = load_local_transcriber(settings)
     local = measure(model, requests, ray_stack=False)
 
     import ray

@@ -135,8 +135,8 @@ def asr_turns(row: dict, audio: np.ndarray, eval_dir: Path) -> list[Turn]:
         raw = json.loads(cache.read_text())
     else:
         from streamscribe.config import Settings
-        from streamscribe.engine.backends import load_transcriber
         from streamscribe.engine.offline import transcribe_audio
+        from streamscribe.server.decoder_choice import load_transcriber
 
         settings = Settings()
         got = transcribe_audio(audio, load_transcriber(settings), settings.final_beam_size)

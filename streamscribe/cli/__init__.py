@@ -5,7 +5,7 @@ at a terminal. Each command is thin and lives in its own module: `serve` turns f
 `Settings` and starts the server (its flags are generated from `Settings`, see `cli.serve`);
 `mic` and `stream` (`cli.live`) are SDK clients (`streamscribe.client`) with a live Rich view;
 `transcribe` (`cli.offline`) runs the offline engine with a progress bar and writes a format from
-`streamscribe.formats`; `models` (`cli.offline`) lists what `engine.models` can load; `keys`
+`streamscribe.formats`; `models` (`cli.offline`) lists what `engine.model_files` can load; `keys`
 (`cli.keys`) creates, lists and revokes API keys in the store the server uses (`Store.open` on
 the same settings); `pool` (`cli.pool`) starts and removes a Ray Serve decode pool. Heavy modules
 are imported inside the commands, so `--help` is instant and a missing optional piece only

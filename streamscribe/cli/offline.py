@@ -72,6 +72,7 @@ def transcribe(
         model=model, device=device, compute_type=compute_type, data_dir=data_dir
     )
     from streamscribe.engine.offline import transcribe_file
+    from streamscribe.server.decoder_choice import load_transcriber
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -89,7 +90,9 @@ def transcribe(
                 seconds = f"{done:.0f}/{total:.0f} s of audio" if total else f"{done:.0f} s"
                 progress.update(task, completed=done, total=total or None, seconds=seconds)
 
-            turns = transcribe_file(file, settings, on_progress=on_progress)
+            turns = transcribe_file(
+                file, settings, on_progress=on_progress, loader=load_transcriber
+            )
     except AudioDecodeError as exc:
         raise fail(f"cannot decode {file}: {exc}", 2) from None
     except ModelNotFoundError as exc:
@@ -114,7 +117,7 @@ def models(
     ] = None,
 ) -> None:
     """List the speech models: which are installed, where from, and how to get the others."""
-    from streamscribe.engine.models import list_models
+    from streamscribe.engine.model_files import list_models
 
     settings = load_settings(data_dir=data_dir)
     table = Table(title="speech models", title_justify="left")

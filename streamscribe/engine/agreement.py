@@ -12,6 +12,16 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 _NON_WORD = re.compile(r"[^\w']+")
+# prompt words compared with a hypothesis that may say them again: a prompt is ~200 characters,
+# so this reaches past all of it
+CONTEXT_WORDS = 40
+# when the model revised a final word, words starting this much before its end still count as
+# after it: alignments of two hypotheses of the same audio differ by a few 20 ms frames
+REVISED_WORD_SLACK_MS = 80
+# after_known: at most this many known words may go unmatched at the end (a revised last word),
+# and at least this many must match, for a hypothesis to count as repeating the known words
+MAX_UNMATCHED_TAIL = 2
+MIN_MATCHED = 2
 
 
 def normalize_word(text: str) -> str:
@@ -47,7 +57,11 @@ def after_known(known: list[HypWord], hyp: list[HypWord]) -> list[HypWord] | Non
     end = last.b + last.size
     matched = sum(b.size for b in blocks)
     unmatched_tail = len(known) - (last.a + last.size)
-    if unmatched_tail <= 2 and matched >= 2 and matched * 2 >= min(len(known), end):
+    if (
+        unmatched_tail <= MAX_UNMATCHED_TAIL
+        and matched >= MIN_MATCHED
+        and matched * 2 >= min(len(known), end)  # at least half of what could match did
+    ):
         # a revised word at the end of the known words is skipped, not appended again
         return hyp[end + unmatched_tail :]
     return None
@@ -79,7 +93,7 @@ class LocalAgreement:
         n = len(self.final)
         if n and [w.norm for w in hyp[:n]] == [w.norm for w in self.final]:
             return hyp[n:]
-        known = self.context[-40:] + self.final
+        known = self.context[-CONTEXT_WORDS:] + self.final
         if not known:
             return hyp
         rest = after_known(known, hyp)
@@ -87,7 +101,7 @@ class LocalAgreement:
             return rest
         if not self.final:
             return hyp
-        boundary = self.final[-1].end_ms - 80
+        boundary = self.final[-1].end_ms - REVISED_WORD_SLACK_MS
         return [w for w in hyp if w.start_ms >= boundary]
 
     def insert(self, hyp: list[HypWord], may_finalize: bool = True) -> list[HypWord]:

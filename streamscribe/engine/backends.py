@@ -1,9 +1,14 @@
-"""Picks and loads the model backend a configuration asks for.
+"""Picks and loads the in-process model backend a configuration asks for.
 
 `ct2` (default): Whisper on CTranslate2 (CPU, or CUDA where CUDA 12 libraries exist).
 `torch`: Whisper on PyTorch (CPU, or any CUDA version PyTorch supports, with CUDA graphs); it
-reads the same model directories. With `decoder = "ray"` the model runs on a shared Ray Serve
-decode pool (`streamscribe.pool`) behind the same `Transcriber` interface.
+reads the same model directories.
+
+What lives elsewhere: whether the model runs in this process at all (`--decoder local`) or on
+the shared Ray Serve decode pool (`--decoder ray`) is wiring, chosen where the app is assembled
+(`streamscribe.server.decoder_choice`); the engine never imports the pool, which is a client of
+the engine (each pool replica loads its model with this module). How a model name becomes files
+is `model_files.py`'s.
 """
 
 from __future__ import annotations
@@ -12,23 +17,15 @@ import importlib.util
 
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import Transcriber
-from streamscribe.engine.models import resolve_model
+from streamscribe.engine.model_files import resolve_model
 from streamscribe.errors import StreamscribeError
 
 BACKENDS = ("ct2", "torch")
 
 
-def load_transcriber(settings: Settings) -> Transcriber:
-    decoder = settings.decoder.strip().lower()
-    if decoder == "ray":
-        from streamscribe.pool.client import load_pool_transcriber
-
-        return load_pool_transcriber(settings)
-    if decoder != "local":
-        raise StreamscribeError(
-            f"unknown decoder {settings.decoder!r}: pass --decoder local (the model in this "
-            "process) or --decoder ray (a shared pool started with `streamscribe pool up`)"
-        )
+def load_local_transcriber(settings: Settings) -> Transcriber:
+    """The model `settings` names, loaded in this process on the backend it names
+    (`settings.decoder` is not read here: see `streamscribe.server.decoder_choice`)."""
     backend = settings.backend.strip().lower()
     if backend not in BACKENDS:
         raise StreamscribeError(

@@ -4,6 +4,9 @@ A file is decoded (PyAV), cut into speech regions by silero VAD (regions of at m
 across short pauses), and the regions are decoded in batches with the final beam. Each region
 becomes one final, formatted TurnUpdate, so every exporter (txt, srt, vtt, json) works the same
 for streamed and offline transcripts. Progress is reported in seconds of audio done.
+
+What lives elsewhere: the HTTP upload routes that call this (`server/`), choosing between the
+local model and the decode pool (`server/decoder_choice.py`), the exporters (`formats`).
 """
 
 from __future__ import annotations
@@ -159,11 +162,18 @@ def transcribe_file(
     settings: Settings,
     on_progress: Callable[[float, float], None] | None = None,
     transcriber: Transcriber | None = None,
+    loader: Callable[[Settings], Transcriber] | None = None,
 ) -> list[TurnUpdate]:
-    """Transcribe a whole audio/video file; raises AudioDecodeError / ModelNotFoundError."""
+    """Transcribe a whole audio/video file; raises AudioDecodeError / ModelNotFoundError.
+
+    Without `transcriber`, `loader(settings)` makes one once the file has decoded; without a
+    loader the model loads in this process. A caller that honours `--decoder` passes
+    `loader=streamscribe.server.decoder_choice.load_transcriber`."""
     audio = decode_file(path)
     if transcriber is None:
-        from streamscribe.engine.backends import load_transcriber
+        if loader is None:
+            from streamscribe.engine.backends import load_local_transcriber
 
-        transcriber = load_transcriber(settings)
+            loader = load_local_transcriber
+        transcriber = loader(settings)
     return transcribe_audio(audio, transcriber, settings.final_beam_size, on_progress=on_progress)

@@ -144,8 +144,7 @@ class SessionRunner:
         except Exception as exc:
             self.failed = exc
             self._tasks.pop(session.channel, None)
-            session.in_flight = None
-            session.ending = False
+            session.fail()
             self._emit([Error(ErrorKind.INTERNAL, "the speech model failed; session ended")])
             self._idle.set()
             return
@@ -155,7 +154,7 @@ class SessionRunner:
         if self.on_decode is not None:
             self.on_decode(ticket.kind, elapsed)
         if result is None:  # superseded by a newer request
-            session.in_flight = None
+            session.release(ticket)
         else:
             self._emit(session.apply(ticket, result))
             self._acknowledge_markers()

@@ -12,21 +12,38 @@ becomes the prompt, so long turns cost the same per decode. A turn ends on enoug
 forced endpoint, the end of the stream, or the maximum turn length; one final decode then fixes
 the whole rest of the turn.
 
+Turn state. A session is always in one `TurnState`:
+
+    IDLE      no turn: between turns, only the pre-roll is kept
+    SPEAKING  a turn is open: partials and the end-of-speech ("eager") decode run
+    ENDING    the turn's end is decided; it waits for its final decode (or a fitting eager one)
+
+and moves only along `_TRANSITIONS` (an illegal step raises `TurnStateError`, naming the state):
+onset opens a turn, an endpoint (silence, ForceEndpoint, end of stream, maximum length) starts
+ending it, the final result closes it, a turn that heard only noise is dropped, and a model
+failure abandons the final decode (the turn stays open; the runner ends the session).
+
 This object is pure policy: it never calls a model and never awaits. The runner asks it for the
-next `DecodeRequest` (at most one in flight) and hands back the `DecodeResult`; both calls return
+next `DecodeRequest` (at most one in flight) and hands back the `DecodeResult` (or, when the
+scheduler superseded it, `release`s it; when the model failed, `fail`s it); the calls return
 the events to send. Memory is bounded: the window budget plus one pre-roll.
+
+What lives elsewhere: word agreement (`agreement.py`), speech detection (`vad.py`), the
+hallucination guards (`guards.py`), the decode contract (`decoding.py`), the async driving and
+event ordering (`runner.py`), and speakers/translation (`enrichment.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamscribe.engine.agreement import HypWord, LocalAgreement, after_known
+from streamscribe.engine.agreement import CONTEXT_WORDS, HypWord, LocalAgreement, after_known
 from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest, DecodeResult
 from streamscribe.engine.guards import loop_start
 from streamscribe.engine.vad import SileroStream, VadTracker
@@ -37,9 +54,37 @@ SAMPLES_PER_MS = RATE // 1000
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 MIN_PARTIAL_WINDOW_MS = 200  # a partial over less new audio than this would hear nothing
 TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
+# a hypothesis "covers" the end of speech when it reaches this close to it: VAD marks the end a
+# frame or three (32 ms each) after the last word the model times
+COVERS_SPEECH_END_MS = 100
+# end-of-turn confidence after a sentence end: from this at the first silent frame ...
+SENTENCE_END_CONFIDENCE = 0.45
+# ... growing by up to this as the silence reaches max_turn_silence_ms (0.45 .. 0.95)
+SENTENCE_END_CONFIDENCE_RAMP = 0.5
+# without a sentence end: 0.10 .. 0.35, below the default threshold (0.4), so only the silence
+# rule ends such a turn
+NO_SENTENCE_END_CONFIDENCE = 0.1
+NO_SENTENCE_END_CONFIDENCE_RAMP = 0.25
+CONFIDENCE_DECIMALS = 4  # end-of-turn confidence is rounded: it is sent on the wire
+# a turn still in speech this long past max_turn_ms is cut mid-speech (a speaker who never
+# pauses); before that, a long turn ends at its first short pause
+MAX_TURN_OVERRUN_MS = 15000
+LONG_TURN_PAUSE_MS = 150  # the pause that ends a turn longer than max_turn_ms
+PROMPT_CONTEXT_CHARS = 200  # the previous turn's text carried into the prompt, at most
+# partials come at most this many round trips apart, so a slow decoder is not asked faster
+# than it answers
+CADENCE_ROUND_TRIPS = 2
+# weight of the newest decode in the round-trip average: a few decodes move it, one does not
+ROUND_TRIP_WEIGHT = 0.3
+MIN_LOADED_WINDOW_MS = 4000  # under load the window budget halves, but never below this
+REPEATED_TAIL_WORDS = 8  # a continuation turn longer than this is never a mere repeat
+CLOSING_MARKS = ("…", '"', ")")  # a formatted turn ending in one of these needs no full stop
+TRAILING_MARKS = ",;:-"  # dropped before the full stop a formatted turn gets
 
 
-def repeats_tail(previous: list[HypWord], words: list[HypWord], longest: int = 8) -> bool:
+def repeats_tail(
+    previous: list[HypWord], words: list[HypWord], longest: int = REPEATED_TAIL_WORDS
+) -> bool:
     """Whether `words` are just the last words of `previous` said again."""
     n = len(words)
     if n == 0 or n > longest or n > len(previous):
@@ -71,8 +116,8 @@ def format_words(raw: list[str]) -> list[str]:
     for i, word in enumerate(out):
         if i == 0 or out[i - 1].endswith(SENTENCE_END):
             out[i] = word[:1].upper() + word[1:]
-    if not out[-1].endswith((*SENTENCE_END, "…", '"', ")")):
-        out[-1] = out[-1].rstrip(",;:-") + "."
+    if not out[-1].endswith((*SENTENCE_END, *CLOSING_MARKS)):
+        out[-1] = out[-1].rstrip(TRAILING_MARKS) + "."
     return out
 
 
@@ -126,6 +171,31 @@ class DecodeTicket:
 _ticket_ids = itertools.count(1)
 
 
+class TurnState(enum.Enum):
+    """Where a session is in its current turn (see the module docstring)."""
+
+    IDLE = "idle"
+    SPEAKING = "speaking"
+    ENDING = "ending"
+
+
+class TurnStateError(RuntimeError):
+    """A turn-state step the policy never takes: a bug in the session, not in the client."""
+
+
+# (state, step) -> next state; any other pair is a bug and raises TurnStateError
+_TRANSITIONS: dict[tuple[TurnState, str], TurnState] = {
+    (TurnState.IDLE, "open"): TurnState.SPEAKING,  # speech onset
+    (TurnState.SPEAKING, "end"): TurnState.ENDING,  # endpoint: silence, force, max length
+    (TurnState.SPEAKING, "drop"): TurnState.IDLE,  # the turn heard only noise
+    (TurnState.ENDING, "close"): TurnState.IDLE,  # the final turn was emitted
+    # the model failed: the final decode is abandoned, the turn stays open
+    (TurnState.ENDING, "fail"): TurnState.SPEAKING,
+    (TurnState.SPEAKING, "fail"): TurnState.SPEAKING,
+    (TurnState.IDLE, "fail"): TurnState.IDLE,
+}
+
+
 class StreamingSession:
     def __init__(
         self,
@@ -142,8 +212,7 @@ class StreamingSession:
         self._buf = np.zeros(0, dtype=np.float32)
         self._buf_start = 0  # sample index of _buf[0]
         self.turn_order = 0
-        self.turn_active = False
-        self.ending = False
+        self.state = TurnState.IDLE
         self._end_at_ms = 0
         self._window_start_ms = 0
         self._turn_start_ms = 0
@@ -161,7 +230,6 @@ class StreamingSession:
         self.in_flight: DecodeTicket | None = None
         self._rtt_ms = 0.0
         self.last_update: TurnUpdate | None = None
-        self.finished = False
         self._forced = False  # the turn being ended was ended by the client
         self._continuation = False  # this turn began where the last was cut mid-speech
         self._previous_words: list[HypWord] = []
@@ -178,19 +246,31 @@ class StreamingSession:
             change = self.vad.update(prob)
             if change == "start":
                 start = self.vad.state.speech_start_ms
-                if self.turn_active or self.ending:
-                    if self.ending and self._pending_start_ms is None:
+                if self.state is not TurnState.IDLE:
+                    if self.state is TurnState.ENDING and self._pending_start_ms is None:
                         self._pending_start_ms = start  # the earliest onset wins
                     continue
                 self._start_turn(start)
                 events.append(SpeechStarted(self.channel, start))
-        if self.turn_active and not self.ending:
+        if self.state is TurnState.SPEAKING:
             events.extend(self._check_endpoint())
         self._trim()
         return events
 
+    def _move(self, step: str) -> None:
+        """Take one step of the turn state machine (`_TRANSITIONS`)."""
+        try:
+            self.state = _TRANSITIONS[(self.state, step)]
+        except KeyError:
+            raise TurnStateError(f"turn state {self.state.name}: cannot {step}") from None
+
+    @property
+    def ending(self) -> bool:
+        """Whether the turn's end is decided and its final turn not yet emitted."""
+        return self.state is TurnState.ENDING
+
     def _start_turn(self, speech_start_ms: int) -> None:
-        self.turn_active = True
+        self._move("open")
         buf_start_ms = self._buf_start // SAMPLES_PER_MS
         # the pre-roll never reaches back into audio the last turn already transcribed: a word
         # heard twice would be finalized twice
@@ -207,7 +287,7 @@ class StreamingSession:
 
     def _trim(self) -> None:
         """Keep only the window (in a turn) or the pre-roll (between turns)."""
-        if self.turn_active or self.ending:
+        if self.state is not TurnState.IDLE:
             keep_from_ms = self._window_start_ms
         else:
             keep_from_ms = self.audio_ms - self.settings.pre_roll_ms
@@ -228,20 +308,22 @@ class StreamingSession:
         if self.vad.state.in_speech or not self._words_of_turn():
             return 0.0
         silence = self.audio_ms - self.vad.state.speech_end_ms
-        covered = self._last_hyp_end_ms >= self.vad.state.speech_end_ms - 100
+        covered = self._last_hyp_end_ms >= self.vad.state.speech_end_ms - COVERS_SPEECH_END_MS
         last = self._last_hyp[-1].raw if self._last_hyp else ""
         if not last and self.agreement.final:
             last = self.agreement.final[-1].raw
         ramp = min(1.0, silence / max(1, self.settings.max_turn_silence_ms))
         if covered and last.endswith(SENTENCE_END):
-            return round(0.45 + 0.5 * ramp, 4)  # 0.45 .. 0.95
-        return round(0.1 + 0.25 * ramp, 4)  # 0.10 .. 0.35: only the silence rule ends it
+            confidence = SENTENCE_END_CONFIDENCE + SENTENCE_END_CONFIDENCE_RAMP * ramp
+        else:
+            confidence = NO_SENTENCE_END_CONFIDENCE + NO_SENTENCE_END_CONFIDENCE_RAMP * ramp
+        return round(confidence, CONFIDENCE_DECIMALS)
 
     def _check_endpoint(self) -> list[Event]:
         s = self.settings
         turn_ms = self.audio_ms - self._turn_start_ms
         if self.vad.state.in_speech:
-            if turn_ms >= s.max_turn_ms + 15000:
+            if turn_ms >= s.max_turn_ms + MAX_TURN_OVERRUN_MS:
                 return self._end_turn(self.audio_ms)
             return []
         silence = self.audio_ms - self.vad.state.speech_end_ms
@@ -256,7 +338,7 @@ class StreamingSession:
         if (
             (silence >= s.min_turn_silence_ms and confident)
             or silence >= max(s.max_turn_silence_ms, s.min_turn_silence_ms)
-            or (turn_ms >= s.max_turn_ms and silence >= 150)
+            or (turn_ms >= s.max_turn_ms and silence >= LONG_TURN_PAUSE_MS)
         ):
             return self._end_turn(min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms))
         return []
@@ -265,13 +347,13 @@ class StreamingSession:
         """End the current turn now (ForceEndpoint, Terminate, end of stream).
 
         `by_client` marks the final turn `forced` (a client's ForceEndpoint / Finalize)."""
-        if not self.turn_active or self.ending:
+        if self.state is not TurnState.SPEAKING:
             return []
         self._forced = by_client
         return self._end_turn(self.audio_ms)
 
     def _end_turn(self, end_ms: int) -> list[Event]:
-        self.ending = True
+        self._move("end")
         self._end_at_ms = max(end_ms, self._window_start_ms)
         last = self._last_hyp_kind
         if (
@@ -283,7 +365,7 @@ class StreamingSession:
         return []
 
     def _drop_turn(self) -> list[Event]:
-        self.turn_active = False
+        self._move("drop")
         self.agreement.reset()
         self._committed = []
         return []
@@ -294,7 +376,8 @@ class StreamingSession:
 
     def _interval_ms(self) -> int:
         s = self.settings
-        return int(min(s.max_interval_ms, max(s.partial_interval_ms, 2 * self._rtt_ms)))
+        cadence = CADENCE_ROUND_TRIPS * self._rtt_ms
+        return int(min(s.max_interval_ms, max(s.partial_interval_ms, cadence)))
 
     @property
     def under_load(self) -> bool:
@@ -306,12 +389,13 @@ class StreamingSession:
 
     def note_round_trip(self, ms: float) -> None:
         """Wall time a decode took (queue + model): widens the partial cadence under load."""
-        self._rtt_ms = ms if self._rtt_ms == 0 else 0.7 * self._rtt_ms + 0.3 * ms
+        w = ROUND_TRIP_WEIGHT
+        self._rtt_ms = ms if self._rtt_ms == 0 else (1 - w) * self._rtt_ms + w * ms
 
     @property
     def lag_ms(self) -> int:
         """Audio received but not yet covered by any hypothesis (0 between turns)."""
-        if not self.turn_active:
+        if self.state is TurnState.IDLE:
             return 0
         return max(0, self.audio_ms - max(self._last_hyp_end_ms, self._window_start_ms))
 
@@ -325,15 +409,15 @@ class StreamingSession:
         committed = " ".join(w.raw for w in self._committed)
         context = committed or self._context
         if context:
-            parts.append(context[-200:])
+            parts.append(context[-PROMPT_CONTEXT_CHARS:])
         return " ".join(parts)
 
     def next_request(self) -> DecodeTicket | None:
         """The decode to run now, if any (only one per session at a time)."""
-        if self.in_flight is not None or not (self.turn_active or self.ending):
+        if self.in_flight is not None or self.state is TurnState.IDLE:
             return None
         s = self.settings
-        if self.ending:
+        if self.state is TurnState.ENDING:
             return self._ticket("final", self._end_at_ms, self._final_beam())
         self._maybe_commit()
         since = self.audio_ms - self._last_request_end_ms
@@ -360,7 +444,7 @@ class StreamingSession:
         window = self.audio_ms - self._window_start_ms
         budget = self.settings.window_budget_ms
         if self.under_load:  # shorter windows cost less per decode
-            budget = max(4000, budget // 2)
+            budget = max(MIN_LOADED_WINDOW_MS, budget // 2)
         if window <= budget or not self.agreement.final:
             return
         cut = self.agreement.final[-1].end_ms
@@ -418,7 +502,7 @@ class StreamingSession:
         self._last_hyp = hyp
         self._last_hyp_end_ms = ticket.window_end_ms
         self._last_hyp_kind = ticket.kind
-        if self.ending:
+        if self.state is TurnState.ENDING:
             if (
                 ticket.kind == "eager"
                 and ticket.window_end_ms >= self._end_at_ms - self.settings.tail_ms
@@ -497,7 +581,7 @@ class StreamingSession:
         # of the turn ... is what clients get as the formatted turn").
         best = [w for w in hyp if w.norm]
         if self._committed:  # the prompt said again over the window is not new speech
-            again = after_known(self._committed[-40:], best)
+            again = after_known(self._committed[-CONTEXT_WORDS:], best)
             best = best if again is None else again
         cut = loop_start([w.raw for w in best])
         if cut is not None:
@@ -522,9 +606,8 @@ class StreamingSession:
             # keeping: the turn still ends (empty), so no client waits on it forever
             events.append(self._update([], [], True))
             self.turn_order += 1
-        self.ending = False
+        self._move("close")
         self._forced = False
-        self.turn_active = False
         self.last_update = None
         self.agreement.reset()
         self._committed = []
@@ -543,10 +626,21 @@ class StreamingSession:
     # ------------------------------------------------------------------ settings
     def update_settings(self, changes: dict) -> None:
         self.settings = self.settings.updated(changes)
-        self.vad.threshold = self.settings.vad_threshold
-        self.vad.off_threshold = max(0.05, self.settings.vad_threshold - 0.15)
+        self.vad.set_threshold(self.settings.vad_threshold)
+
+    # ------------------------------------------------------------------ decodes that never return
+    def release(self, ticket: DecodeTicket) -> None:
+        """The scheduler superseded `ticket` with a newer request: it is no longer in flight."""
+        if self.in_flight is not None and self.in_flight.id == ticket.id:
+            self.in_flight = None
+
+    def fail(self) -> None:
+        """The model failed: nothing is in flight and no final decode is awaited any more (the
+        turn stays open; the runner ends the session)."""
+        self.in_flight = None
+        self._move("fail")
 
     @property
     def idle(self) -> bool:
         """Nothing in flight and nothing left to decode."""
-        return self.in_flight is None and not self.ending
+        return self.in_flight is None and self.state is not TurnState.ENDING

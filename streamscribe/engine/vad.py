@@ -3,6 +3,10 @@
 The model is run one 32 ms frame at a time with its recurrent state carried across calls, so a
 stream of any length costs the same per second and nothing is buffered beyond one frame.
 `VadTracker` turns the frame probabilities into speech/silence with hysteresis.
+
+What lives elsewhere: deciding when a turn starts and ends (pre-roll, trailing silence, sentence
+ends) is the session's policy (`session.py`); offline files are cut with faster-whisper's own
+batch VAD (`offline.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ import numpy as np
 
 FRAME = 512  # samples at 16 kHz (32 ms)
 FRAME_MS = 32
-CONTEXT = 64
+CONTEXT = 64  # samples of the previous frame silero sees before each frame (its v5 input)
+STATE_SIZE = 128  # silero's recurrent state width
+# hysteresis: once in speech, frames stay speech down to this much below the onset threshold
+# (breaths and soft word endings dip below it without ending the speech) ...
+OFF_THRESHOLD_GAP = 0.15
+OFF_THRESHOLD_FLOOR = 0.05  # ... but never below this, or silence would never end speech
 
 _model_lock = threading.Lock()
 _session = None
@@ -36,8 +45,8 @@ class SileroStream:
 
     def __init__(self) -> None:
         self._session = _onnx_session()
-        self._h = np.zeros((1, 1, 128), dtype=np.float32)
-        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._h = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
+        self._c = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
 
@@ -70,17 +79,17 @@ class VadTracker:
     """Speech/silence decisions with hysteresis over frame probabilities (pure; no model)."""
 
     def __init__(self, threshold: float = 0.5, min_speech_ms: int = 64, min_silence_ms: int = 96):
-        self.threshold = threshold
-        self.off_threshold = max(0.05, threshold - 0.15)
+        self.set_threshold(threshold)
         self.min_speech_frames = max(1, min_speech_ms // FRAME_MS)
         self.min_silence_frames = max(1, min_silence_ms // FRAME_MS)
         self.state = VadState()
         self._run = 0
         self._pos_ms = 0
 
-    @property
-    def position_ms(self) -> int:
-        return self._pos_ms
+    def set_threshold(self, threshold: float) -> None:
+        """Speech starts at `threshold`; it ends below the lower, hysteresis threshold."""
+        self.threshold = threshold
+        self.off_threshold = max(OFF_THRESHOLD_FLOOR, threshold - OFF_THRESHOLD_GAP)
 
     def update(self, prob: float) -> str | None:
         """Feed one frame; return "start" or "end" when speech starts or ends at this frame."""

@@ -5,6 +5,10 @@ more than the few seconds a streaming window holds. This backend keeps faster-wh
 it does well (loading any model name or directory, features, tokenizer, word alignment) and
 calls the CTranslate2 model directly: windows are zero-padded only up to a small bucket, all
 requests of a batch are encoded, generated and aligned together.
+
+What lives elsewhere: the decode rules this backend shares with the PyTorch one (grouping,
+prompts, language stickiness, word clean-up, guards) are `whisper_rules.py`'s; choosing this
+backend is `backends.py`'s.
 """
 
 from __future__ import annotations
@@ -17,17 +21,16 @@ import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
+from faster_whisper.transcribe import get_suppressed_tokens
 
+from streamscribe.engine import whisper_rules
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult, RawWord, window_seconds
-from streamscribe.engine.guards import compression_ratio, loop_start, rejection_reason
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 HOP = 160
-PREPEND_PUNCT = "\"'“¿([{-"
-APPEND_PUNCT = "\"'.。,，!！?？:：”)]}、"
+MAX_LENGTH = 448  # Whisper's text context: prompt and new tokens together
 
 
 def pad_with_silence(feats: np.ndarray, frames: int) -> np.ndarray:
@@ -91,10 +94,7 @@ class WhisperCT2Transcriber:
     def transcribe_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         """Decode a batch; requests with different languages/tasks run as sub-batches."""
         results: list[DecodeResult | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(requests):
-            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()), r.min_window_s)
-            groups.setdefault(key, []).append(i)
+        groups = whisper_rules.group_requests(requests)
         for (language, task, beam, _, min_window), idx in groups.items():
             out = self._decode_group([requests[i] for i in idx], language, task, beam, min_window)
             for i, res in zip(idx, out, strict=True):
@@ -118,25 +118,14 @@ class WhisperCT2Transcriber:
         languages: list[tuple[str | None, float | None]] = [(language, None)] * len(reqs)
         if language is None and self.multilingual:
             detected = self.model.detect_language(enc)
-            languages = [stick_to_hint(d, r) for d, r in zip(detected, reqs, strict=True)]
+            languages = [
+                whisper_rules.stick_to_hint(d, r) for d, r in zip(detected, reqs, strict=True)
+            ]
 
         tokenizers = [self.tokenizer(lang, task) for lang, _ in languages]
-        previous = [
-            tok.encode(" " + r.prompt.strip()) if r.prompt.strip() else []
-            for r, tok in zip(reqs, tokenizers, strict=True)
-        ]
-        # CTranslate2 needs <|startoftranscript|> at the same position in every batch item:
-        # every item keeps the same number of (most recent) previous-text tokens
-        keep = min(223 - 8, *(len(p) for p in previous))
-        prompts = []
-        max_new = []
-        for prev, r, tok in zip(previous, reqs, tokenizers, strict=True):
-            prompt: list[int] = [tok.sot_prev, *prev[len(prev) - keep :]] if keep else []
-            prompt += [*tok.sot_sequence, tok.no_timestamps]
-            prompts.append(prompt)
-            # a speaker rarely says more than ~5 tokens/s; bounds loops and runaway output
-            max_new.append(int(8 * len(r.audio) / SAMPLE_RATE) + 12)
-        max_length = min(448, max(len(p) + m for p, m in zip(prompts, max_new, strict=True)))
+        # CTranslate2 needs <|startoftranscript|> at the same position in every batch item
+        prompts, max_new = whisper_rules.build_prompts(reqs, tokenizers, SAMPLE_RATE)
+        max_length = min(MAX_LENGTH, max(len(p) + m for p, m in zip(prompts, max_new, strict=True)))
         suppress = list(get_suppressed_tokens(tokenizers[0], [-1]))
         gen = self.model.generate(
             enc,
@@ -150,13 +139,12 @@ class WhisperCT2Transcriber:
             suppress_tokens=suppress,
         )
         token_lists = []
-        metas = []
+        scores = []
         for g, tok, m in zip(gen, tokenizers, max_new, strict=True):
             tokens = [t for t in g.sequences_ids[0][:m] if t < tok.eot]
             seq_len = len(tokens)
             avg_logprob = g.scores[0] * seq_len / (seq_len + 1) if seq_len else 0.0
-            text = tok.decode(tokens).strip()
-            metas.append((text, float(avg_logprob), float(g.no_speech_prob)))
+            scores.append((float(avg_logprob), float(g.no_speech_prob)))
             token_lists.append(tokens)
 
         # words are aligned within each request's own audio, never to the padding after it
@@ -172,32 +160,9 @@ class WhisperCT2Transcriber:
             for ws, r in zip(aligned, reqs, strict=True)
         ]
         elapsed = (time.perf_counter() - t0) * 1000
-        out = []
-        for (_text, avg_lp, nsp), words, (lang, lang_p) in zip(
-            metas, aligned, languages, strict=True
-        ):
-            cut = loop_start([w.text for w in words])
-            if cut is not None:
-                words = words[:cut]
-            kept = " ".join(w.text for w in words)
-            ratio = compression_ratio(kept)
-            reason = rejection_reason(kept, avg_lp, nsp, ratio)
-            if reason is not None:
-                words = []
-            out.append(
-                DecodeResult(
-                    words=tuple(words),
-                    text=" ".join(w.text for w in words),
-                    avg_logprob=avg_lp,
-                    no_speech_prob=nsp,
-                    compression_ratio=ratio,
-                    language=lang or ("en" if not self.multilingual else None),
-                    language_probability=lang_p,
-                    rejected=reason,
-                    decode_ms=elapsed,
-                )
-            )
-        return out
+        return whisper_rules.guarded_results(
+            scores, aligned, languages, multilingual=self.multilingual, decode_ms=elapsed
+        )
 
     def _align(
         self, enc, tokenizers, token_lists, content_frames, languages
@@ -217,83 +182,12 @@ class WhisperCT2Transcriber:
                 tok, [token_lists[i] for i in idx], sub_enc, [content_frames[i] for i in idx]
             )
             for i, alignment in zip(idx, alignments, strict=True):
-                out[i] = _words_from_alignment(alignment, content_frames[i] * HOP / SAMPLE_RATE)
+                out[i] = whisper_rules.words_from_alignment(
+                    alignment, content_frames[i] * HOP / SAMPLE_RATE
+                )
         return out
-
-
-def _speech_tokens(sequence: list[int], tok: Tokenizer, audio_s: float) -> list[int]:
-    """Text tokens of the segments that start inside the real audio.
-
-    The window is padded past the audio; a model that runs on into the padding repeats itself.
-    Its timestamp tokens say where each segment starts, so segments starting after the end of
-    the audio are cut.
-    """
-    out: list[int] = []
-    pending: list[int] = []
-    seen: set[str] = set()
-    seg_start = 0.0
-    limit = audio_s - 0.25
-    for t in sequence:
-        if t >= tok.timestamp_begin:
-            ts = (t - tok.timestamp_begin) * 0.02
-            if pending:
-                key = "".join(c for c in tok.decode(pending).lower() if c.isalnum())
-                if seg_start > limit or key in seen:  # past the audio, or a segment loop
-                    return out
-                seen.add(key)
-                out.extend(pending)
-                pending = []
-            seg_start = ts
-        elif t < tok.eot:
-            pending.append(t)
-    if pending and seg_start <= limit:
-        out.extend(pending)
-    return out
 
 
 def _select(enc: ctranslate2.StorageView, idx: list[int]) -> ctranslate2.StorageView:
     arr = np.asarray(enc)  # CPU storage views expose the array interface
     return ctranslate2.StorageView.from_array(np.ascontiguousarray(arr[idx]))
-
-
-def _words_from_alignment(alignment: list[dict], audio_s: float) -> list[RawWord]:
-    if not alignment:
-        return []
-    merge_punctuations(alignment, PREPEND_PUNCT, APPEND_PUNCT)
-    words: list[dict] = []
-    for a in alignment:
-        if not a["word"].strip():
-            continue
-        if words and not any(c.isalnum() for c in a["word"]):
-            words[-1]["word"] += a["word"].strip()  # stray punctuation joins its word
-            continue
-        words.append(a)
-    durations = np.array([w["end"] - w["start"] for w in words])
-    durations = durations[durations > 0]
-    median = min(0.7, float(np.median(durations))) if len(durations) else 0.0
-    max_d = max(median * 2, 0.4)
-    out = []
-    for k, w in enumerate(words):
-        start, end = float(w["start"]), float(w["end"])
-        if end - start > max_d * 1.5:  # Whisper stretches the first/last word over pauses
-            if k == 0:
-                start = end - max_d
-            else:
-                end = start + max_d
-        end = min(end, audio_s)
-        start = min(start, end)
-        out.append(RawWord(w["word"].strip(), start, end, float(w["probability"])))
-    return out
-
-
-def stick_to_hint(detected: list[tuple[str, float]], request: DecodeRequest) -> tuple[str, float]:
-    """The language to decode in: the detected one, unless the request's hint (the session's
-    language so far) differs and the detection is not confident enough to switch.
-
-    `detected` is CTranslate2's ranking, [("<|de|>", p), ...], best first."""
-    ranked = [(token[2:-2], float(p)) for token, p in detected]
-    best, p = ranked[0]
-    hint = request.language_hint
-    if hint is None or best == hint or p >= request.switch_confidence:
-        return best, p
-    return hint, next((q for lang, q in ranked if lang == hint), 0.0)

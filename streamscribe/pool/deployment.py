@@ -17,7 +17,7 @@ from typing import Any
 from ray import serve
 
 from streamscribe.config import Settings
-from streamscribe.engine.backends import load_transcriber
+from streamscribe.engine.backends import load_local_transcriber
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult
 
 log = logging.getLogger("streamscribe.pool")
@@ -42,7 +42,7 @@ class DecodeReplica:
 
     def __init__(self, settings: dict[str, Any], max_batch_size: int, batch_wait_s: float) -> None:
         self.settings = Settings(**settings)
-        self.transcriber = load_transcriber(self.settings)
+        self.transcriber = load_local_transcriber(self.settings)
         self._model = asyncio.Lock()  # one model call at a time on this replica
         self._finals = 0  # finals queued or decoding here
         self._no_finals = asyncio.Event()

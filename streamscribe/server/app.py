@@ -22,14 +22,14 @@ from fastapi.responses import JSONResponse, Response
 from streamscribe import __version__
 from streamscribe.audio.wav import repair_wav_header
 from streamscribe.config import Settings
-from streamscribe.engine.backends import load_transcriber
 from streamscribe.engine.decoding import DecodeRequest, Transcriber
-from streamscribe.engine.registry import ModelRegistry
 from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.engine.schedulers import SchedulerRegistry
 from streamscribe.errors import StreamscribeError
 from streamscribe.logs import configure as configure_logging
 from streamscribe.server import calls, dialects, rest
 from streamscribe.server.auth import is_loopback, open_mode
+from streamscribe.server.decoder_choice import load_transcriber
 from streamscribe.server.rest.retention import retention_loop
 from streamscribe.server.rest.uploads import MAX_UPLOAD_BYTES
 from streamscribe.server.state import ServerState
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             )
 
         observe(scheduler)
-        state.models = ModelRegistry(
+        state.models = SchedulerRegistry(
             settings.model,
             scheduler,
             lambda name: load_transcriber(settings.model_copy(update={"model": name})),

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import Transcriber
-from streamscribe.engine.registry import ModelRegistry
 from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.engine.schedulers import SchedulerRegistry
 from streamscribe.server.metrics import Metrics
 from streamscribe.store import Store
 
@@ -44,7 +44,7 @@ class ServerState:
     draining: bool = False  # shutting down: no new sessions, open ones finish
     metrics: Metrics = field(default_factory=Metrics)
     max_lag_seen_ms: int = 0
-    models: ModelRegistry | None = None  # every model in use; `scheduler` is the default's
+    models: SchedulerRegistry | None = None  # every model in use; `scheduler` is the default's
 
     async def scheduler_for(self, model: str | None) -> DecodeScheduler:
         if self.models is None:

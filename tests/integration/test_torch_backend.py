@@ -24,7 +24,7 @@ from speech import speech_or_skip, wer  # noqa: E402
 
 from streamscribe.config import Settings  # noqa: E402
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult  # noqa: E402
-from streamscribe.engine.models import resolve_model  # noqa: E402
+from streamscribe.engine.model_files import resolve_model  # noqa: E402
 from streamscribe.engine.whisper_torch.ct2_reader import (  # noqa: E402
     quantize_int8,
     read_ct2,
@@ -270,7 +270,7 @@ def test_backend_selected_by_settings_and_cli(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from streamscribe.cli import app
-    from streamscribe.engine.backends import load_transcriber
+    from streamscribe.server.decoder_choice import load_transcriber
 
     loaded = load_transcriber(Settings(backend="torch", cpu_threads=1, data_dir=tmp_path))
     assert isinstance(loaded, WhisperTorchTranscriber) and loaded.multilingual is False

@@ -259,7 +259,9 @@ TURNS = [
 def fake_offline(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
 
-    def transcribe_file(path: Path, settings: Any, on_progress: Any = None) -> list[TurnUpdate]:
+    def transcribe_file(
+        path: Path, settings: Any, on_progress: Any = None, loader: Any = None
+    ) -> list[TurnUpdate]:
         calls.append((path, settings))
         if on_progress is not None:
             on_progress(0.5, 1.0)
@@ -298,7 +300,9 @@ def test_transcribe_undecodable_file_exits_2(
 ) -> None:
     from streamscribe.errors import AudioDecodeError
 
-    def transcribe_file(path: Path, settings: Any, on_progress: Any = None) -> list[TurnUpdate]:
+    def transcribe_file(
+        path: Path, settings: Any, on_progress: Any = None, loader: Any = None
+    ) -> list[TurnUpdate]:
         raise AudioDecodeError("no audio stream found")
 
     module = types.ModuleType("streamscribe.engine.offline")

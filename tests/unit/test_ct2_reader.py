@@ -160,7 +160,7 @@ def test_quantize_and_write_round_trip(tmp_path: Path) -> None:
 
 
 def test_reads_the_tiny_en_that_ctranslate2_wrote() -> None:
-    from streamscribe.engine.models import resolve_model
+    from streamscribe.engine.model_files import resolve_model
 
     try:
         path = Path(resolve_model("tiny.en", Path("/nonexistent-cache")))

@@ -8,7 +8,7 @@ import pytest
 
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import DecodeRequest
-from streamscribe.engine.whisper_ct2 import stick_to_hint
+from streamscribe.engine.whisper_rules import stick_to_hint
 from streamscribe.errors import ProtocolError
 from streamscribe.events import SessionConfig
 from streamscribe.server.model_choice import choose_model, needs_multilingual

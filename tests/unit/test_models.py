@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streamscribe.engine import models
-from streamscribe.engine.models import ModelInfo, SplitPackage, list_models, resolve_model
+from streamscribe.engine import model_files as models
+from streamscribe.engine.model_files import ModelInfo, SplitPackage, list_models, resolve_model
 from streamscribe.errors import ModelNotFoundError
 
 # ----------------------------------------------------------------------------- helpers

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from streamscribe.engine.decoding import DecodeResult, RawWord
-from streamscribe.engine.session import DecodeTicket, StreamingSession, TurnSettings
+from streamscribe.engine.session import DecodeTicket, StreamingSession, TurnSettings, TurnState
 from streamscribe.events import SpeechStarted, TurnUpdate
 
 RATE = 16000
@@ -219,7 +219,7 @@ def test_silence_alone_starts_nothing():
     h = Harness(speech=[])
     h.run_until(3000)
     assert h.log == [] and h.tickets == []
-    assert not h.session.turn_active
+    assert h.session.state is TurnState.IDLE
     assert h.session.lag_ms == 0
     # between turns only the pre-roll is kept
     assert len(h.session._buf) <= (h.settings.pre_roll_ms + FRAME_MS) * RATE // 1000
@@ -231,7 +231,7 @@ def test_speech_onset_emits_speech_started():
     assert h.log == []  # one speech frame is not yet speech
     h.step()
     assert h.log == [(ONSET + 2 * FRAME_MS, "feed", SpeechStarted(0, ONSET))]
-    assert h.session.turn_active
+    assert h.session.state is not TurnState.IDLE
 
 
 def test_first_partial_after_first_partial_ms_of_speech():
@@ -384,7 +384,7 @@ def test_a_sentence_end_ends_the_turn_after_min_turn_silence():
     assert shown(end) == "hello* world* how* are* you*"
     assert end.end_of_turn_confidence == 1.0
     assert end.turn_order == 0
-    assert h.session.turn_order == 1 and not h.session.turn_active
+    assert h.session.turn_order == 1 and h.session.state is TurnState.IDLE
 
 
 def test_the_eager_hypothesis_raises_end_of_turn_confidence():
@@ -424,7 +424,7 @@ def test_without_a_sentence_end_the_turn_does_not_end_at_min_turn_silence():
     h = Harness(UNFINISHED)
     h.run_until(SPEECH_END + 900)
     assert h.ends == []
-    assert h.session.turn_active
+    assert h.session.state is not TurnState.IDLE
 
 
 def test_without_a_sentence_end_the_turn_waits_for_max_turn_silence():
@@ -534,7 +534,7 @@ def test_force_endpoint_asks_for_a_final_decode_of_the_turn_so_far():
     assert h.session.turn_order == 1
     # the speaker is still talking: a new turn starts where the old one ended
     assert events[1:] == [SpeechStarted(0, 2016)]
-    assert h.session.turn_active
+    assert h.session.state is not TurnState.IDLE
 
 
 def test_force_endpoint_waits_for_the_decode_in_flight():
@@ -640,7 +640,7 @@ def test_a_turn_with_no_words_is_dropped_silently():
     h.run_until(6000)
     assert h.events(SpeechStarted) == [SpeechStarted(0, ONSET)]
     assert h.updates == []
-    assert not h.session.turn_active
+    assert h.session.state is TurnState.IDLE
     assert h.session.turn_order == 0
     assert h.session.idle
 

@@ -5,8 +5,9 @@ cross-attention of the model's alignment heads says which audio frames each toke
 weights are softmaxed over the audio frames, standardised over the tokens, median-filtered over
 time (width 7) and averaged over the heads; dynamic time warping through the negated matrix gives
 a monotonic token -> frame path, and a word starts where the path first reaches its first token.
-The words then get the same clean-up the CTranslate2 backend gives them (punctuation merged into
-words, over-long first/last words cut), so the engine cannot tell the backends apart.
+The words then get the clean-up both backends share (`words_from_alignment` in
+`engine/whisper_rules.py`: punctuation merged into words, over-long first/last words cut), so the
+engine cannot tell the backends apart.
 """
 
 from __future__ import annotations
@@ -17,16 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamscribe.engine.decoding import RawWord
-from streamscribe.engine.whisper_torch.model import TextDecoder
+from streamscribe.engine.whisper_torch.network import TextDecoder
 from streamscribe.engine.whisper_torch.tokenizer import WhisperTokenizer
 
-__all__ = ["PREPEND_PUNCT", "APPEND_PUNCT", "dtw_path", "find_alignment", "words_from_alignment"]
+__all__ = ["dtw_path", "find_alignment"]
 
 TOKENS_PER_SECOND = 50  # encoder frames per second (16 kHz, hop 160, conv stride 2)
 MEDIAN_WIDTH = 7
-PREPEND_PUNCT = "\"'“¿([{-"
-APPEND_PUNCT = "\"'.。,，!！?？:：”)]}、"
 
 
 def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,59 +149,3 @@ def _words(
         {"word": w, "tokens": t, "start": float(s), "end": float(e), "probability": p}
         for w, t, s, e, p in zip(words, word_tokens, starts, ends, probs, strict=False)
     ]
-
-
-def merge_punctuations(alignment: list[dict], prepended: str, appended: str) -> None:
-    """Opening marks join the next word, closing marks the previous one (in place)."""
-    i, j = len(alignment) - 2, len(alignment) - 1
-    while i >= 0:
-        prev, nxt = alignment[i], alignment[j]
-        if prev["word"].startswith(" ") and prev["word"].strip() in prepended:
-            nxt["word"] = prev["word"] + nxt["word"]
-            nxt["tokens"] = prev["tokens"] + nxt["tokens"]
-            prev["word"], prev["tokens"] = "", []
-        else:
-            j = i
-        i -= 1
-    i, j = 0, 1
-    while j < len(alignment):
-        prev, nxt = alignment[i], alignment[j]
-        if not prev["word"].endswith(" ") and nxt["word"] in appended:
-            prev["word"] = prev["word"] + nxt["word"]
-            prev["tokens"] = prev["tokens"] + nxt["tokens"]
-            nxt["word"], nxt["tokens"] = "", []
-        else:
-            i = j
-        j += 1
-
-
-def words_from_alignment(alignment: list[dict], audio_s: float) -> list[RawWord]:
-    """The CTranslate2 backend's word clean-up: merged punctuation, stray punctuation joined to
-    its word, first/last words that Whisper stretches over pauses cut to a plausible length."""
-    if not alignment:
-        return []
-    merge_punctuations(alignment, PREPEND_PUNCT, APPEND_PUNCT)
-    words: list[dict] = []
-    for a in alignment:
-        if not a["word"].strip():
-            continue
-        if words and not any(c.isalnum() for c in a["word"]):
-            words[-1]["word"] += a["word"].strip()
-            continue
-        words.append(a)
-    durations = np.array([w["end"] - w["start"] for w in words])
-    durations = durations[durations > 0]
-    median = min(0.7, float(np.median(durations))) if len(durations) else 0.0
-    max_d = max(median * 2, 0.4)
-    out = []
-    for k, w in enumerate(words):
-        start, end = float(w["start"]), float(w["end"])
-        if end - start > max_d * 1.5:
-            if k == 0:
-                start = end - max_d
-            else:
-                end = start + max_d
-        end = min(end, audio_s)
-        start = min(start, end)
-        out.append(RawWord(w["word"].strip(), start, end, float(w["probability"])))
-    return out

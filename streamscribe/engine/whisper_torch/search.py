@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from streamscribe.engine.whisper_torch.model import KVCache, TextDecoder
+from streamscribe.engine.whisper_torch.network import KVCache, TextDecoder
 
 log = logging.getLogger(__name__)
 

@@ -107,9 +107,6 @@ class WhisperTokenizer:
     def decode(self, tokens: list[int]) -> str:
         return self.bpe.decode([t for t in tokens if t < self.eot])
 
-    def token_text(self, token: int) -> str:
-        return self.bpe.id_to_token(token) or ""
-
     @cached_property
     def non_speech_tokens(self) -> tuple[int, ...]:
         """Tokens that only write non-speech annotations (♪, [MUSIC], speaker tags): suppressed.

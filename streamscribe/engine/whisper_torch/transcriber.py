@@ -6,6 +6,9 @@ tokens suppressed and the same guards applied, so a session cannot tell which ba
 it. What differs is where it runs: features, encoder and decoder all on the torch device, with
 the decoding steps replayed from CUDA graphs there. A CUDA out-of-memory error halves the batch
 and retries instead of failing the sessions in it.
+
+What lives elsewhere: the rules shared with the CTranslate2 backend (grouping, prompts, language
+stickiness, word clean-up, guards) are `engine/whisper_rules.py`'s, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamscribe.engine import whisper_rules
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult, RawWord, window_seconds
-from streamscribe.engine.guards import compression_ratio, loop_start, rejection_reason
-from streamscribe.engine.whisper_torch.align import find_alignment, words_from_alignment
+from streamscribe.engine.whisper_torch.align import find_alignment
 from streamscribe.engine.whisper_torch.features import HOP, SAMPLE_RATE, log_mel_batch
 from streamscribe.engine.whisper_torch.search import DecodeSlots, beam_search, greedy, prefill
 from streamscribe.engine.whisper_torch.tokenizer import WhisperTokenizer, load_bpe
@@ -29,19 +32,7 @@ from streamscribe.errors import StreamscribeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WhisperTorchTranscriber", "stick_to_hint", "window_seconds"]
-
-MAX_PREVIOUS = 223 - 8  # prompt tokens kept at most (Whisper's n_text_ctx // 2 - 1, less 8)
-
-
-def stick_to_hint(ranked: list[tuple[str, float]], request: DecodeRequest) -> tuple[str, float]:
-    """The detected language, unless the request's hint differs and the detection is not
-    confident enough to switch. `ranked`: [(code, probability)], best first."""
-    best, p = ranked[0]
-    hint = request.language_hint
-    if hint is None or best == hint or p >= request.switch_confidence:
-        return best, p
-    return hint, next((q for lang, q in ranked if lang == hint), 0.0)
+__all__ = ["WhisperTorchTranscriber", "resolve_device"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -131,10 +122,7 @@ class WhisperTorchTranscriber:
     def transcribe_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         """Decode a batch; requests with different languages/tasks run as sub-batches."""
         results: list[DecodeResult | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(requests):
-            key = (r.language, r.task, r.beam_size, bool(r.prompt.strip()), r.min_window_s)
-            groups.setdefault(key, []).append(i)
+        groups = whisper_rules.group_requests(requests)
         with self._lock, torch.inference_mode():
             for (language, task, beam, _, _full), idx in groups.items():
                 out = self._decode_safely([requests[i] for i in idx], language, task, beam)
@@ -183,17 +171,7 @@ class WhisperTorchTranscriber:
             languages = self._detect(slot, t_enc, reqs, beam)
 
         tokenizers = [self.tokenizer(lang, task) for lang, _ in languages]
-        previous = [
-            tok.encode(" " + r.prompt.strip()) if r.prompt.strip() else []
-            for r, tok in zip(reqs, tokenizers, strict=True)
-        ]
-        keep = min(MAX_PREVIOUS, *(len(p) for p in previous))
-        prompts, max_new = [], []
-        for prev, r, tok in zip(previous, reqs, tokenizers, strict=True):
-            prompt: list[int] = [tok.sot_prev, *prev[len(prev) - keep :]] if keep else []
-            prompt += [*tok.sot_sequence, tok.no_timestamps]
-            prompts.append(prompt)
-            max_new.append(int(8 * len(r.audio) / SAMPLE_RATE) + 12)
+        prompts, max_new = whisper_rules.build_prompts(reqs, tokenizers, SAMPLE_RATE)
         p_len = len(prompts[0])
         max_length = min(self.dims.n_text_ctx, max(p_len + m for m in max_new))
         n_steps = max(1, min(max_length // 2, max_length - (p_len - 1)))
@@ -211,12 +189,12 @@ class WhisperTorchTranscriber:
                 self.slots, slot, t_enc, last, p_len, n_steps, self._suppress_begin, beam
             )
 
-        token_lists, metas = [], []
+        token_lists, scores = [], []
         for h, m, nsp in zip(hyps, max_new, no_speech, strict=True):
             tokens = [t for t in h.tokens[:m] if t < self.eot]
             seq_len = len(tokens)
             avg_logprob = h.score * seq_len / (seq_len + 1) if seq_len else 0.0
-            metas.append((float(avg_logprob), float(nsp)))
+            scores.append((float(avg_logprob), float(nsp)))
             token_lists.append(tokens)
 
         content = [min(frames, max(2, len(c) // HOP)) for c in clips]
@@ -226,31 +204,14 @@ class WhisperTorchTranscriber:
             for ws, r in zip(aligned, reqs, strict=True)
         ]
         elapsed = (time.perf_counter() - t0) * 1000
-        out = []
-        for (avg_lp, nsp), words, (lang, lang_p) in zip(metas, aligned, languages, strict=True):
-            cut = loop_start([w.text for w in words])
-            if cut is not None:
-                words = words[:cut]
-            kept = " ".join(w.text for w in words)
-            ratio = compression_ratio(kept)
-            reason = rejection_reason(kept, avg_lp, nsp, ratio)
-            if reason is not None:
-                words = []
-            out.append(
-                DecodeResult(
-                    words=tuple(words),
-                    text=" ".join(w.text for w in words),
-                    avg_logprob=avg_lp,
-                    no_speech_prob=nsp,
-                    compression_ratio=ratio,
-                    language=lang or ("en" if not self.multilingual else None),
-                    language_probability=lang_p,
-                    rejected=reason,
-                    decode_ms=elapsed,
-                    meta={"backend": "torch", "device": str(self.device)},
-                )
-            )
-        return out
+        return whisper_rules.guarded_results(
+            scores,
+            aligned,
+            languages,
+            multilingual=self.multilingual,
+            decode_ms=elapsed,
+            meta={"backend": "torch", "device": str(self.device)},
+        )
 
     def _encode(self, mel: torch.Tensor) -> torch.Tensor:
         n = mel.shape[0]
@@ -270,7 +231,7 @@ class WhisperTorchTranscriber:
         for r, p in zip(reqs, probs, strict=True):
             order = np.argsort(-p, kind="stable")
             ranked = [(self._bpe.id_to_token(self.lang_ids[j])[2:-2], float(p[j])) for j in order]
-            out.append(stick_to_hint(ranked, r))
+            out.append(whisper_rules.stick_to_hint(ranked, r))
         return out
 
     def _align(
@@ -294,7 +255,9 @@ class WhisperTorchTranscriber:
                 self.config.alignment_heads,
             )
             for i, alignment in zip(idx, alignments, strict=True):
-                out[i] = words_from_alignment(alignment, frames[i] * HOP / SAMPLE_RATE)
+                out[i] = whisper_rules.words_from_alignment(
+                    alignment, frames[i] * HOP / SAMPLE_RATE
+                )
         return out
 
 

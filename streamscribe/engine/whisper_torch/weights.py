@@ -21,12 +21,10 @@ import numpy as np
 import torch
 
 from streamscribe.engine.whisper_torch.ct2_reader import read_ct2
-from streamscribe.engine.whisper_torch.model import Dims, Whisper
+from streamscribe.engine.whisper_torch.network import Dims, Whisper
 from streamscribe.errors import ModelNotFoundError
 
 __all__ = ["ModelConfig", "load_whisper", "model_format"]
-
-N_TEXT_CTX_DEFAULT = 448
 
 
 @dataclass

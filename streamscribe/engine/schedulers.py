@@ -1,8 +1,12 @@
-"""The models one server process decodes with, each behind its own scheduler.
+"""One scheduler per model a server process decodes with (`SchedulerRegistry`).
 
 The default model is loaded at start; others (the multilingual model a session asks for by
 language, a model a session names) are loaded the first time a session needs them and kept.
 Every model has exactly one scheduler, so sessions on the same model still batch together.
+
+What lives elsewhere: how a model name becomes files (`model_files.py`), how files become a
+`Transcriber` (the `loader` the server passes in: `server/decoder_choice.py`), which model a
+session gets (`server/model_choice.py`), and the scheduling itself (`scheduler.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ log = logging.getLogger(__name__)
 Loader = Callable[[str], Transcriber]
 
 
-class ModelRegistry:
+class SchedulerRegistry:
+    """The scheduler of each model in use, keyed by model name; loads a model on first use."""
+
     def __init__(
         self,
         default_name: str,
@@ -43,9 +49,6 @@ class ModelRegistry:
     @property
     def loaded(self) -> dict[str, DecodeScheduler]:
         return dict(self._schedulers)
-
-    def is_loaded(self, name: str) -> bool:
-        return name in self._schedulers
 
     async def scheduler(self, name: str | None) -> DecodeScheduler:
         """The scheduler of model `name` (None: the default), loading the model on first use.

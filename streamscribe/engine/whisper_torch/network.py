@@ -6,6 +6,9 @@ fixed shapes and pointers and can be captured in a CUDA graph; the cross-attenti
 are computed once per batch; and the alignment forward returns the raw cross-attention scores of
 the alignment heads, which word timestamps need. The projections are fused as CTranslate2 stores
 them (q|k|v for self-attention, k|v for cross-attention), so its weights load without reshaping.
+
+Named `network` because "model" means the model files elsewhere (`engine/model_files.py`);
+loading weights into it is `weights.py`'s, decoding with it `search.py`'s.
 """
 
 from __future__ import annotations
@@ -187,20 +190,6 @@ class TextDecoder(nn.Module):
         )
         self.ln = nn.LayerNorm(d)
         self.register_buffer("_arange", torch.arange(dims.n_text_ctx), persistent=False)
-
-    def new_cache(self, enc: Tensor) -> KVCache:
-        """Empty self-attention cache for enc's batch, and the cross keys/values of `enc`."""
-        dims = self.dims
-        b, t = enc.shape[0], enc.shape[1]
-        h, hd = dims.n_text_head, dims.n_text_state // dims.n_text_head
-        shape = (dims.n_text_layer, b, h, dims.n_text_ctx, hd)
-        ck = enc.new_empty((dims.n_text_layer, b, h, t, hd))
-        cv = torch.empty_like(ck)
-        for i, layer in enumerate(self.layers):
-            k, v = layer.cross_keys_values(enc)
-            ck[i].copy_(k)
-            cv[i].copy_(v)
-        return KVCache(enc.new_zeros(shape), enc.new_zeros(shape), ck, cv)
 
     def set_cross(self, cache: KVCache, enc: Tensor) -> None:
         """Refill a cache's cross keys/values in place from a new encoder output."""

