@@ -106,7 +106,9 @@ class Terminate:
     """Graceful end: flush every turn in flight, then end the session."""
 
 
-Command = RawAudio | AudioFormatSettled | Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
+Command = (
+    RawAudio | AudioFormatSettled | Audio | ForceEndpoint | UpdateConfig | KeepAlive | Terminate
+)
 
 # ---------------------------------------------------------------- events (engine -> client)
 
@@ -220,9 +222,12 @@ class ErrorKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Error:
+    """The engine's own failure (a model that stopped working): each dialect renders it as its
+    internal error. A session-ending `ProtocolError` never travels as an event: the server hands
+    it to `dialect.error(exc)`, which picks the close code."""
+
     kind: ErrorKind
     message: str
-    code: int | None = None  # the dialect's own close code, when the dialect raised the error
 
 
 Event = SessionStarted | SpeechStarted | TurnUpdate | Flushed | AudioProgress | SessionEnded | Error

@@ -11,7 +11,8 @@ Theory of operation:
 * `AcsMediaReader` is a two-state machine: AWAITING_METADATA until an `AudioMetadata` frame
   fixes the format, then STREAMING. `AudioData` first, a second `AudioMetadata`, a binary frame,
   bad JSON, bad base64 or a payload that is not whole samples raise `ProtocolError` carrying the
-  close code: 1003 (unsupported data), 1007 (invalid payload), 1008 (out of order / limits).
+  close code (`close_for`): 1003 (unsupported data), 1007 (invalid payload), 1008 (out of order /
+  limits, and any error this module did not raise itself).
 * `DtmfData` frames (ACS sends them when DTMF is enabled) are accepted and ignored.
 * Encodings: ACS's `PCM` (16-bit LE) at 16 or 24 kHz, and for telephony bridges G.711 mu-law
   (`PCMU`, `mulaw`) and A-law (`PCMA`, `alaw`), typically 8 kHz in 20 ms packets.
@@ -35,7 +36,7 @@ from enum import Enum
 
 from streamscribe.errors import ProtocolError
 from streamscribe.events import ErrorKind
-from streamscribe.protocols.common import loads_json, quoted, shown
+from streamscribe.protocols.common import close_code_of, coded, loads_json, quoted, shown
 
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
@@ -108,7 +109,16 @@ class Placement:
 
 
 def _fail(code: int, reason: str, kind: ErrorKind = ErrorKind.BAD_REQUEST) -> ProtocolError:
-    return ProtocolError(kind, reason, code)
+    return coded(kind, reason, code)
+
+
+def close_for(exc: ProtocolError) -> tuple[int, str]:
+    """The close code and reason that end a media stream on `exc`: the code this module chose
+    when it raised the error, 1007 for audio that cannot be decoded, 1008 otherwise."""
+    code = close_code_of(exc)
+    if code is None:
+        code = CLOSE_INVALID if exc.kind is ErrorKind.BAD_AUDIO else CLOSE_POLICY
+    return code, exc.reason
 
 
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")

@@ -62,7 +62,9 @@ from streamscribe.protocols.common import (
     RateLimit,
     SendJson,
     chunk_ms,
+    close_code_of,
     close_reason,
+    coded,
     loads_json,
     shown,
 )
@@ -139,7 +141,7 @@ def _fail(code: int, reason: str) -> ProtocolError:
     kind = (
         ErrorKind.BAD_AUDIO if code in (AUDIO_TOO_SHORT, AUDIO_TOO_LONG) else ErrorKind.BAD_REQUEST
     )
-    return ProtocolError(kind, reason, code)
+    return coded(kind, reason, code)
 
 
 def parse_query(query: Mapping[str, str]) -> SessionConfig:
@@ -264,7 +266,7 @@ class V2Protocol:
                 "force_end_utterance, end_utterance_silence_threshold or terminate_session)",
             )
         if set(message) != {"audio_data"} and not self._control_rate.allow():
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.RATE,
                 f"Too many messages: more than {CONTROL_RATE:.0f} control messages a second",
                 AUDIO_TOO_FAST,
@@ -345,7 +347,7 @@ class V2Protocol:
                 return [*out, Close(1001, "Server shutting down: reconnect to another server")]
             return [*out, Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message, event.code))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []  # SpeechStarted: v2 has no such message
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
@@ -353,7 +355,7 @@ class V2Protocol:
         if self.state is State.CLOSED:
             return []
         self.state = State.CLOSED
-        code = exc.code or CLOSE_CODES.get(exc.kind, INTERNAL)
+        code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, INTERNAL)
         return [SendJson({"error": exc.reason}), Close(code, close_reason(exc.reason))]
 
     def _turn(self, update: TurnUpdate) -> list[Outgoing]:

@@ -52,7 +52,9 @@ from streamscribe.protocols.common import (
     RateLimit,
     SendJson,
     chunk_ms,
+    close_code_of,
     close_reason,
+    coded,
     finite_number,
     list_problem,
     loads_json,
@@ -134,7 +136,7 @@ def parse_query(query: Mapping[str, str]) -> SessionConfig:
     encoding = q.choice("encoding", ENCODINGS, "pcm_s16le")
     sample_rate = q.int("sample_rate", None, 8000, 48000)
     if sample_rate is None:
-        raise ProtocolError(
+        raise coded(
             ErrorKind.BAD_REQUEST,
             "Missing sample_rate: add sample_rate=16000 (any integer 8000-48000) to the URL",
             BAD_MESSAGE,
@@ -201,7 +203,7 @@ def pinned_language(languages: tuple[str, ...] | list[str]) -> str | None:
 
 
 def _bad_message(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorKind.BAD_REQUEST, reason, BAD_MESSAGE)
+    return coded(ErrorKind.BAD_REQUEST, reason, BAD_MESSAGE)
 
 
 def _json_type(value: Any) -> str:
@@ -289,7 +291,7 @@ class V3Protocol:
             return []  # audio after Terminate is ignored
         fmt = self.config.audio
         if len(data) % self._bytes_per_frame:
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.BAD_AUDIO,
                 f"Invalid audio: {len(data)} bytes is not a whole number of {fmt.encoding} "
                 f"samples ({self._bytes_per_frame} bytes each){_json_hint(data)}",
@@ -297,7 +299,7 @@ class V3Protocol:
             )
         ms = chunk_ms(len(data), fmt.encoding, fmt.sample_rate, fmt.channels)
         if ms < MIN_CHUNK_MS - 0.5 or ms > MAX_CHUNK_MS + 0.5:
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.BAD_AUDIO,
                 f"Input duration violation: {ms:.0f} ms. Expected between "
                 f"{MIN_CHUNK_MS} and {MAX_CHUNK_MS} ms{_json_hint(data)}",
@@ -309,7 +311,7 @@ class V3Protocol:
         if self.state is not State.OPEN:
             return []  # flushing or closed: nothing a client sends matters, not even parsed
         if not self._control_rate.allow():
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.RATE,
                 f"Message rate exceeded: more than {CONTROL_RATE:.0f} text messages a second "
                 "(KeepAlive once every few seconds is plenty)",
@@ -379,7 +381,7 @@ class V3Protocol:
                 Close(NORMAL),
             ]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
@@ -387,7 +389,7 @@ class V3Protocol:
         if self.state is State.CLOSED:
             return []
         self.state = State.CLOSED
-        code = exc.code or CLOSE_CODES.get(exc.kind, SERVER_ERROR)
+        code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, SERVER_ERROR)
         return [
             SendJson({"type": "Error", "error_code": code, "error": exc.reason}),
             Close(code, close_reason(exc.reason)),

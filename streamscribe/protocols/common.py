@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError, ProtocolError, ServerRefusal
 from streamscribe.events import ErrorKind
 
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "pcm_mulaw": 1, "pcm_alaw": 1}
@@ -114,6 +114,38 @@ class RateLimit:
         return True
 
 
+class CodedPeerError(PeerError):
+    """A peer's mistake that one dialect found, with the close code that dialect sends for it.
+    Only the dialect that raised it reads `close_code`; the kind still decides everything else."""
+
+    def __init__(self, kind: ErrorKind, reason: str, close_code: int | None = None) -> None:
+        super().__init__(kind, reason)
+        self.close_code = close_code
+
+
+class CodedRefusal(ServerRefusal):
+    """A limit one dialect enforces (a message flood, too many participants), with the close
+    code that dialect sends for it."""
+
+    def __init__(self, kind: ErrorKind, reason: str, close_code: int | None = None) -> None:
+        super().__init__(kind, reason)
+        self.close_code = close_code
+
+
+def coded(kind: ErrorKind, reason: str, close_code: int | None) -> ProtocolError:
+    """The dialect's own error for `kind`, carrying the close code it sends for this mistake."""
+    if kind in PeerError.kinds:
+        return CodedPeerError(kind, reason, close_code)
+    return CodedRefusal(kind, reason, close_code)
+
+
+def close_code_of(exc: ProtocolError) -> int | None:
+    """The close code a dialect attached when it raised `exc` (None: map the kind)."""
+    if isinstance(exc, CodedPeerError | CodedRefusal):
+        return exc.close_code
+    return None
+
+
 # Language codes Whisper models know (faster-whisper's tokenizer list). An unknown code must
 # stop at the edge: inside a decode batch it would fail every session sharing that batch.
 _LANGUAGE_LIST = (
@@ -131,7 +163,10 @@ _MAX_NUMBER_CHARS = 32
 
 
 class QueryReader:
-    """Typed access to query parameters; every failure names the parameter and what is accepted."""
+    """Typed access to query parameters; every failure names the parameter and what is accepted.
+
+    `code` is the close code the dialect sends for a bad parameter (`CodedPeerError.close_code`).
+    """
 
     def __init__(self, query: Mapping[str, str], code: int | None = None) -> None:
         self.query = query
@@ -139,7 +174,7 @@ class QueryReader:
 
     def _fail(self, name: str, expected: str) -> ProtocolError:
         value = quoted(str(self.query.get(name)))
-        return ProtocolError(
+        return coded(
             ErrorKind.BAD_REQUEST, f"Invalid {name}={value}: expected {expected}", self.code
         )
 
@@ -231,7 +266,7 @@ class QueryReader:
             items = (raw.strip(),) if raw.strip() else ()
         problem = list_problem(items, max_items, max_chars)
         if problem:
-            raise ProtocolError(ErrorKind.BAD_REQUEST, f"Invalid {name}: {problem}", self.code)
+            raise coded(ErrorKind.BAD_REQUEST, f"Invalid {name}: {problem}", self.code)
         return items
 
 

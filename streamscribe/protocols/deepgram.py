@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
     AudioProgress,
@@ -71,6 +71,7 @@ from streamscribe.protocols.common import (
     RateLimit,
     SendJson,
     close_reason,
+    coded,
     list_problem,
     loads_json,
     shown,
@@ -160,7 +161,7 @@ def wav_format(data: bytes) -> tuple[AudioFormat, int] | None:
 
 
 def _bad_audio(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorKind.BAD_AUDIO, reason, POLICY)
+    return coded(ErrorKind.BAD_AUDIO, reason, POLICY)
 
 
 # ---------------------------------------------------------------- the live protocol
@@ -280,7 +281,7 @@ class DeepgramProtocol:
         if self.state is not State.OPEN:
             return []  # flushing or closed: nothing a client sends matters, not even parsed
         if not self._control_rate.allow():
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.RATE,
                 f"Too many messages: more than {CONTROL_RATE:.0f} text messages a second "
                 "(a KeepAlive every few seconds is plenty)",
@@ -396,7 +397,7 @@ class DeepgramProtocol:
             self.state = State.CLOSED
             return [SendJson(self._metadata(event)), Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []
 
     def _turn(self, update: TurnUpdate) -> list[Outgoing]:
@@ -533,12 +534,12 @@ class Reply:
     data: dict[str, Any]
 
 
-class SchemaError(ProtocolError):
+class SchemaError(PeerError):
     """A text frame that is not a message this protocol knows; keeps the text for the reply.
     Raised and caught inside the protocol: the client gets an `Error` and the stream goes on."""
 
     def __init__(self, reason: str, text: str | None = None) -> None:
-        super().__init__(ErrorKind.BAD_REQUEST, reason, POLICY)
+        super().__init__(ErrorKind.BAD_REQUEST, reason)
         self.text = text
 
 

@@ -57,7 +57,9 @@ from streamscribe.protocols.common import (
     QueryReader,
     RateLimit,
     SendJson,
+    close_code_of,
     close_reason,
+    coded,
     loads_json,
     quoted,
     shown,
@@ -149,7 +151,7 @@ def _pairs(query: Query) -> list[tuple[str, str]]:
 
 
 def _bad(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorKind.BAD_REQUEST, reason, UNSUPPORTED)
+    return coded(ErrorKind.BAD_REQUEST, reason, UNSUPPORTED)
 
 
 def parse_query(query: Query) -> SessionConfig:
@@ -271,7 +273,7 @@ class FireworksProtocol:
         if self.state is not State.OPEN:
             return []  # after the final checkpoint nothing more is transcribed
         if len(data) > MAX_CHUNK_BYTES:
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.BAD_AUDIO,
                 f"Audio frame too long: {len(data) / 32:.0f} ms in one frame (at most "
                 f"{MAX_CHUNK_MS} ms; send 50-400 ms chunks of 16 kHz PCM16)",
@@ -286,7 +288,7 @@ class FireworksProtocol:
         if self.state is not State.OPEN:
             return []
         if not self._control_rate.allow():
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.RATE,
                 f"Too many messages: more than {CONTROL_RATE:.0f} text messages a second "
                 "(audio goes in binary frames)",
@@ -346,7 +348,7 @@ class FireworksProtocol:
                 return [Close(GOING_AWAY, "Server shutting down: reconnect to another server")]
             return [Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message, event.code))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []  # no greeting, no speech events in this protocol
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
@@ -354,7 +356,7 @@ class FireworksProtocol:
         if self.state is State.CLOSED:
             return []
         self.state = State.CLOSED
-        code = exc.code or CLOSE_CODES.get(exc.kind, INTERNAL)
+        code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, INTERNAL)
         kind = ERROR_TYPES.get(exc.kind, "server_error")
         return [
             SendJson({"error": {"message": exc.reason, "type": kind, "code": code}}),

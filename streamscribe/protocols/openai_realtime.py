@@ -240,7 +240,7 @@ class RealtimeProtocol:
         if self.state is not State.OPEN:
             return []
         if not self._rate.allow():
-            raise ProtocolError(
+            raise ProtocolError.of(
                 ErrorKind.RATE,
                 f"Message rate exceeded: more than {MESSAGE_RATE:.0f} events a second "
                 "(append audio in chunks of 20 ms or more)",
@@ -378,7 +378,7 @@ class RealtimeProtocol:
                 ]
             return [Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:

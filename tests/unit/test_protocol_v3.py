@@ -57,7 +57,7 @@ def rejected(params: dict[str, str]) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
         parse_query(params)
     err = info.value
-    assert err.code == 3006, err.reason
+    assert err.close_code == 3006, err.reason
     assert err.kind is ErrorKind.BAD_REQUEST
     return err
 
@@ -101,7 +101,7 @@ def render_one(proto: V3Protocol, event) -> dict:
 def text_error(proto: V3Protocol, text: str) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
         proto.receive_text(text)
-    assert info.value.code == 3006
+    assert info.value.close_code == 3006
     return info.value
 
 
@@ -398,7 +398,7 @@ def test_every_query_error_is_3006_and_names_the_parameter(params):
 def test_query_reader_without_a_code_leaves_it_to_the_dialect():
     with pytest.raises(ProtocolError) as info:
         QueryReader({"n": "x"}).int("n")
-    assert info.value.code is None
+    assert info.value.close_code is None
     assert info.value.reason == "Invalid n='x': expected an integer"
 
 
@@ -448,7 +448,7 @@ def test_chunks_outside_50_to_1000_ms_close_3007(sample_rate, encoding, ms, show
     proto = protocol(sample_rate=sample_rate, encoding=encoding)
     with pytest.raises(ProtocolError) as info:
         proto.receive_bytes(pcm(ms, sample_rate, encoding))
-    assert info.value.code == 3007
+    assert info.value.close_code == 3007
     assert info.value.kind is ErrorKind.BAD_AUDIO
     assert info.value.reason == (
         f"Input duration violation: {shown} ms. Expected between 50 and 1000 ms"
@@ -464,14 +464,14 @@ def test_chunk_boundaries_at_16k_s16le():
     for n in (1582, 32018):  # 49.44 ms, 1000.56 ms
         with pytest.raises(ProtocolError) as info:
             proto.receive_bytes(b"\0" * n)
-        assert info.value.code == 3007
+        assert info.value.close_code == 3007
 
 
 def test_a_chunk_that_is_not_whole_samples_closes_3007():
     proto = protocol()
     with pytest.raises(ProtocolError) as info:
         proto.receive_bytes(b"\0" * 1601)
-    assert info.value.code == 3007
+    assert info.value.close_code == 3007
     assert info.value.kind is ErrorKind.BAD_AUDIO
     assert "1601 bytes" in info.value.reason
     assert "pcm_s16le" in info.value.reason and "2 bytes each" in info.value.reason
@@ -1002,7 +1002,7 @@ def test_nothing_is_rendered_after_close():
     assert proto.render(PARTIAL) == []
     assert proto.render(SessionEnded(1000, 1000)) == []
     assert proto.render(Error(ErrorKind.AUTH, "again")) == []
-    assert proto.error(ProtocolError(ErrorKind.BAD_AUDIO, "again", 3007)) == []
+    assert proto.error(ProtocolError(ErrorKind.BAD_AUDIO, "again")) == []
 
 
 def test_nothing_is_rendered_after_termination():
