@@ -56,11 +56,15 @@ from streamscribe.events import (
 )
 from streamscribe.protocols.common import (
     BYTES_PER_SAMPLE,
+    IGNORED,
     Close,
+    Machine,
     Outgoing,
     QueryReader,
     RateLimit,
     SendJson,
+    Step,
+    Transitions,
     chunk_ms,
     close_code_of,
     close_reason,
@@ -127,6 +131,28 @@ class State(Enum):
     OPEN = "open"  # SessionBegins sent, audio flowing
     TERMINATING = "terminating"  # terminate_session received: flushing the last utterance
     CLOSED = "closed"  # SessionTerminated or an error close sent
+
+
+# What each state allows (see `common.Machine`). Frames after the client's own end are dropped
+# unparsed; after CLOSED the loop may still hand over a frame it read before it noticed the close
+# (an engine failure closes the dialect while the loop waits for the next frame), and `error()`
+# may come once more (the sender was cancelled between rendering the close and sending it).
+TRANSITIONS: Transitions[State] = {
+    State.OPEN: {
+        Step.RECEIVE: State.OPEN,
+        Step.TERMINATE: State.TERMINATING,  # terminate_session
+        Step.RENDER: State.OPEN,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.TERMINATING: {
+        Step.RECEIVE: IGNORED,
+        Step.RENDER: State.TERMINATING,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.CLOSED: {Step.RECEIVE: IGNORED, Step.FAIL: IGNORED},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +242,7 @@ class V2Protocol:
     ) -> None:
         self.config = config
         self.options = options or V2Options()
-        self.state = State.OPEN
+        self._machine = Machine("AssemblyAI v2", TRANSITIONS, State.OPEN)
         self._now = now
         fmt = config.audio
         self._sample_bytes = BYTES_PER_SAMPLE[fmt.encoding]
@@ -236,14 +262,18 @@ class V2Protocol:
         self._finals = 0
         self._finals_at_force: dict[str, int] = {}
 
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
     # ---------------------------------------------------------------- client -> server
     def receive_bytes(self, data: bytes) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # audio after terminate_session is not transcribed
         return self._audio(data)
 
     def receive_text(self, text: str) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # flushing or closed: nothing a client sends matters, not even parsed
         if len(text) > self.max_text_chars:
             raise _fail(
@@ -285,7 +315,7 @@ class V2Protocol:
             self._finals_at_force[marker] = self._finals
             commands.append(ForceEndpoint(marker=marker))
         if _flag(message, "terminate_session"):
-            self.state = State.TERMINATING
+            self._machine.move(Step.TERMINATE)
             commands.append(Terminate())
         return commands
 
@@ -311,8 +341,7 @@ class V2Protocol:
 
     # ---------------------------------------------------------------- server -> client
     def render(self, event: Event) -> list[Outgoing]:
-        if self.state is State.CLOSED:
-            return []
+        self._machine.move(Step.RENDER)
         if isinstance(event, SessionStarted):
             expires = datetime.fromtimestamp(event.expires_at, UTC)
             return [
@@ -331,7 +360,7 @@ class V2Protocol:
         if isinstance(event, Flushed):
             return self._flushed(event.marker)
         if isinstance(event, SessionEnded):
-            self.state = State.CLOSED
+            self._machine.move(Step.END)
             out: list[Outgoing] = []
             if self.options.session_information:
                 out.append(
@@ -352,9 +381,9 @@ class V2Protocol:
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
         """The error message and the close that end a session badly."""
-        if self.state is State.CLOSED:
-            return []
-        self.state = State.CLOSED
+        if not self._machine.allows(Step.FAIL):
+            return []  # already closed: nothing more to say
+        self._machine.move(Step.FAIL)
         code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, INTERNAL)
         return [SendJson({"error": exc.reason}), Close(code, close_reason(exc.reason))]
 

@@ -45,12 +45,16 @@ from streamscribe.events import (
 )
 from streamscribe.protocols.common import (
     BYTES_PER_SAMPLE,
+    IGNORED,
     WHISPER_LANGUAGES,
     Close,
+    Machine,
     Outgoing,
     QueryReader,
     RateLimit,
     SendJson,
+    Step,
+    Transitions,
     chunk_ms,
     close_code_of,
     close_reason,
@@ -128,6 +132,28 @@ class State(Enum):
     OPEN = "open"  # Begin sent, audio flowing
     TERMINATING = "terminating"  # Terminate received: flushing the last turn
     CLOSED = "closed"  # Termination or an error close sent
+
+
+# What each state allows (see `common.Machine`). Frames after the client's own end are dropped
+# unparsed; after CLOSED the loop may still hand over a frame it read before it noticed the close
+# (an engine failure closes the dialect while the loop waits for the next frame), and `error()`
+# may come once more (the sender was cancelled between rendering the close and sending it).
+TRANSITIONS: Transitions[State] = {
+    State.OPEN: {
+        Step.RECEIVE: State.OPEN,
+        Step.TERMINATE: State.TERMINATING,  # Terminate
+        Step.RENDER: State.OPEN,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.TERMINATING: {
+        Step.RECEIVE: IGNORED,
+        Step.RENDER: State.TERMINATING,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.CLOSED: {Step.RECEIVE: IGNORED, Step.FAIL: IGNORED},
+}
 
 
 def parse_query(query: Mapping[str, str]) -> SessionConfig:
@@ -279,15 +305,19 @@ class V3Protocol:
 
     def __init__(self, config: SessionConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.state = State.OPEN
+        self._machine = Machine("AssemblyAI v3", TRANSITIONS, State.OPEN)
         self.format_turns = bool(config.turn.get("format_turns", False))
         fmt = config.audio
         self._bytes_per_frame = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
         self._control_rate = RateLimit(CONTROL_RATE, CONTROL_BURST, clock)
 
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
     # ---------------------------------------------------------------- client -> server
     def receive_bytes(self, data: bytes) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # audio after Terminate is ignored
         fmt = self.config.audio
         if len(data) % self._bytes_per_frame:
@@ -308,7 +338,7 @@ class V3Protocol:
         return [RawAudio(data)]
 
     def receive_text(self, text: str) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # flushing or closed: nothing a client sends matters, not even parsed
         if not self._control_rate.allow():
             raise coded(
@@ -330,7 +360,7 @@ class V3Protocol:
             raise _bad_message(f"Invalid Message: {shown(text, 60)}")
         kind = message.get("type")
         if kind == "Terminate":
-            self.state = State.TERMINATING
+            self._machine.move(Step.TERMINATE)
             return [Terminate()]
         if kind == "ForceEndpoint":
             return [ForceEndpoint()]
@@ -354,8 +384,7 @@ class V3Protocol:
 
     # ---------------------------------------------------------------- server -> client
     def render(self, event: Event) -> list[Outgoing]:
-        if self.state is State.CLOSED:
-            return []
+        self._machine.move(Step.RENDER)
         if isinstance(event, SessionStarted):
             return [
                 SendJson(
@@ -369,7 +398,7 @@ class V3Protocol:
         if isinstance(event, SpeechStarted):
             return []  # optional in v3 and unknown to SDK 0.64: not sent
         if isinstance(event, SessionEnded):
-            self.state = State.CLOSED
+            self._machine.move(Step.END)
             return [
                 SendJson(
                     {
@@ -386,9 +415,9 @@ class V3Protocol:
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
         """The Error message and the close that end a session badly."""
-        if self.state is State.CLOSED:
-            return []
-        self.state = State.CLOSED
+        if not self._machine.allows(Step.FAIL):
+            return []  # already closed: nothing more to say
+        self._machine.move(Step.FAIL)
         code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, SERVER_ERROR)
         return [
             SendJson({"type": "Error", "error_code": code, "error": exc.reason}),

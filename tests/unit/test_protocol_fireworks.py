@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
     AudioProgress,
@@ -371,7 +371,8 @@ def test_end_closes_1000_and_shutdown_1001():
     p = protocol()
     assert p.render(SessionEnded(1000, 1000)) == [Close(1000)]
     assert p.state is State.CLOSED
-    assert p.render(partial(0, ("late", 0, 1, False))) == []
+    with pytest.raises(LocalProtocolError, match="render an event in state CLOSED"):
+        p.render(partial(0, ("late", 0, 1, False)))  # the sender stops after the close
     [close] = protocol().render(SessionEnded(1000, 1000, EndReason.SHUTDOWN))
     assert close.code == 1001
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
     AudioProgress,
@@ -366,7 +366,8 @@ def test_end_information_then_terminated_then_close_1000():
     ]
     assert closes(out) == [Close(1000)]
     assert p.state is State.CLOSED
-    assert p.render(partial(1, ("late", 0, 1, False))) == []
+    with pytest.raises(LocalProtocolError, match="AssemblyAI v2: tried to render"):
+        p.render(partial(1, ("late", 0, 1, False)))
 
 
 def test_end_without_information_and_on_shutdown():

@@ -12,7 +12,7 @@ import json
 import pytest
 from assemblyai.streaming.v3 import BeginEvent, TerminationEvent, TurnEvent
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
     EndReason,
@@ -32,15 +32,18 @@ from streamscribe.events import (
 )
 from streamscribe.protocols.assemblyai_v3 import (
     CLOSE_CODES,
+    TRANSITIONS,
     State,
     V3Protocol,
     parse_query,
     parse_update,
 )
 from streamscribe.protocols.common import (
+    IGNORED,
     Close,
     QueryReader,
     SendJson,
+    Step,
     chunk_ms,
     close_reason,
 )
@@ -995,21 +998,34 @@ def test_a_long_error_is_whole_in_the_message_and_cut_in_the_close_reason():
     assert len(close.reason.encode("utf-8")) <= 123
 
 
-def test_nothing_is_rendered_after_close():
+@pytest.mark.parametrize(
+    "late", [SessionStarted("s", 1), PARTIAL, SessionEnded(1000, 1000), Error(ErrorKind.AUTH, "x")]
+)
+def test_rendering_after_an_error_close_is_our_bug_and_says_so(late):
     proto = protocol()
     proto.render(Error(ErrorKind.INTERNAL, "boom"))
-    assert proto.render(SessionStarted("s", 1)) == []
-    assert proto.render(PARTIAL) == []
-    assert proto.render(SessionEnded(1000, 1000)) == []
-    assert proto.render(Error(ErrorKind.AUTH, "again")) == []
-    assert proto.error(ProtocolError(ErrorKind.BAD_AUDIO, "again")) == []
+    with pytest.raises(LocalProtocolError) as info:
+        proto.render(late)
+    assert str(info.value) == "AssemblyAI v3: tried to render an event in state CLOSED"
+    assert not isinstance(info.value, ProtocolError)  # never mistaken for the client's fault
 
 
-def test_nothing_is_rendered_after_termination():
+def test_after_the_close_frames_and_a_second_error_are_documented_no_ops():
+    """The loop may read one more frame before it notices an engine failure closed us, and
+    the final `error()` may come after a cancelled sender rendered the close: both say nothing."""
     proto = protocol()
     proto.render(SessionEnded(1000, 1000))
-    assert proto.render(PARTIAL) == []
-    assert proto.render(Error(ErrorKind.INTERNAL, "late")) == []
+    assert proto.receive_bytes(b"\0" * 1600) == []
+    assert proto.receive_text('{"type": "ForceEndpoint"}') == []
+    assert proto.error(ProtocolError(ErrorKind.BAD_AUDIO, "again")) == []
+    assert proto.state is State.CLOSED
+    with pytest.raises(LocalProtocolError, match="in state CLOSED"):
+        proto.render(PARTIAL)
+
+
+def test_the_transition_table_covers_every_state():
+    assert set(TRANSITIONS) == set(State)
+    assert TRANSITIONS[State.TERMINATING][Step.RECEIVE] is IGNORED
 
 
 # ------------------------------------------------------------------ whole sessions
