@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import ErrorKind
 from streamscribe.protocols.common import close_code_of, coded, loads_json, quoted, shown
 
@@ -68,6 +68,22 @@ DEFAULT_PACKET_MS = 20
 class MediaState(Enum):
     AWAITING_METADATA = "awaiting AudioMetadata"
     STREAMING = "streaming"
+
+
+# Which frame kinds each state accepts and where each leads (DtmfData is accepted anywhere and
+# ignored). A kind out of its order is the peer's mistake: refused 1008 with the reason below.
+TRANSITIONS: dict[MediaState, dict[str, MediaState]] = {
+    MediaState.AWAITING_METADATA: {"AudioMetadata": MediaState.STREAMING},
+    MediaState.STREAMING: {"AudioData": MediaState.STREAMING},
+}
+OUT_OF_ORDER = {
+    (MediaState.AWAITING_METADATA, "AudioData"): (
+        "AudioData before AudioMetadata: send AudioMetadata (encoding, sampleRate) first"
+    ),
+    (MediaState.STREAMING, "AudioMetadata"): (
+        "AudioMetadata sent twice: the format is fixed by the first one"
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,22 +191,27 @@ class AcsMediaReader:
                 'Frame must be a JSON object with a "kind" (AudioMetadata, AudioData)',
             )
         kind = frame["kind"]
-        if kind == "AudioMetadata":
-            return [self._metadata(_payload(frame, "audioMetadata"))]
-        if kind == "AudioData":
-            return [self._audio(_payload(frame, "audioData"))]
         if kind == "DtmfData":
             return []
+        if kind == "AudioMetadata":
+            payload = _payload(frame, "audioMetadata")
+            self._check_order(kind)
+            return [self._metadata(payload)]
+        if kind == "AudioData":
+            payload = _payload(frame, "audioData")
+            self._check_order(kind)
+            return [self._audio(payload)]
         raise _fail(
             CLOSE_POLICY,
             f"Unknown frame kind {quoted(kind)}: accepted are AudioMetadata, AudioData, DtmfData",
         )
 
+    def _check_order(self, kind: str) -> None:
+        """Refuse a frame kind the current state does not accept (the table above)."""
+        if kind not in TRANSITIONS[self.state]:
+            raise _fail(CLOSE_POLICY, OUT_OF_ORDER[(self.state, kind)])
+
     def _metadata(self, meta: dict) -> MediaFormat:
-        if self.state is not MediaState.AWAITING_METADATA:
-            raise _fail(
-                CLOSE_POLICY, "AudioMetadata sent twice: the format is fixed by the first one"
-            )
         raw = meta.get("encoding", "PCM")
         encoding = ENCODINGS.get(raw.strip().lower()) if isinstance(raw, str) else None
         if encoding is None:
@@ -229,16 +250,13 @@ class AcsMediaReader:
                 f"AudioMetadata.length {length} is over {MAX_PACKET_MS} ms of audio per packet",
             )
         self.format = fmt
-        self.state = MediaState.STREAMING
+        self.state = TRANSITIONS[self.state]["AudioMetadata"]
         return fmt
 
     def _audio(self, audio: dict) -> MediaPacket:
         fmt = self.format
-        if fmt is None:
-            raise _fail(
-                CLOSE_POLICY,
-                "AudioData before AudioMetadata: send AudioMetadata (encoding, sampleRate) first",
-            )
+        if fmt is None:  # STREAMING (the table) means AudioMetadata set the format
+            raise LocalProtocolError("ACS media", "read AudioData", self.state.name)
         participant = audio.get("participantRawID")
         if participant is not None:
             if not isinstance(participant, str) or not 0 < len(participant) <= MAX_RAW_ID_CHARS:
