@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import ProtocolError, ServerRefusal
 from streamscribe.events import (
     AudioFormat,
     Command,
@@ -270,7 +270,7 @@ class RealtimeProtocol:
         if not self._machine.allows(Step.RECEIVE):
             return []
         if not self._rate.allow():
-            raise ProtocolError.of(
+            raise ServerRefusal(
                 ErrorKind.RATE,
                 f"Message rate exceeded: more than {MESSAGE_RATE:.0f} events a second "
                 "(append audio in chunks of 20 ms or more)",
