@@ -222,9 +222,12 @@ class ErrorKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Error:
+    """The engine's own failure (a model that stopped working): each dialect renders it as its
+    internal error. A session-ending `ProtocolError` never travels as an event: the server hands
+    it to `dialect.error(exc)`, which picks the close code."""
+
     kind: ErrorKind
     message: str
-    code: int | None = None  # the dialect's own close code, when the dialect raised the error
 
 
 Event = SessionStarted | SpeechStarted | TurnUpdate | Flushed | AudioProgress | SessionEnded | Error

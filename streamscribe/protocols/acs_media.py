@@ -11,7 +11,8 @@ Theory of operation:
 * `AcsMediaReader` is a two-state machine: AWAITING_METADATA until an `AudioMetadata` frame
   fixes the format, then STREAMING. `AudioData` first, a second `AudioMetadata`, a binary frame,
   bad JSON, bad base64 or a payload that is not whole samples raise `ProtocolError` carrying the
-  close code: 1003 (unsupported data), 1007 (invalid payload), 1008 (out of order / limits).
+  close code (`close_for`): 1003 (unsupported data), 1007 (invalid payload), 1008 (out of order /
+  limits, and any error this module did not raise itself).
 * `DtmfData` frames (ACS sends them when DTMF is enabled) are accepted and ignored.
 * Encodings: ACS's `PCM` (16-bit LE) at 16 or 24 kHz, and for telephony bridges G.711 mu-law
   (`PCMU`, `mulaw`) and A-law (`PCMA`, `alaw`), typically 8 kHz in 20 ms packets.
@@ -33,9 +34,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import ErrorKind
-from streamscribe.protocols.common import loads_json, quoted, shown
+from streamscribe.protocols.common import close_code_of, coded, loads_json, quoted, shown
 
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
@@ -67,6 +68,22 @@ DEFAULT_PACKET_MS = 20
 class MediaState(Enum):
     AWAITING_METADATA = "awaiting AudioMetadata"
     STREAMING = "streaming"
+
+
+# Which frame kinds each state accepts and where each leads (DtmfData is accepted anywhere and
+# ignored). A kind out of its order is the peer's mistake: refused 1008 with the reason below.
+TRANSITIONS: dict[MediaState, dict[str, MediaState]] = {
+    MediaState.AWAITING_METADATA: {"AudioMetadata": MediaState.STREAMING},
+    MediaState.STREAMING: {"AudioData": MediaState.STREAMING},
+}
+OUT_OF_ORDER = {
+    (MediaState.AWAITING_METADATA, "AudioData"): (
+        "AudioData before AudioMetadata: send AudioMetadata (encoding, sampleRate) first"
+    ),
+    (MediaState.STREAMING, "AudioMetadata"): (
+        "AudioMetadata sent twice: the format is fixed by the first one"
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +125,16 @@ class Placement:
 
 
 def _fail(code: int, reason: str, kind: ErrorKind = ErrorKind.BAD_REQUEST) -> ProtocolError:
-    return ProtocolError(kind, reason, code)
+    return coded(kind, reason, code)
+
+
+def close_for(exc: ProtocolError) -> tuple[int, str]:
+    """The close code and reason that end a media stream on `exc`: the code this module chose
+    when it raised the error, 1007 for audio that cannot be decoded, 1008 otherwise."""
+    code = close_code_of(exc)
+    if code is None:
+        code = CLOSE_INVALID if exc.kind is ErrorKind.BAD_AUDIO else CLOSE_POLICY
+    return code, exc.reason
 
 
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
@@ -165,22 +191,27 @@ class AcsMediaReader:
                 'Frame must be a JSON object with a "kind" (AudioMetadata, AudioData)',
             )
         kind = frame["kind"]
-        if kind == "AudioMetadata":
-            return [self._metadata(_payload(frame, "audioMetadata"))]
-        if kind == "AudioData":
-            return [self._audio(_payload(frame, "audioData"))]
         if kind == "DtmfData":
             return []
+        if kind == "AudioMetadata":
+            payload = _payload(frame, "audioMetadata")
+            self._check_order(kind)
+            return [self._metadata(payload)]
+        if kind == "AudioData":
+            payload = _payload(frame, "audioData")
+            self._check_order(kind)
+            return [self._audio(payload)]
         raise _fail(
             CLOSE_POLICY,
             f"Unknown frame kind {quoted(kind)}: accepted are AudioMetadata, AudioData, DtmfData",
         )
 
+    def _check_order(self, kind: str) -> None:
+        """Refuse a frame kind the current state does not accept (the table above)."""
+        if kind not in TRANSITIONS[self.state]:
+            raise _fail(CLOSE_POLICY, OUT_OF_ORDER[(self.state, kind)])
+
     def _metadata(self, meta: dict) -> MediaFormat:
-        if self.state is not MediaState.AWAITING_METADATA:
-            raise _fail(
-                CLOSE_POLICY, "AudioMetadata sent twice: the format is fixed by the first one"
-            )
         raw = meta.get("encoding", "PCM")
         encoding = ENCODINGS.get(raw.strip().lower()) if isinstance(raw, str) else None
         if encoding is None:
@@ -219,16 +250,13 @@ class AcsMediaReader:
                 f"AudioMetadata.length {length} is over {MAX_PACKET_MS} ms of audio per packet",
             )
         self.format = fmt
-        self.state = MediaState.STREAMING
+        self.state = TRANSITIONS[self.state]["AudioMetadata"]
         return fmt
 
     def _audio(self, audio: dict) -> MediaPacket:
         fmt = self.format
-        if fmt is None:
-            raise _fail(
-                CLOSE_POLICY,
-                "AudioData before AudioMetadata: send AudioMetadata (encoding, sampleRate) first",
-            )
+        if fmt is None:  # STREAMING (the table) means AudioMetadata set the format
+            raise LocalProtocolError("ACS media", "read AudioData", self.state.name)
         participant = audio.get("participantRawID")
         if participant is not None:
             if not isinstance(participant, str) or not 0 < len(participant) <= MAX_RAW_ID_CHARS:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError, ProtocolError
 from streamscribe.events import ErrorKind, TurnUpdate
 from streamscribe.protocols.common import WHISPER_LANGUAGES, finite_number, quoted
 
@@ -82,7 +82,7 @@ _ACTION_KEYS = {
 
 
 def _bad(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorKind.BAD_REQUEST, reason)
+    return PeerError(ErrorKind.BAD_REQUEST, reason)
 
 
 # ---------------------------------------------------------------------------- requests

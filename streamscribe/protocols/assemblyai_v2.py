@@ -56,13 +56,19 @@ from streamscribe.events import (
 )
 from streamscribe.protocols.common import (
     BYTES_PER_SAMPLE,
+    IGNORED,
     Close,
+    Machine,
     Outgoing,
     QueryReader,
     RateLimit,
     SendJson,
+    Step,
+    Transitions,
     chunk_ms,
+    close_code_of,
     close_reason,
+    coded,
     loads_json,
     shown,
 )
@@ -127,6 +133,28 @@ class State(Enum):
     CLOSED = "closed"  # SessionTerminated or an error close sent
 
 
+# What each state allows (see `common.Machine`). Frames after the client's own end are dropped
+# unparsed; after CLOSED the loop may still hand over a frame it read before it noticed the close
+# (an engine failure closes the dialect while the loop waits for the next frame), and `error()`
+# may come once more (the sender was cancelled between rendering the close and sending it).
+TRANSITIONS: Transitions[State] = {
+    State.OPEN: {
+        Step.RECEIVE: State.OPEN,
+        Step.TERMINATE: State.TERMINATING,  # terminate_session
+        Step.RENDER: State.OPEN,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.TERMINATING: {
+        Step.RECEIVE: IGNORED,
+        Step.RENDER: State.TERMINATING,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.CLOSED: {Step.RECEIVE: IGNORED, Step.FAIL: IGNORED},
+}
+
+
 @dataclass(frozen=True, slots=True)
 class V2Options:
     """What the v2 query asks of the wire, beyond the session's config."""
@@ -139,7 +167,7 @@ def _fail(code: int, reason: str) -> ProtocolError:
     kind = (
         ErrorKind.BAD_AUDIO if code in (AUDIO_TOO_SHORT, AUDIO_TOO_LONG) else ErrorKind.BAD_REQUEST
     )
-    return ProtocolError(kind, reason, code)
+    return coded(kind, reason, code)
 
 
 def parse_query(query: Mapping[str, str]) -> SessionConfig:
@@ -214,7 +242,7 @@ class V2Protocol:
     ) -> None:
         self.config = config
         self.options = options or V2Options()
-        self.state = State.OPEN
+        self._machine = Machine("AssemblyAI v2", TRANSITIONS, State.OPEN)
         self._now = now
         fmt = config.audio
         self._sample_bytes = BYTES_PER_SAMPLE[fmt.encoding]
@@ -234,9 +262,13 @@ class V2Protocol:
         self._finals = 0
         self._finals_at_force: dict[str, int] = {}
 
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
     # ---------------------------------------------------------------- client -> server
     def receive_bytes(self, data: bytes) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # audio after terminate_session is not transcribed
         return self._audio(data)
 
@@ -245,7 +277,7 @@ class V2Protocol:
         return []
 
     def receive_text(self, text: str) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # flushing or closed: nothing a client sends matters, not even parsed
         if len(text) > self.max_text_chars:
             raise _fail(
@@ -268,7 +300,7 @@ class V2Protocol:
                 "force_end_utterance, end_utterance_silence_threshold or terminate_session)",
             )
         if set(message) != {"audio_data"} and not self._control_rate.allow():
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.RATE,
                 f"Too many messages: more than {CONTROL_RATE:.0f} control messages a second",
                 AUDIO_TOO_FAST,
@@ -287,7 +319,7 @@ class V2Protocol:
             self._finals_at_force[marker] = self._finals
             commands.append(ForceEndpoint(marker=marker))
         if _flag(message, "terminate_session"):
-            self.state = State.TERMINATING
+            self._machine.move(Step.TERMINATE)
             commands.append(Terminate())
         return commands
 
@@ -313,8 +345,7 @@ class V2Protocol:
 
     # ---------------------------------------------------------------- server -> client
     def render(self, event: Event) -> list[Outgoing]:
-        if self.state is State.CLOSED:
-            return []
+        self._machine.move(Step.RENDER)
         if isinstance(event, SessionStarted):
             expires = datetime.fromtimestamp(event.expires_at, UTC)
             return [
@@ -333,7 +364,7 @@ class V2Protocol:
         if isinstance(event, Flushed):
             return self._flushed(event.marker)
         if isinstance(event, SessionEnded):
-            self.state = State.CLOSED
+            self._machine.move(Step.END)
             out: list[Outgoing] = []
             if self.options.session_information:
                 out.append(
@@ -349,15 +380,15 @@ class V2Protocol:
                 return [*out, Close(1001, "Server shutting down: reconnect to another server")]
             return [*out, Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message, event.code))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []  # SpeechStarted: v2 has no such message
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
         """The error message and the close that end a session badly."""
-        if self.state is State.CLOSED:
-            return []
-        self.state = State.CLOSED
-        code = exc.code or CLOSE_CODES.get(exc.kind, INTERNAL)
+        if not self._machine.allows(Step.FAIL):
+            return []  # already closed: nothing more to say
+        self._machine.move(Step.FAIL)
+        code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, INTERNAL)
         return [SendJson({"error": exc.reason}), Close(code, close_reason(exc.reason))]
 
     def _turn(self, update: TurnUpdate) -> list[Outgoing]:

@@ -45,14 +45,20 @@ from streamscribe.events import (
 )
 from streamscribe.protocols.common import (
     BYTES_PER_SAMPLE,
+    IGNORED,
     WHISPER_LANGUAGES,
     Close,
+    Machine,
     Outgoing,
     QueryReader,
     RateLimit,
     SendJson,
+    Step,
+    Transitions,
     chunk_ms,
+    close_code_of,
     close_reason,
+    coded,
     finite_number,
     list_problem,
     loads_json,
@@ -128,13 +134,35 @@ class State(Enum):
     CLOSED = "closed"  # Termination or an error close sent
 
 
+# What each state allows (see `common.Machine`). Frames after the client's own end are dropped
+# unparsed; after CLOSED the loop may still hand over a frame it read before it noticed the close
+# (an engine failure closes the dialect while the loop waits for the next frame), and `error()`
+# may come once more (the sender was cancelled between rendering the close and sending it).
+TRANSITIONS: Transitions[State] = {
+    State.OPEN: {
+        Step.RECEIVE: State.OPEN,
+        Step.TERMINATE: State.TERMINATING,  # Terminate
+        Step.RENDER: State.OPEN,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.TERMINATING: {
+        Step.RECEIVE: IGNORED,
+        Step.RENDER: State.TERMINATING,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.CLOSED: {Step.RECEIVE: IGNORED, Step.FAIL: IGNORED},
+}
+
+
 def parse_query(query: Mapping[str, str]) -> SessionConfig:
     """Validate the `/v3/ws` query string; unknown parameters are ignored (new SDKs add many)."""
     q = QueryReader(query, BAD_MESSAGE)
     encoding = q.choice("encoding", ENCODINGS, "pcm_s16le")
     sample_rate = q.int("sample_rate", None, 8000, 48000)
     if sample_rate is None:
-        raise ProtocolError(
+        raise coded(
             ErrorKind.BAD_REQUEST,
             "Missing sample_rate: add sample_rate=16000 (any integer 8000-48000) to the URL",
             BAD_MESSAGE,
@@ -201,7 +229,7 @@ def pinned_language(languages: tuple[str, ...] | list[str]) -> str | None:
 
 
 def _bad_message(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorKind.BAD_REQUEST, reason, BAD_MESSAGE)
+    return coded(ErrorKind.BAD_REQUEST, reason, BAD_MESSAGE)
 
 
 def _json_type(value: Any) -> str:
@@ -277,19 +305,23 @@ class V3Protocol:
 
     def __init__(self, config: SessionConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.state = State.OPEN
+        self._machine = Machine("AssemblyAI v3", TRANSITIONS, State.OPEN)
         self.format_turns = bool(config.turn.get("format_turns", False))
         fmt = config.audio
         self._bytes_per_frame = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
         self._control_rate = RateLimit(CONTROL_RATE, CONTROL_BURST, clock)
 
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
     # ---------------------------------------------------------------- client -> server
     def receive_bytes(self, data: bytes) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # audio after Terminate is ignored
         fmt = self.config.audio
         if len(data) % self._bytes_per_frame:
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.BAD_AUDIO,
                 f"Invalid audio: {len(data)} bytes is not a whole number of {fmt.encoding} "
                 f"samples ({self._bytes_per_frame} bytes each){_json_hint(data)}",
@@ -297,7 +329,7 @@ class V3Protocol:
             )
         ms = chunk_ms(len(data), fmt.encoding, fmt.sample_rate, fmt.channels)
         if ms < MIN_CHUNK_MS - 0.5 or ms > MAX_CHUNK_MS + 0.5:
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.BAD_AUDIO,
                 f"Input duration violation: {ms:.0f} ms. Expected between "
                 f"{MIN_CHUNK_MS} and {MAX_CHUNK_MS} ms{_json_hint(data)}",
@@ -310,10 +342,10 @@ class V3Protocol:
         return []
 
     def receive_text(self, text: str) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # flushing or closed: nothing a client sends matters, not even parsed
         if not self._control_rate.allow():
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.RATE,
                 f"Message rate exceeded: more than {CONTROL_RATE:.0f} text messages a second "
                 "(KeepAlive once every few seconds is plenty)",
@@ -332,7 +364,7 @@ class V3Protocol:
             raise _bad_message(f"Invalid Message: {shown(text, 60)}")
         kind = message.get("type")
         if kind == "Terminate":
-            self.state = State.TERMINATING
+            self._machine.move(Step.TERMINATE)
             return [Terminate()]
         if kind == "ForceEndpoint":
             return [ForceEndpoint()]
@@ -356,8 +388,7 @@ class V3Protocol:
 
     # ---------------------------------------------------------------- server -> client
     def render(self, event: Event) -> list[Outgoing]:
-        if self.state is State.CLOSED:
-            return []
+        self._machine.move(Step.RENDER)
         if isinstance(event, SessionStarted):
             return [
                 SendJson(
@@ -371,7 +402,7 @@ class V3Protocol:
         if isinstance(event, SpeechStarted):
             return []  # optional in v3 and unknown to SDK 0.64: not sent
         if isinstance(event, SessionEnded):
-            self.state = State.CLOSED
+            self._machine.move(Step.END)
             return [
                 SendJson(
                     {
@@ -383,15 +414,15 @@ class V3Protocol:
                 Close(NORMAL),
             ]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
         """The Error message and the close that end a session badly."""
-        if self.state is State.CLOSED:
-            return []
-        self.state = State.CLOSED
-        code = exc.code or CLOSE_CODES.get(exc.kind, SERVER_ERROR)
+        if not self._machine.allows(Step.FAIL):
+            return []  # already closed: nothing more to say
+        self._machine.move(Step.FAIL)
+        code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, SERVER_ERROR)
         return [
             SendJson({"type": "Error", "error_code": code, "error": exc.reason}),
             Close(code, close_reason(exc.reason)),

@@ -1,4 +1,5 @@
-"""Helpers every dialect shares: outgoing frames, query-string parsing, chunk-size checks.
+"""Helpers every dialect shares: outgoing frames, query-string parsing, chunk-size checks, and
+the transition tables that every live dialect's states are checked against (`Machine`).
 
 Pure functions and small value types only; no sockets, no awaits (sans-I/O). Everything here
 reads text a client controls, so each helper either returns a checked value or raises
@@ -13,9 +14,10 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Final, Generic, TypeVar
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, PeerError, ProtocolError, ServerRefusal
 from streamscribe.events import ErrorKind
 
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "pcm_mulaw": 1, "pcm_alaw": 1}
@@ -42,6 +44,69 @@ class Close:
 
 
 Outgoing = SendText | SendJson | Close
+
+
+# ---------------------------------------------------------------- states as tables
+#
+# Theory of operation. A live dialect is a small state machine driven by the session loop:
+#
+# * Its states are an Enum; its transitions are a table `{state: {step: next state}}` written
+#   out in the dialect's module, so what may happen when is read in one place.
+# * A step the table does not list for the current state is a bug of ours (the server drove the
+#   dialect wrongly): `Machine` raises `LocalProtocolError` naming the step and the state. The
+#   peer's mistakes never show up here; they are `PeerError`s raised while parsing.
+# * A step listed as `IGNORED` is legal and does nothing: the dialect returns no commands and no
+#   messages and stays where it is (frames that arrive after the client's own end of stream, or
+#   after an engine failure closed the dialect while the loop was reading the next frame).
+
+
+class Step(Enum):
+    """What the session loop (or the dialect itself, on a client message) asks of a dialect."""
+
+    RECEIVE = "receive a client frame"
+    SETTLE = "learn the audio format"  # Deepgram: the first WAV header
+    TERMINATE = "take the client's end of stream"
+    RENDER = "render an event"
+    END = "render the end of the session"
+    FAIL = "end the session with an error"
+
+
+class _Ignored:
+    def __repr__(self) -> str:
+        return "IGNORED"
+
+
+IGNORED: Final = _Ignored()  # a legal step that changes nothing and produces nothing
+
+S = TypeVar("S", bound=Enum)
+Transitions = Mapping[S, Mapping[Step, "S | _Ignored"]]
+
+
+class Machine(Generic[S]):
+    """A dialect's current state, moved only along its transition table."""
+
+    def __init__(self, dialect: str, table: Transitions[S], initial: S) -> None:
+        self.dialect = dialect
+        self.table = table
+        self.state = initial
+
+    def _target(self, step: Step) -> S | _Ignored:
+        target = self.table[self.state].get(step)
+        if target is None:
+            raise LocalProtocolError(self.dialect, step.value, self.state.name)
+        return target
+
+    def allows(self, step: Step) -> bool:
+        """True: go ahead (then `move`, or stay); False: a documented no-op, do nothing;
+        `LocalProtocolError`: the table does not allow `step` in this state."""
+        return self._target(step) is not IGNORED
+
+    def move(self, step: Step) -> S:
+        """Take `step`: the table's next state becomes the current one."""
+        target = self._target(step)
+        if not isinstance(target, _Ignored):
+            self.state = target
+        return self.state
 
 
 def close_reason(text: str, limit: int = 123) -> str:
@@ -114,6 +179,38 @@ class RateLimit:
         return True
 
 
+class CodedPeerError(PeerError):
+    """A peer's mistake that one dialect found, with the close code that dialect sends for it.
+    Only the dialect that raised it reads `close_code`; the kind still decides everything else."""
+
+    def __init__(self, kind: ErrorKind, reason: str, close_code: int | None = None) -> None:
+        super().__init__(kind, reason)
+        self.close_code = close_code
+
+
+class CodedRefusal(ServerRefusal):
+    """A limit one dialect enforces (a message flood, too many participants), with the close
+    code that dialect sends for it."""
+
+    def __init__(self, kind: ErrorKind, reason: str, close_code: int | None = None) -> None:
+        super().__init__(kind, reason)
+        self.close_code = close_code
+
+
+def coded(kind: ErrorKind, reason: str, close_code: int | None) -> ProtocolError:
+    """The dialect's own error for `kind`, carrying the close code it sends for this mistake."""
+    if kind in PeerError.kinds:
+        return CodedPeerError(kind, reason, close_code)
+    return CodedRefusal(kind, reason, close_code)
+
+
+def close_code_of(exc: ProtocolError) -> int | None:
+    """The close code a dialect attached when it raised `exc` (None: map the kind)."""
+    if isinstance(exc, CodedPeerError | CodedRefusal):
+        return exc.close_code
+    return None
+
+
 # Language codes Whisper models know (faster-whisper's tokenizer list). An unknown code must
 # stop at the edge: inside a decode batch it would fail every session sharing that batch.
 _LANGUAGE_LIST = (
@@ -131,7 +228,10 @@ _MAX_NUMBER_CHARS = 32
 
 
 class QueryReader:
-    """Typed access to query parameters; every failure names the parameter and what is accepted."""
+    """Typed access to query parameters; every failure names the parameter and what is accepted.
+
+    `code` is the close code the dialect sends for a bad parameter (`CodedPeerError.close_code`).
+    """
 
     def __init__(self, query: Mapping[str, str], code: int | None = None) -> None:
         self.query = query
@@ -139,7 +239,7 @@ class QueryReader:
 
     def _fail(self, name: str, expected: str) -> ProtocolError:
         value = quoted(str(self.query.get(name)))
-        return ProtocolError(
+        return coded(
             ErrorKind.BAD_REQUEST, f"Invalid {name}={value}: expected {expected}", self.code
         )
 
@@ -231,7 +331,7 @@ class QueryReader:
             items = (raw.strip(),) if raw.strip() else ()
         problem = list_problem(items, max_items, max_chars)
         if problem:
-            raise ProtocolError(ErrorKind.BAD_REQUEST, f"Invalid {name}: {problem}", self.code)
+            raise coded(ErrorKind.BAD_REQUEST, f"Invalid {name}: {problem}", self.code)
         return items
 
 

@@ -25,8 +25,17 @@ After `CloseStream` only the flush's final results go out, then `Metadata`. `Utt
 follows a final once the audio heard (`AudioProgress`) lies `utterance_end_ms` past its last word
 with no new word since: a gap on the audio clock, as the cloud measures it.
 
-Options (shared with the pre-recorded API, `deepgram_prerecorded`) are read and words
-rendered in `deepgram_options`; this module holds the connection's state and messages.
+Streams without `encoding=` are WAV: the connection starts in AWAITING_FORMAT, holds Finalize
+(KeepAlive goes through at once) until the first binary frame, reads the format from its header
+and answers `AudioFormatSettled`, the held commands, then `RawAudio` of what follows the header.
+A stream that is not WAV, or has several channels without `multichannel=true`, is closed 1008.
+Any other message before the first audio ends the wait with the query's format, as the route
+did before the session loop learned `AudioFormatSettled`.
+
+States and their legal steps are the `TRANSITIONS` table; a render after the close is our bug
+and raises `LocalProtocolError`. Options (shared with the pre-recorded API,
+`deepgram_prerecorded`) are read and words rendered in `deepgram_options`, the WAV header and the
+wait's bookkeeping in `deepgram_format`; this module holds the connection's state and messages.
 
 Reference: shared/protocols/deepgram-listen.md.
 """
@@ -34,18 +43,18 @@ Reference: shared/protocols/deepgram-listen.md.
 from __future__ import annotations
 
 import hashlib
-import struct
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
+    AudioFormatSettled,
     AudioProgress,
     Command,
     Error,
@@ -66,17 +75,27 @@ from streamscribe.events import (
 )
 from streamscribe.protocols.common import (
     BYTES_PER_SAMPLE,
+    IGNORED,
     Close,
+    Machine,
     Outgoing,
     RateLimit,
     SendJson,
+    Step,
+    Transitions,
     close_reason,
+    coded,
     list_problem,
     loads_json,
     shown,
 )
+from streamscribe.protocols.deepgram_format import (
+    FormatWait,
+    control_type,
+    stream_format,
+    wav_format,
+)
 from streamscribe.protocols.deepgram_options import (
-    MAX_CHANNELS,
     MAX_KEYTERM_CHARS,
     MAX_KEYTERMS,
     NO_AUDIO_TIMEOUT_S,
@@ -110,108 +129,98 @@ def parse_query(params: Params) -> SessionConfig:
     return session_config(parse_options(params))
 
 
-# ---------------------------------------------------------------- containerized (WAV) streams
-
-_WAV_CODECS = {1: "pcm_s16le", 6: "pcm_alaw", 7: "pcm_mulaw"}
-_EXTENSIBLE = 0xFFFE
-MAX_WAV_HEADER = 64 * 1024
-
-
-def wav_format(data: bytes) -> tuple[AudioFormat, int] | None:
-    """The format of a WAV stream's first bytes and the header's length (audio starts there).
-
-    None when `data` is not a RIFF/WAVE header at all; ProtocolError (BAD_AUDIO) when it is one
-    this server cannot stream (another codec, a rate out of range, a header cut short).
-    """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    pos = 12
-    fmt: AudioFormat | None = None
-    while pos + 8 <= min(len(data), MAX_WAV_HEADER):
-        chunk, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        body = pos + 8
-        if chunk == b"fmt ":
-            if body + 16 > len(data):
-                break
-            codec, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
-            if codec == _EXTENSIBLE and size >= 40 and body + 26 <= len(data):
-                codec = struct.unpack_from("<H", data, body + 24)[0]
-            encoding = _WAV_CODECS.get(codec)
-            if encoding is None or (encoding == "pcm_s16le" and bits != 16):
-                raise _bad_audio(
-                    f"Unsupported WAV audio (format {codec}, {bits}-bit): stream 16-bit PCM, "
-                    "mu-law or A-law WAV, or raw audio with encoding= and sample_rate="
-                )
-            if not 8000 <= rate <= 48000 or not 1 <= channels <= MAX_CHANNELS:
-                raise _bad_audio(
-                    f"Unsupported WAV audio ({rate} Hz, {channels} channels): 8000-48000 Hz "
-                    f"and 1-{MAX_CHANNELS} channels are accepted"
-                )
-            fmt = AudioFormat(encoding, rate, channels)
-        elif chunk == b"data":
-            if fmt is None:
-                break
-            return fmt, body
-        pos = body + size + (size & 1)
-    raise _bad_audio(
-        "Incomplete WAV header: the first binary frame must hold the whole header up to the "
-        "data chunk"
-    )
-
-
-def _bad_audio(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorKind.BAD_AUDIO, reason, POLICY)
-
-
 # ---------------------------------------------------------------- the live protocol
 
 
 class State(Enum):
+    AWAITING_FORMAT = "awaiting_format"  # no encoding= in the query: the first frame's WAV header
     OPEN = "open"  # audio flowing
     CLOSING = "closing"  # CloseStream (or an empty frame) received: flushing the last turns
     CLOSED = "closed"  # Metadata or an error close sent
 
 
+# What each state allows (see `common.Machine`). AWAITING_FORMAT settles (SETTLE) on the first
+# binary frame's WAV header, or on the query's format when a message other than KeepAlive or
+# Finalize comes first; until then commands are held. After CloseStream frames are dropped
+# unparsed; after CLOSED the loop may still hand over a frame it read before it noticed the close
+# (an engine failure closes the dialect while the loop waits for the next frame), and `error()`
+# may come once more (the sender was cancelled between rendering the close and sending it).
+TRANSITIONS: Transitions[State] = {
+    State.AWAITING_FORMAT: {
+        Step.RECEIVE: State.AWAITING_FORMAT,
+        Step.SETTLE: State.OPEN,
+        Step.RENDER: State.AWAITING_FORMAT,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.OPEN: {
+        Step.RECEIVE: State.OPEN,
+        Step.TERMINATE: State.CLOSING,  # CloseStream, or an empty binary frame
+        Step.RENDER: State.OPEN,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.CLOSING: {
+        Step.RECEIVE: IGNORED,
+        Step.RENDER: State.CLOSING,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.CLOSED: {Step.RECEIVE: IGNORED, Step.FAIL: IGNORED},
+}
+
+
 class DeepgramProtocol:
     """One `/v1/listen` connection's protocol state.
 
-    `skip_bytes` is the length of a WAV header the route read the format from: those bytes
-    are not audio. `clock` (seconds, monotonic) paces control messages; `now` stamps Metadata.
+    Without `encoding=` in the options the connection starts in AWAITING_FORMAT: `config.audio`
+    is only the query's fallback until the first binary frame's WAV header settles the format
+    (`AudioFormatSettled` goes out first, then the held commands, then the audio after the
+    header). `clock` (seconds, monotonic) paces control messages; `now` stamps Metadata.
     """
 
     def __init__(
         self,
         config: SessionConfig,
         options: DeepgramOptions | None = None,
-        skip_bytes: int = 0,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
         self.options = options or DeepgramOptions()
-        self.state = State.OPEN
+        waiting = self.options.encoding is None
+        initial = State.AWAITING_FORMAT if waiting else State.OPEN
+        self._machine = Machine("Deepgram", TRANSITIONS, initial)
+        self._wait = FormatWait()
         self.request_id = str(uuid.uuid4())
         self.created = now()
-        fmt = config.audio
-        self.channels = fmt.channels
-        self._frame_bytes = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
         self._pending = b""
-        self._skip = skip_bytes
+        self._skip = 0  # bytes of a WAV header still to drop from the audio
         self._frames = 0
         self._sha = hashlib.sha256()
         self._control_rate = RateLimit(CONTROL_RATE, CONTROL_BURST, clock)
-        self._span_start_ms = [0] * fmt.channels  # where each channel's next span begins
         self._finalizes = 0
         self._forced_since_flush: set[int] = set()
         self._replies: list[Reply] = []
         self._keyterms = self.options.keyterms
+        self._heard_ms = 0
+        self.model_uuid, self.model_info = model_info(self.options.model)
+        self._set_format(config.audio)
+
+    def _set_format(self, fmt: AudioFormat) -> None:
+        self.config = replace(self.config, audio=fmt)
+        self.channels = fmt.channels
+        self._frame_bytes = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
+        self._span_start_ms = [0] * fmt.channels  # where each channel's next span begins
         # UtteranceEnd: per channel, the end of the last word seen and of the last finalized
-        # one, and whether a final is waiting for its gap; the audio heard so far
+        # one, and whether a final is waiting for its gap
         self._last_word_ms = [0] * fmt.channels
         self._final_word_ms = [0] * fmt.channels
         self._utterance_open = [False] * fmt.channels
-        self._heard_ms = 0
-        self.model_uuid, self.model_info = model_info(self.options.model)
+
+    @property
+    def state(self) -> State:
+        return self._machine.state
 
     @property
     def audio_ms(self) -> int:
@@ -220,10 +229,16 @@ class DeepgramProtocol:
 
     # ---------------------------------------------------------------- client -> server
     def receive_bytes(self, data: bytes) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # audio after CloseStream is ignored
+        if self.state is State.AWAITING_FORMAT:
+            if data:
+                fmt, header = stream_format(data, self.options.multichannel)
+                self._skip = header
+                return [*self._settle(fmt), *self.receive_bytes(data)]
+            return [*self._settle(self.config.audio), *self.receive_bytes(data)]
         if not data:
-            self.state = State.CLOSING  # the legacy close: an empty binary frame
+            self._machine.move(Step.TERMINATE)  # the legacy close: an empty binary frame
             return [Terminate()]
         if data[:1] == b"{" and len(data) <= 256 and data.rstrip()[-1:] == b"}":
             try:
@@ -262,11 +277,27 @@ class DeepgramProtocol:
     def receive_text(self, text: str) -> list[Command]:
         """A control message; one that cannot be used is answered with Deepgram's `Error`
         (SchemaError) and the stream goes on. Only a flood of messages ends it (1008)."""
+        if self.state is State.AWAITING_FORMAT:
+            if control_type(text) == "KeepAlive":
+                return [KeepAlive()]  # at once: the idle timer is reset before any audio
+            if self._wait.hold(text):
+                return []
+            return self._settle(self.config.audio)  # the query's format, as before any WAV
         try:
             return self._receive_text(text)
         except SchemaError as exc:
             self._reply(_schema_error_json(exc))
             return []
+
+    def _settle(self, fmt: AudioFormat) -> list[Command]:
+        """Leave AWAITING_FORMAT with `fmt`: the format first, then the held messages' commands
+        (parsed now, as if they had come after the format)."""
+        self._machine.move(Step.SETTLE)
+        self._set_format(fmt)
+        commands: list[Command] = [AudioFormatSettled(fmt)]
+        for text in self._wait.release():
+            commands += self.receive_text(text)
+        return commands
 
     def take_replies(self) -> list[Reply]:
         """Answers to the client's last message, for the session loop to queue in order."""
@@ -277,10 +308,10 @@ class DeepgramProtocol:
         self._replies.append(Reply(data))
 
     def _receive_text(self, text: str) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # flushing or closed: nothing a client sends matters, not even parsed
         if not self._control_rate.allow():
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.RATE,
                 f"Too many messages: more than {CONTROL_RATE:.0f} text messages a second "
                 "(a KeepAlive every few seconds is plenty)",
@@ -305,7 +336,7 @@ class DeepgramProtocol:
         if kind == "KeepAlive":
             return [KeepAlive()]
         if kind == "CloseStream":
-            self.state = State.CLOSING
+            self._machine.move(Step.TERMINATE)
             return [Terminate()]
         if kind == "Finalize":
             channel = message.get("channel")
@@ -366,8 +397,7 @@ class DeepgramProtocol:
 
     # ---------------------------------------------------------------- server -> client
     def render(self, event: Event | Reply) -> list[Outgoing]:
-        if self.state is State.CLOSED:
-            return []
+        self._machine.move(Step.RENDER)
         if isinstance(event, Reply):
             data = event.data
             if data["type"].startswith("Configure"):
@@ -393,10 +423,10 @@ class DeepgramProtocol:
         if isinstance(event, Flushed):
             return self._flushed(event)
         if isinstance(event, SessionEnded):
-            self.state = State.CLOSED
+            self._machine.move(Step.END)
             return [SendJson(self._metadata(event)), Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []
 
     def _turn(self, update: TurnUpdate) -> list[Outgoing]:
@@ -517,9 +547,9 @@ class DeepgramProtocol:
     def error(self, exc: ProtocolError) -> list[Outgoing]:
         """The close that ends a session badly, with Deepgram's code and reason (the cloud
         sends no message first)."""
-        if self.state is State.CLOSED:
-            return []
-        self.state = State.CLOSED
+        if not self._machine.allows(Step.FAIL):
+            return []  # already closed: nothing more to say
+        self._machine.move(Step.FAIL)
         code, prefix = _close_for(exc)
         reason = timeout_reason() if exc.kind is ErrorKind.TIMEOUT else exc.reason
         return [Close(code, close_reason(f"{prefix} {reason}"))]
@@ -533,12 +563,12 @@ class Reply:
     data: dict[str, Any]
 
 
-class SchemaError(ProtocolError):
+class SchemaError(PeerError):
     """A text frame that is not a message this protocol knows; keeps the text for the reply.
     Raised and caught inside the protocol: the client gets an `Error` and the stream goes on."""
 
     def __init__(self, reason: str, text: str | None = None) -> None:
-        super().__init__(ErrorKind.BAD_REQUEST, reason, POLICY)
+        super().__init__(ErrorKind.BAD_REQUEST, reason)
         self.text = text
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError, ProtocolError
 from streamscribe.events import AudioFormat, ErrorKind, SessionConfig, Word
 from streamscribe.protocols.common import WHISPER_LANGUAGES, QueryReader, list_problem, quoted
 
@@ -156,7 +156,7 @@ def _collect(params: Params) -> tuple[dict[str, str], dict[str, list[str]]]:
 
 
 def _bad(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorKind.BAD_REQUEST, reason)
+    return PeerError(ErrorKind.BAD_REQUEST, reason)
 
 
 def _refuse_not_built(last: Mapping[str, str], names: Mapping[str, str]) -> None:

@@ -51,13 +51,19 @@ from streamscribe.events import (
     Word,
 )
 from streamscribe.protocols.common import (
+    IGNORED,
     WHISPER_LANGUAGES,
     Close,
+    Machine,
     Outgoing,
     QueryReader,
     RateLimit,
     SendJson,
+    Step,
+    Transitions,
+    close_code_of,
     close_reason,
+    coded,
     loads_json,
     quoted,
     shown,
@@ -125,6 +131,28 @@ class State(Enum):
     CLOSED = "closed"  # closed, or an error close sent
 
 
+# What each state allows (see `common.Machine`). Frames after the client's own end are dropped
+# unparsed; after CLOSED the loop may still hand over a frame it read before it noticed the close
+# (an engine failure closes the dialect while the loop waits for the next frame), and `error()`
+# may come once more (the sender was cancelled between rendering the close and sending it).
+TRANSITIONS: Transitions[State] = {
+    State.OPEN: {
+        Step.RECEIVE: State.OPEN,
+        Step.TERMINATE: State.FINISHING,  # the final barrier
+        Step.RENDER: State.OPEN,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.FINISHING: {
+        Step.RECEIVE: IGNORED,
+        Step.RENDER: State.FINISHING,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.CLOSED: {Step.RECEIVE: IGNORED, Step.FAIL: IGNORED},
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FireworksOptions:
     """What the query asks of the wire, beyond the session's config."""
@@ -149,7 +177,7 @@ def _pairs(query: Query) -> list[tuple[str, str]]:
 
 
 def _bad(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorKind.BAD_REQUEST, reason, UNSUPPORTED)
+    return coded(ErrorKind.BAD_REQUEST, reason, UNSUPPORTED)
 
 
 def parse_query(query: Query) -> SessionConfig:
@@ -257,7 +285,7 @@ class FireworksProtocol:
     ) -> None:
         self.config = config
         self.options = options or FireworksOptions()
-        self.state = State.OPEN
+        self._machine = Machine("Fireworks", TRANSITIONS, State.OPEN)
         self._carry = b""
         self._control_rate = RateLimit(CONTROL_RATE, CONTROL_BURST, clock)
         self._barriers: dict[str, _Barrier] = {}
@@ -266,12 +294,16 @@ class FireworksProtocol:
         self._segments: dict[int, tuple[tuple[Word, ...], str]] = {}
         self._language = self.options.language or "en"
 
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
     # ---------------------------------------------------------------- client -> server
     def receive_bytes(self, data: bytes) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []  # after the final checkpoint nothing more is transcribed
         if len(data) > MAX_CHUNK_BYTES:
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.BAD_AUDIO,
                 f"Audio frame too long: {len(data) / 32:.0f} ms in one frame (at most "
                 f"{MAX_CHUNK_MS} ms; send 50-400 ms chunks of 16 kHz PCM16)",
@@ -287,10 +319,10 @@ class FireworksProtocol:
         return []
 
     def receive_text(self, text: str) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []
         if not self._control_rate.allow():
-            raise ProtocolError(
+            raise coded(
                 ErrorKind.RATE,
                 f"Too many messages: more than {CONTROL_RATE:.0f} text messages a second "
                 "(audio goes in binary frames)",
@@ -332,33 +364,32 @@ class FireworksProtocol:
         self._barriers[marker] = barrier
         commands: list[Command] = [ForceEndpoint(marker=marker)]
         if final:
-            self.state = State.FINISHING
+            self._machine.move(Step.TERMINATE)
             commands.append(Terminate())
         return commands
 
     # ---------------------------------------------------------------- server -> client
     def render(self, event: Event) -> list[Outgoing]:
-        if self.state is State.CLOSED:
-            return []
+        self._machine.move(Step.RENDER)
         if isinstance(event, TurnUpdate):
             return self._turn(event)
         if isinstance(event, Flushed):
             return self._echo(event.marker)
         if isinstance(event, SessionEnded):
-            self.state = State.CLOSED
+            self._machine.move(Step.END)
             if event.reason is EndReason.SHUTDOWN:
                 return [Close(GOING_AWAY, "Server shutting down: reconnect to another server")]
             return [Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message, event.code))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []  # no greeting, no speech events in this protocol
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
         """The error message and the close that end a session badly."""
-        if self.state is State.CLOSED:
-            return []
-        self.state = State.CLOSED
-        code = exc.code or CLOSE_CODES.get(exc.kind, INTERNAL)
+        if not self._machine.allows(Step.FAIL):
+            return []  # already closed: nothing more to say
+        self._machine.move(Step.FAIL)
+        code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, INTERNAL)
         kind = ERROR_TYPES.get(exc.kind, "server_error")
         return [
             SendJson({"error": {"message": exc.reason, "type": kind, "code": code}}),

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import ProtocolError, ServerRefusal
 from streamscribe.events import (
     AudioFormat,
     Command,
@@ -60,7 +60,18 @@ from streamscribe.events import (
     UpdateConfig,
     Word,
 )
-from streamscribe.protocols.common import Close, Outgoing, RateLimit, SendJson, loads_json, shown
+from streamscribe.protocols.common import (
+    IGNORED,
+    Close,
+    Machine,
+    Outgoing,
+    RateLimit,
+    SendJson,
+    Step,
+    Transitions,
+    loads_json,
+    shown,
+)
 from streamscribe.protocols.openai_common import OpenAIError, spoken_text, word_logprobs
 from streamscribe.protocols.openai_realtime_session import (
     SAMPLE_RATE,
@@ -110,6 +121,21 @@ CONVERSATION_EVENTS = (
 class State(Enum):
     OPEN = "open"
     CLOSED = "closed"  # an error close or the end was rendered: nothing more goes out
+
+
+# What each state allows (see `common.Machine`). After CLOSED the loop may still hand over a
+# frame it read before it noticed the close (an engine failure closes the dialect while the loop
+# waits for the next frame), and `error()` may come once more (the sender was cancelled between
+# rendering the close and sending it); both do nothing. Rendering after CLOSED is our bug.
+TRANSITIONS: Transitions[State] = {
+    State.OPEN: {
+        Step.RECEIVE: State.OPEN,
+        Step.RENDER: State.OPEN,
+        Step.END: State.CLOSED,
+        Step.FAIL: State.CLOSED,
+    },
+    State.CLOSED: {Step.RECEIVE: IGNORED, Step.FAIL: IGNORED},
+}
 
 
 def new_id(prefix: str) -> str:
@@ -204,7 +230,7 @@ class RealtimeProtocol:
         self.multilingual = multilingual
         self.model_name = model_name
         self.settings = RealtimeSettings(model=config.model or "whisper-1")
-        self.state = State.OPEN
+        self._machine = Machine("OpenAI Realtime", TRANSITIONS, State.OPEN)
         self._make_id = make_id
         self._rate = RateLimit(MESSAGE_RATE, MESSAGE_BURST, clock)
         self._replies: list[_Reply] = []
@@ -219,6 +245,10 @@ class RealtimeProtocol:
         self._awaiting: deque[_Item] = deque()
         self._last_committed: str | None = None
 
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
     # ---------------------------------------------------------------- client -> server
     def take_replies(self) -> list[_Reply]:
         """Answers to the messages received so far, for the session loop to queue in order."""
@@ -226,7 +256,7 @@ class RealtimeProtocol:
         return replies
 
     def receive_bytes(self, data: bytes) -> list[Command]:
-        if self.state is State.OPEN:
+        if self._machine.allows(Step.RECEIVE):
             self._refuse(
                 OpenAIError(
                     "Binary frames are not part of the Realtime protocol: send audio as base64 "
@@ -237,10 +267,10 @@ class RealtimeProtocol:
         return []
 
     def receive_text(self, text: str) -> list[Command]:
-        if self.state is not State.OPEN:
+        if not self._machine.allows(Step.RECEIVE):
             return []
         if not self._rate.allow():
-            raise ProtocolError(
+            raise ServerRefusal(
                 ErrorKind.RATE,
                 f"Message rate exceeded: more than {MESSAGE_RATE:.0f} events a second "
                 "(append audio in chunks of 20 ms or more)",
@@ -345,8 +375,7 @@ class RealtimeProtocol:
 
     # ---------------------------------------------------------------- server -> client
     def render(self, event: Event | _Reply) -> list[Outgoing]:
-        if self.state is State.CLOSED:
-            return []
+        self._machine.move(Step.RENDER)
         if isinstance(event, _Reply):
             return self._render_reply(event)
         if isinstance(event, SessionStarted):
@@ -361,7 +390,7 @@ class RealtimeProtocol:
         if isinstance(event, Flushed):
             return self._flushed(event.marker)
         if isinstance(event, SessionEnded):
-            self.state = State.CLOSED
+            self._machine.move(Step.END)
             if event.reason is EndReason.SHUTDOWN:
                 return [
                     self._send(
@@ -378,14 +407,14 @@ class RealtimeProtocol:
                 ]
             return [Close(NORMAL)]
         if isinstance(event, Error):
-            return self.error(ProtocolError(event.kind, event.message))
+            return self.error(ProtocolError.of(event.kind, event.message))
         return []
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:
         """The `error` event and the close that end a session badly."""
-        if self.state is State.CLOSED:
-            return []
-        self.state = State.CLOSED
+        if not self._machine.allows(Step.FAIL):
+            return []  # already closed: nothing more to say
+        self._machine.move(Step.FAIL)
         body = {**OpenAIError.from_protocol(exc).body(), "event_id": None}
         code = CLOSE_CODES.get(exc.kind, SERVER_FAULT)
         reason = "" if code == NORMAL else body["code"] or ""

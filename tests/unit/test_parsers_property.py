@@ -46,7 +46,7 @@ PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 def check_error(exc: BaseException, codes: frozenset[int] = frozenset({3006, 3007})) -> None:
     """A refusal the session loop can send as is: Error message + close frame."""
     assert isinstance(exc, ProtocolError), f"{type(exc).__name__}: {exc!r}"[:300]
-    assert exc.code in codes, (exc.code, exc.reason)
+    assert exc.close_code in codes, (exc.close_code, exc.reason)
     assert exc.reason.strip(), "empty reason"
     exc.reason.encode("utf-8")  # valid UTF-8: no lone surrogate from the client's text
     reason = close_reason(exc.reason)
@@ -54,8 +54,8 @@ def check_error(exc: BaseException, codes: frozenset[int] = frozenset({3006, 300
     # and the dialect renders it: an Error frame that encodes, then the close
     out = v3.V3Protocol(SessionConfig()).error(exc)
     assert isinstance(out[0], SendJson) and isinstance(out[-1], Close)
-    assert json.loads(out[0].text.encode("utf-8"))["error_code"] == exc.code
-    assert out[-1].code == exc.code and len(out[-1].reason.encode("utf-8")) <= 123
+    assert json.loads(out[0].text.encode("utf-8"))["error_code"] == exc.close_code
+    assert out[-1].code == exc.close_code and len(out[-1].reason.encode("utf-8")) <= 123
 
 
 def outcome(fn, *args):
@@ -444,7 +444,7 @@ def test_bombs_say_invalid_json_or_message(text):
     proto = v3.V3Protocol(v3.parse_query({"sample_rate": "16000"}))
     with pytest.raises(ProtocolError) as info:
         proto.receive_text(text)
-    assert info.value.code == 3006
+    assert info.value.close_code == 3006
     assert info.value.reason.startswith(("Invalid JSON", "Invalid Message"))
 
 
@@ -473,7 +473,7 @@ def test_an_oversized_text_frame_is_refused_before_parsing():
 def test_v2_style_base64_audio_in_text_says_where_audio_goes():
     with pytest.raises(ProtocolError, match="binary frames") as info:
         v3.V3Protocol(SessionConfig()).receive_text(BOMBS[-1])
-    assert info.value.code == 3006
+    assert info.value.close_code == 3006
 
 
 @PROPERTY
@@ -510,7 +510,7 @@ def test_a_flood_of_tiny_text_frames_is_closed_3007():
     with pytest.raises(ProtocolError) as info:
         proto.receive_text('{"type":"KeepAlive"}')
     check_error(info.value)
-    assert info.value.code == 3007 and "rate" in info.value.reason.lower()
+    assert info.value.close_code == 3007 and "rate" in info.value.reason.lower()
 
 
 def test_a_steady_keepalive_never_trips_the_rate_limit():
@@ -562,7 +562,7 @@ def test_json_sent_as_binary_says_to_use_text_frames():
     proto = v3.V3Protocol(v3.parse_query({"sample_rate": "16000"}))
     with pytest.raises(ProtocolError, match="text frames") as info:
         proto.receive_bytes(b'{"type": "Terminate"}')
-    assert info.value.code == 3007
+    assert info.value.close_code == 3007
 
 
 def test_close_reason_survives_lone_surrogates():

@@ -122,14 +122,14 @@ def test_every_refusal_carries_its_close_code_and_says_why(frames, code, reason)
     for text in frames[:-1]:
         reader.receive_text(text)
     error = refused(reader, frames[-1])
-    assert error.code == code
+    assert error.close_code == code
     assert reason in error.reason
 
 
 def test_binary_frames_are_refused_with_1003():
     with pytest.raises(ProtocolError) as info:
         AcsMediaReader().receive_bytes(b"\x00\x00")
-    assert info.value.code == 1003 and "JSON text" in info.value.reason
+    assert info.value.close_code == 1003 and "JSON text" in info.value.reason
 
 
 def test_more_than_16_participants_are_refused():
@@ -137,7 +137,7 @@ def test_more_than_16_participants_are_refused():
     reader.receive_text(metadata())
     for i in range(16):
         reader.receive_text(audio(participantRawID=f"4:+{i}"))
-    assert refused(reader, audio(participantRawID="4:+99")).code == 1008
+    assert refused(reader, audio(participantRawID="4:+99")).close_code == 1008
     reader.receive_text(audio(participantRawID="4:+3"))  # a known one goes on
 
 
@@ -233,7 +233,7 @@ def test_any_frames_give_packets_or_a_protocol_error_never_a_crash(frames):
         try:
             out = reader.receive_text(json.dumps(f))
         except ProtocolError as exc:
-            assert exc.code in (1003, 1007, 1008) and exc.reason
+            assert exc.close_code in (1003, 1007, 1008) and exc.reason
             return
         for item in out:
             assert isinstance(item, MediaFormat | MediaPacket)

@@ -22,9 +22,10 @@ from deepgram.listen.v1.types.listen_v1results import ListenV1Results
 from deepgram.listen.v1.types.listen_v1speech_started import ListenV1SpeechStarted
 from deepgram.listen.v1.types.listen_v1utterance_end import ListenV1UtteranceEnd
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
+    AudioFormatSettled,
     AudioProgress,
     EndReason,
     Error,
@@ -41,8 +42,9 @@ from streamscribe.events import (
     UpdateConfig,
     Word,
 )
-from streamscribe.protocols.common import Close, SendJson
+from streamscribe.protocols.common import Close, SendJson, Step
 from streamscribe.protocols.deepgram import (
+    TRANSITIONS,
     DeepgramProtocol,
     State,
     parse_options,
@@ -577,7 +579,8 @@ def test_the_end_is_metadata_then_close_1000():
     assert meta["created"] == "2026-01-02T03:04:05.678Z"
     assert meta["models"] == list(meta["model_info"])
     assert out[-1] == Close(1000)
-    assert proto.render(turn(*HELLO, end=True)) == []  # nothing after the close
+    with pytest.raises(LocalProtocolError):  # the sender never renders after the close
+        proto.render(turn(*HELLO, end=True))
 
 
 @pytest.mark.parametrize(
@@ -651,10 +654,166 @@ def test_unsupported_or_cut_wav_headers_are_refused():
         wav_format(wav_bytes(16000, 1)[:30])
 
 
-def test_the_header_of_a_wav_stream_is_not_forwarded_as_audio():
-    data = wav_bytes(16000, 1, b"\x01\x00" * 10)
-    fmt, offset = wav_format(data)
-    opts = parse_options([("model", "nova-3")])
-    proto = DeepgramProtocol(session_config(opts, fmt), opts, skip_bytes=offset)
-    assert proto.receive_bytes(data[:20]) == []
-    assert proto.receive_bytes(data[20:]) == [RawAudio(b"\x01\x00" * 10)]
+# ------------------------------------------------------------------ WAV streams: the wait
+
+WAV_QUERY = [("model", "nova-3")]  # no encoding=: the first binary frame is a WAV header
+
+
+def wav_stream(*pairs: tuple[str, str]) -> DeepgramProtocol:
+    opts = parse_options([*WAV_QUERY, *pairs])
+    proto = DeepgramProtocol(session_config(opts), opts)
+    proto.render(SessionStarted("sess-1", 0))
+    return proto
+
+
+def refusal(proto: DeepgramProtocol, data: bytes) -> tuple[ProtocolError, Close]:
+    """The error a frame raises and the close the session loop then gets from `error()`."""
+    with pytest.raises(ProtocolError) as info:
+        proto.receive_bytes(data)
+    (close,) = proto.error(info.value)
+    return info.value, close
+
+
+def test_without_encoding_the_stream_waits_for_its_format():
+    assert wav_stream().state is State.AWAITING_FORMAT
+    assert protocol().state is State.OPEN
+
+
+def test_the_first_frame_settles_the_format_and_only_the_audio_after_the_header_goes_on():
+    proto = wav_stream()
+    data = wav_bytes(8000, 1, b"\x01\x00" * 10)
+    assert proto.receive_bytes(data) == [
+        AudioFormatSettled(AudioFormat("pcm_s16le", 8000, 1)),
+        RawAudio(b"\x01\x00" * 10),
+    ]
+    assert proto.state is State.OPEN
+    assert proto.receive_bytes(b"\x02\x00" * 4) == [RawAudio(b"\x02\x00" * 4)]  # no re-sniff
+
+
+def test_a_header_alone_settles_the_format_with_no_audio_yet():
+    proto = wav_stream()
+    data = wav_bytes(16000, 1, b"")
+    assert proto.receive_bytes(data) == [AudioFormatSettled(AudioFormat("pcm_s16le", 16000, 1))]
+    assert proto.receive_bytes(b"\x01\x00") == [RawAudio(b"\x01\x00")]
+
+
+def test_the_metadata_hashes_the_whole_stream_header_included():
+    proto = wav_stream()
+    data = wav_bytes(16000, 1)
+    proto.receive_bytes(data)
+    (metadata,) = sent(proto.render(SessionEnded(0, 0)))
+    assert metadata["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_keepalive_passes_at_once_and_finalize_waits_for_the_format():
+    proto = wav_stream(("multichannel", "true"))
+    assert proto.receive_text('{"type": "KeepAlive"}') == [KeepAlive()]
+    assert proto.receive_text('{"type": "Finalize"}') == []
+    assert proto.receive_text('{"type": "KeepAlive"}') == [KeepAlive()]
+    assert proto.receive_text('{"type": "Finalize", "channel": 1}') == []
+    assert proto.state is State.AWAITING_FORMAT
+    out = proto.receive_bytes(wav_bytes(16000, 2, b"\x01\x00\x02\x00"))
+    assert out == [
+        AudioFormatSettled(AudioFormat("pcm_s16le", 16000, 2)),
+        ForceEndpoint(None, marker="finalize-1"),
+        ForceEndpoint(1, marker="finalize-2"),  # checked against the sniffed channels
+        RawAudio(b"\x01\x00\x02\x00" * 2),
+    ]
+
+
+def test_closestream_before_any_audio_ends_the_wait_with_the_query_format():
+    proto = wav_stream(("sample_rate", "8000"))
+    assert proto.receive_text('{"type": "Finalize"}') == []
+    out = proto.receive_text('{"type": "CloseStream"}')
+    assert out == [
+        AudioFormatSettled(AudioFormat("pcm_s16le", 8000, 1)),
+        ForceEndpoint(None, marker="finalize-1"),
+        Terminate(),
+    ]
+    assert proto.state is State.CLOSING
+    assert proto.receive_bytes(wav_bytes(16000, 1)) == []  # after CloseStream: ignored
+
+
+def test_an_empty_frame_before_any_audio_is_the_legacy_close():
+    proto = wav_stream()
+    assert proto.receive_bytes(b"") == [AudioFormatSettled(AudioFormat()), Terminate()]
+    assert proto.state is State.CLOSING
+
+
+def test_another_message_before_audio_ends_the_wait_as_the_route_did():
+    """Configure (or anything but KeepAlive and Finalize) ends the wait: from then on binary
+    frames are the query's raw format, exactly as before the wait moved into the dialect."""
+    proto = wav_stream()
+    out = proto.receive_text('{"type": "Configure", "keyterms": ["alpha"]}')
+    assert out == [AudioFormatSettled(AudioFormat()), UpdateConfig({"keyterms": ("alpha",)})]
+    assert [r["type"] for r in replies(proto)] == ["ConfigureSuccess"]
+    assert proto.state is State.OPEN
+
+
+def test_a_message_that_is_not_json_ends_the_wait_and_gets_its_schema_error():
+    proto = wav_stream()
+    assert proto.receive_text("not json") == [AudioFormatSettled(AudioFormat())]
+    assert [r["variant"] for r in replies(proto)] == ["SchemaError"]
+
+
+def test_at_most_64_messages_are_held():
+    proto = wav_stream()
+    for _ in range(63):
+        assert proto.receive_text('{"type": "Finalize"}') == []
+    out = proto.receive_text('{"type": "Finalize"}')
+    assert out[0] == AudioFormatSettled(AudioFormat()) and len(out) == 65
+    assert proto.state is State.OPEN
+
+
+def test_a_first_frame_that_is_not_wav_is_refused_with_the_fix():
+    proto = wav_stream()
+    exc, close = refusal(proto, b"\x1a\x45\xdf\xa3" + b"\x00" * 60)  # WebM
+    assert exc.kind is ErrorKind.BAD_AUDIO and "Unknown audio format" in exc.reason
+    assert close.code == 1008 and close.reason.startswith("DATA-0000 Unknown audio format")
+    assert proto.state is State.CLOSED
+
+
+def test_a_stereo_wav_without_multichannel_is_refused():
+    proto = wav_stream()
+    exc, close = refusal(proto, wav_bytes(16000, 2))
+    assert "2-channel WAV stream without multichannel=true" in exc.reason
+    assert close.code == 1008
+
+
+def test_a_stereo_wav_with_multichannel_is_two_channels():
+    proto = wav_stream(("multichannel", "true"))
+    out = proto.receive_bytes(wav_bytes(16000, 2, b"\x01\x00"))
+    assert out[0] == AudioFormatSettled(AudioFormat("pcm_s16le", 16000, 2))
+    assert proto.channels == 2
+
+
+def test_a_header_cut_short_is_refused_not_waited_for():
+    """The first binary frame must hold the whole header: a split header is not reassembled."""
+    proto = wav_stream()
+    exc, close = refusal(proto, wav_bytes(16000, 1)[:30])
+    assert "Incomplete WAV header" in exc.reason and close.code == 1008
+
+
+def test_an_idle_timeout_while_waiting_closes_net_0001():
+    (close,) = wav_stream().error(ProtocolError(ErrorKind.TIMEOUT, "idle"))
+    assert close.code == 1011 and close.reason.startswith("NET-0001 ")
+
+
+def test_the_deepgram_table_covers_every_state():
+    assert set(TRANSITIONS) == set(State)
+    assert Step.SETTLE in TRANSITIONS[State.AWAITING_FORMAT]
+    assert all(
+        Step.SETTLE not in steps
+        for state, steps in TRANSITIONS.items()
+        if state is not State.AWAITING_FORMAT
+    )
+
+
+def test_rendering_after_the_close_is_our_bug():
+    proto = protocol()
+    proto.render(SessionEnded(0, 0))
+    assert proto.receive_text('{"type": "KeepAlive"}') == []  # a late frame: ignored
+    with pytest.raises(
+        LocalProtocolError, match="Deepgram: tried to render an event in state CLOSED"
+    ):
+        proto.render(SessionEnded(0, 0))

@@ -2,7 +2,8 @@
 `ProtocolError` whose reason fits the HTTP body and a close frame — never another exception.
 
 Parsers under test: `parse_options` (live and pre-recorded), `DeepgramProtocol.receive_text`,
-`receive_bytes` and `wav_format`. The named examples are the classic bombs (deep nesting, huge
+`receive_bytes` (with and without `encoding=`, where the first frame settles the format) and
+`wav_format`. The named examples are the classic bombs (deep nesting, huge
 numbers, NaN, lone surrogates, non-object JSON, truncated or lying WAV headers).
 """
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamscribe.errors import ProtocolError
-from streamscribe.events import Command, RawAudio
+from streamscribe.events import AudioFormatSettled, Command, RawAudio
 from streamscribe.protocols.common import Close, SendJson
 from streamscribe.protocols.deepgram import DeepgramProtocol, parse_options, wav_format
 from streamscribe.protocols.deepgram_options import http_error, session_config
@@ -171,3 +172,60 @@ def test_wav_headers_are_read_or_refused(data):
         fmt, offset = found
         assert 8000 <= fmt.sample_rate <= 48000 and 1 <= fmt.channels <= 8
         assert 12 < offset <= len(data)
+
+
+# ------------------------------------------------------------------ streams without encoding=
+
+
+def wav_header(channels: int, rate: int = 16000) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * 2 * channels, 2 * channels, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 0)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+FRAMES = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                '{"type": "KeepAlive"}',
+                '{"type": "Finalize"}',
+                '{"type": "Finalize", "channel": 1}',
+                '{"type": "CloseStream"}',
+                '{"type": "Configure", "keyterms": ["a"]}',
+                "not json",
+            ]
+        ),
+        st.sampled_from([b"", wav_header(1), wav_header(2), b"\x01\x02" * 8]),
+        st.binary(max_size=24),
+    ),
+    max_size=10,
+)
+
+
+@PROPERTY
+@given(FRAMES, st.booleans())
+def test_the_format_is_settled_once_and_before_any_audio(frames, multichannel):
+    """Whatever comes first, the session loop sees at most one AudioFormatSettled, never after
+    a RawAudio, and the wait ends in a settled format, a Terminate or a refusal."""
+    query = [("model", "nova-3")] + ([("multichannel", "true")] if multichannel else [])
+    opts = parse_options(query)
+    proto = DeepgramProtocol(session_config(opts), opts)
+    seen: list[Command] = []
+    for frame in frames:
+        try:
+            if isinstance(frame, str):
+                seen += proto.receive_text(frame)
+            else:
+                seen += proto.receive_bytes(frame)
+        except Exception as exc:  # noqa: BLE001
+            check_refusal(exc)
+            (close,) = proto.error(exc)
+            assert close.code == 1008
+            break
+    settled = [i for i, c in enumerate(seen) if isinstance(c, AudioFormatSettled)]
+    audio = [i for i, c in enumerate(seen) if isinstance(c, RawAudio)]
+    assert len(settled) <= 1
+    if audio:
+        assert settled and settled[0] < audio[0]
+    if settled:
+        assert proto.config.audio == seen[settled[0]].audio

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
     AudioProgress,
@@ -204,7 +204,7 @@ def test_audio_passes_through_and_an_odd_byte_waits_for_the_next_frame():
 
 def test_a_frame_far_longer_than_a_live_chunk_closes_1009():
     err = error_of(protocol(), b"\x00" * (MAX_CHUNK_BYTES + 2))
-    assert err.code == 1009 and "ms" in err.reason
+    assert err.close_code == 1009 and "ms" in err.reason
 
 
 def test_checkpoint_is_a_marked_force_endpoint():
@@ -248,7 +248,7 @@ def test_the_final_trace_ends_the_stream_too():
 )
 def test_bad_messages_close_1003_with_a_reason(frame, needle):
     err = error_of(protocol(), frame)
-    assert err.code == 1003
+    assert err.close_code == 1003
     assert needle in err.reason
     assert len(err.reason) < 300
 
@@ -258,7 +258,7 @@ def test_text_messages_are_rate_limited():
     for i in range(CONTROL_BURST):
         barrier(p, {"checkpoint_id": f"c{i}"})
     err = error_of(p, '{"checkpoint_id": "one too many"}')
-    assert err.code == 1008 and err.kind is ErrorKind.RATE
+    assert err.close_code == 1008 and err.kind is ErrorKind.RATE
 
 
 # ------------------------------------------------------------------ server -> client
@@ -371,7 +371,8 @@ def test_end_closes_1000_and_shutdown_1001():
     p = protocol()
     assert p.render(SessionEnded(1000, 1000)) == [Close(1000)]
     assert p.state is State.CLOSED
-    assert p.render(partial(0, ("late", 0, 1, False))) == []
+    with pytest.raises(LocalProtocolError, match="render an event in state CLOSED"):
+        p.render(partial(0, ("late", 0, 1, False)))  # the sender stops after the close
     [close] = protocol().render(SessionEnded(1000, 1000, EndReason.SHUTDOWN))
     assert close.code == 1001
 
@@ -397,7 +398,7 @@ def test_errors_send_the_error_object_then_close(kind, code, kind_name):
 def test_the_code_this_dialect_raised_survives_the_trip_through_the_session_loop():
     p = protocol()
     err = error_of(p, b"\x00" * (MAX_CHUNK_BYTES + 2))
-    assert closes(p.render(Error(err.kind, err.reason, err.code))) == [Close(1009, err.reason)]
+    assert closes(p.error(err)) == [Close(1009, err.reason)]
 
 
 # ------------------------------------------------------------------ any input at all
@@ -427,7 +428,7 @@ KEYS = st.sampled_from(
 
 def check(exc: BaseException, codes: frozenset[int]) -> None:
     assert isinstance(exc, ProtocolError), f"{type(exc).__name__}: {exc!r}"[:300]
-    assert exc.code in codes and exc.reason.strip()
+    assert exc.close_code in codes and exc.reason.strip()
     exc.reason.encode("utf-8")
     for out in protocol().error(exc):
         if isinstance(out, SendJson):

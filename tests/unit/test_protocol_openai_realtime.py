@@ -26,7 +26,7 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
     RealtimeTranscriptionSessionCreateRequest,
 )
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
     EndReason,
     Error,
@@ -567,4 +567,5 @@ def test_fatal_errors_render_an_error_event_then_the_close(kind, close, code):
     validated(error)
     assert error["error"]["code"] == code and error["error"]["message"] == "why it ended"
     assert [x.code for x in c.closes] == [close]
-    assert c.deliver(SessionEnded(0, 0)) == []  # nothing after the close
+    with pytest.raises(LocalProtocolError, match="in state CLOSED"):
+        c.deliver(SessionEnded(0, 0))  # the sender never renders after the close

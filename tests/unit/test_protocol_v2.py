@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
     AudioProgress,
@@ -50,7 +50,7 @@ from streamscribe.protocols.assemblyai_v2 import (
     parse_options,
     parse_query,
 )
-from streamscribe.protocols.common import Close, SendJson
+from streamscribe.protocols.common import Close, SendJson, coded
 
 ROOT = Path(__file__).resolve().parents[2]
 SDK = ROOT / ".venv" / "sdk" / "assemblyai-0.64.2"
@@ -136,7 +136,7 @@ def test_bad_sample_rate_closes_4000_naming_it(value):
     if value is None:
         del params["sample_rate"]
     err = refused(params)
-    assert err.code == 4000
+    assert err.close_code == 4000
     assert "sample_rate" in err.reason
 
 
@@ -145,7 +145,7 @@ def test_bad_sample_rate_closes_4000_naming_it(value):
 )
 def test_bad_word_boost_closes_4104(value):
     err = refused(query(word_boost=value))
-    assert err.code == 4104
+    assert err.close_code == 4104
     assert "word_boost" in err.reason
 
 
@@ -159,7 +159,7 @@ def test_bad_word_boost_closes_4104(value):
 )
 def test_other_bad_parameters_close_1008_naming_them(name, value):
     err = refused(query(**{name: value}))
-    assert err.code == 1008
+    assert err.close_code == 1008
     assert name in err.reason and "expected" in err.reason
 
 
@@ -203,7 +203,7 @@ def test_base64_audio_data_is_audio_too():
 )
 def test_bad_frames_get_the_v2_close_code_and_a_reason_naming_the_fix(frame, code, needle):
     err = error_of(protocol(), frame)
-    assert err.code == code
+    assert err.close_code == code
     assert needle in err.reason
     assert len(err.reason) < 300
 
@@ -212,7 +212,7 @@ def test_text_frames_are_bounded_by_the_longest_audio_frame():
     p = protocol()
     assert p.max_text_chars > len(base64.b64encode(b"\x00" * 64000))  # 2 s of 16 kHz audio
     err = error_of(p, "x" * (p.max_text_chars + 1))
-    assert err.code == 4101 and "text frame" in err.reason
+    assert err.close_code == 4101 and "text frame" in err.reason
 
 
 def test_force_end_utterance_is_a_marked_force_endpoint():
@@ -250,7 +250,7 @@ def test_control_messages_are_rate_limited_but_audio_data_is_not():
     for _ in range(CONTROL_BURST):
         p.receive_text('{"end_utterance_silence_threshold": 500}')
     err = error_of(p, '{"end_utterance_silence_threshold": 500}')
-    assert err.code == 4029 and err.kind is ErrorKind.RATE
+    assert err.close_code == 4029 and err.kind is ErrorKind.RATE
 
 
 # ------------------------------------------------------------------ server -> client
@@ -366,7 +366,8 @@ def test_end_information_then_terminated_then_close_1000():
     ]
     assert closes(out) == [Close(1000)]
     assert p.state is State.CLOSED
-    assert p.render(partial(1, ("late", 0, 1, False))) == []
+    with pytest.raises(LocalProtocolError, match="AssemblyAI v2: tried to render"):
+        p.render(partial(1, ("late", 0, 1, False)))
 
 
 def test_end_without_information_and_on_shutdown():
@@ -397,7 +398,7 @@ def test_errors_send_the_reason_then_close_with_the_v2_code(kind, code):
 
 
 def test_a_dialect_code_wins_over_the_kind():
-    out = protocol().error(ProtocolError(ErrorKind.BAD_REQUEST, "x" * 500, 4104))
+    out = protocol().error(coded(ErrorKind.BAD_REQUEST, "x" * 500, 4104))
     [close] = closes(out)
     assert close.code == 4104 and len(close.reason.encode()) <= 123
 
@@ -473,10 +474,10 @@ def test_config_is_a_plain_session_config():
 
 
 def test_the_code_this_dialect_raised_survives_the_trip_through_the_session_loop():
-    """A ProtocolError from receive_* comes back as an Error event carrying its code."""
+    """The session loop hands a ProtocolError from receive_* back to `error()`: its code stays."""
     p = protocol()
     err = error_of(p, b"\x00\x00" * 48000)  # 3 s: too long
-    assert closes(p.render(Error(err.kind, err.reason, err.code))) == [Close(4033, err.reason)]
+    assert closes(p.error(err)) == [Close(4033, err.reason)]
 
 
 # ------------------------------------------------------------------ any input at all
@@ -495,7 +496,7 @@ V2_CODES = frozenset({1008, 4000, 4029, 4032, 4033, 4100, 4101, 4104})
 
 def check(exc: BaseException) -> None:
     assert isinstance(exc, ProtocolError), f"{type(exc).__name__}: {exc!r}"[:300]
-    assert exc.code in V2_CODES and exc.reason.strip()
+    assert exc.close_code in V2_CODES and exc.reason.strip()
     exc.reason.encode("utf-8")
     for out in protocol().error(exc):
         if isinstance(out, SendJson):

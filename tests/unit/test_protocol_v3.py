@@ -12,7 +12,7 @@ import json
 import pytest
 from assemblyai.streaming.v3 import BeginEvent, TerminationEvent, TurnEvent
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
     EndReason,
@@ -32,15 +32,18 @@ from streamscribe.events import (
 )
 from streamscribe.protocols.assemblyai_v3 import (
     CLOSE_CODES,
+    TRANSITIONS,
     State,
     V3Protocol,
     parse_query,
     parse_update,
 )
 from streamscribe.protocols.common import (
+    IGNORED,
     Close,
     QueryReader,
     SendJson,
+    Step,
     chunk_ms,
     close_reason,
 )
@@ -57,7 +60,7 @@ def rejected(params: dict[str, str]) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
         parse_query(params)
     err = info.value
-    assert err.code == 3006, err.reason
+    assert err.close_code == 3006, err.reason
     assert err.kind is ErrorKind.BAD_REQUEST
     return err
 
@@ -101,7 +104,7 @@ def render_one(proto: V3Protocol, event) -> dict:
 def text_error(proto: V3Protocol, text: str) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
         proto.receive_text(text)
-    assert info.value.code == 3006
+    assert info.value.close_code == 3006
     return info.value
 
 
@@ -398,7 +401,7 @@ def test_every_query_error_is_3006_and_names_the_parameter(params):
 def test_query_reader_without_a_code_leaves_it_to_the_dialect():
     with pytest.raises(ProtocolError) as info:
         QueryReader({"n": "x"}).int("n")
-    assert info.value.code is None
+    assert info.value.close_code is None
     assert info.value.reason == "Invalid n='x': expected an integer"
 
 
@@ -448,7 +451,7 @@ def test_chunks_outside_50_to_1000_ms_close_3007(sample_rate, encoding, ms, show
     proto = protocol(sample_rate=sample_rate, encoding=encoding)
     with pytest.raises(ProtocolError) as info:
         proto.receive_bytes(pcm(ms, sample_rate, encoding))
-    assert info.value.code == 3007
+    assert info.value.close_code == 3007
     assert info.value.kind is ErrorKind.BAD_AUDIO
     assert info.value.reason == (
         f"Input duration violation: {shown} ms. Expected between 50 and 1000 ms"
@@ -464,14 +467,14 @@ def test_chunk_boundaries_at_16k_s16le():
     for n in (1582, 32018):  # 49.44 ms, 1000.56 ms
         with pytest.raises(ProtocolError) as info:
             proto.receive_bytes(b"\0" * n)
-        assert info.value.code == 3007
+        assert info.value.close_code == 3007
 
 
 def test_a_chunk_that_is_not_whole_samples_closes_3007():
     proto = protocol()
     with pytest.raises(ProtocolError) as info:
         proto.receive_bytes(b"\0" * 1601)
-    assert info.value.code == 3007
+    assert info.value.close_code == 3007
     assert info.value.kind is ErrorKind.BAD_AUDIO
     assert "1601 bytes" in info.value.reason
     assert "pcm_s16le" in info.value.reason and "2 bytes each" in info.value.reason
@@ -995,21 +998,34 @@ def test_a_long_error_is_whole_in_the_message_and_cut_in_the_close_reason():
     assert len(close.reason.encode("utf-8")) <= 123
 
 
-def test_nothing_is_rendered_after_close():
+@pytest.mark.parametrize(
+    "late", [SessionStarted("s", 1), PARTIAL, SessionEnded(1000, 1000), Error(ErrorKind.AUTH, "x")]
+)
+def test_rendering_after_an_error_close_is_our_bug_and_says_so(late):
     proto = protocol()
     proto.render(Error(ErrorKind.INTERNAL, "boom"))
-    assert proto.render(SessionStarted("s", 1)) == []
-    assert proto.render(PARTIAL) == []
-    assert proto.render(SessionEnded(1000, 1000)) == []
-    assert proto.render(Error(ErrorKind.AUTH, "again")) == []
-    assert proto.error(ProtocolError(ErrorKind.BAD_AUDIO, "again", 3007)) == []
+    with pytest.raises(LocalProtocolError) as info:
+        proto.render(late)
+    assert str(info.value) == "AssemblyAI v3: tried to render an event in state CLOSED"
+    assert not isinstance(info.value, ProtocolError)  # never mistaken for the client's fault
 
 
-def test_nothing_is_rendered_after_termination():
+def test_after_the_close_frames_and_a_second_error_are_documented_no_ops():
+    """The loop may read one more frame before it notices an engine failure closed us, and
+    the final `error()` may come after a cancelled sender rendered the close: both say nothing."""
     proto = protocol()
     proto.render(SessionEnded(1000, 1000))
-    assert proto.render(PARTIAL) == []
-    assert proto.render(Error(ErrorKind.INTERNAL, "late")) == []
+    assert proto.receive_bytes(b"\0" * 1600) == []
+    assert proto.receive_text('{"type": "ForceEndpoint"}') == []
+    assert proto.error(ProtocolError(ErrorKind.BAD_AUDIO, "again")) == []
+    assert proto.state is State.CLOSED
+    with pytest.raises(LocalProtocolError, match="in state CLOSED"):
+        proto.render(PARTIAL)
+
+
+def test_the_transition_table_covers_every_state():
+    assert set(TRANSITIONS) == set(State)
+    assert TRANSITIONS[State.TERMINATING][Step.RECEIVE] is IGNORED
 
 
 # ------------------------------------------------------------------ whole sessions
