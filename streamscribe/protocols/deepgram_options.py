@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -365,3 +365,18 @@ def alternative(
     if language is not None:
         out["languages"] = [language] if items else []
     return out
+
+
+def handshake_credentials(
+    headers: Mapping[str, str], subprotocols: Sequence[str]
+) -> tuple[dict[str, str], str | None]:
+    """The headers to authenticate with, and the subprotocol to select: browsers cannot set
+    Authorization and offer `Sec-WebSocket-Protocol: token, KEY` (or `bearer, JWT`) instead,
+    and drop the connection unless the server selects `token` (`bearer`)."""
+    found = {k.lower(): v for k, v in headers.items()}
+    offered = [p.strip() for p in subprotocols if p.strip()]
+    if len(offered) >= 2 and offered[0].lower() in ("token", "bearer"):
+        if "authorization" not in found:
+            found["authorization"] = f"{offered[0]} {offered[1]}"
+        return found, offered[0]
+    return found, None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from streamscribe.engine.scheduler import DecodeScheduler
-from streamscribe.errors import ModelNotFoundError, ProtocolError
+from streamscribe.errors import ModelNotFoundError, PeerError, ServerRefusal
 from streamscribe.events import ErrorKind, SessionConfig
 from streamscribe.server.auth import Principal
 from streamscribe.server.model_choice import choose_model
@@ -23,9 +23,9 @@ from streamscribe.server.state import ServerState
 async def check_admission(state: ServerState, principal: Principal) -> None:
     """Refuse a new session the server or the key has no room for (reason names the limit)."""
     if state.draining:
-        raise ProtocolError(ErrorKind.BUSY, "Server shutting down: reconnect to another server")
+        raise ServerRefusal(ErrorKind.BUSY, "Server shutting down: reconnect to another server")
     if state.at_capacity:
-        raise ProtocolError(
+        raise ServerRefusal(
             ErrorKind.BUSY, "Server busy: at session capacity; try again shortly or another server"
         )
     key = principal.key
@@ -34,7 +34,7 @@ async def check_admission(state: ServerState, principal: Principal) -> None:
     if key.max_streams is not None:
         live = sum(1 for s in state.sessions.values() if s.key_id == key.id and not s.ending)
         if live >= key.max_streams:
-            raise ProtocolError(
+            raise ServerRefusal(
                 ErrorKind.LIMIT,
                 f"Unauthorized Connection: Too many concurrent sessions "
                 f"(key {key.name!r} allows {key.max_streams})",
@@ -42,7 +42,7 @@ async def check_admission(state: ServerState, principal: Principal) -> None:
     if key.max_audio_hours_per_day is not None:
         used = await state.store.audio_seconds_today(key.id)
         if used >= key.max_audio_hours_per_day * 3600:
-            raise ProtocolError(
+            raise ServerRefusal(
                 ErrorKind.LIMIT,
                 f"Daily audio limit reached: key {key.name!r} allows "
                 f"{key.max_audio_hours_per_day:g} h per day (UTC)",
@@ -69,7 +69,7 @@ async def session_scheduler(state: ServerState, config: SessionConfig) -> Decode
     try:
         return await state.scheduler_for(name)
     except ModelNotFoundError as exc:
-        raise ProtocolError(ErrorKind.BAD_REQUEST, f"Model {name!r} unavailable: {exc}") from None
+        raise PeerError(ErrorKind.BAD_REQUEST, f"Model {name!r} unavailable: {exc}") from None
 
 
 async def session_speakers(state: ServerState, config: SessionConfig) -> list | None:
@@ -90,4 +90,4 @@ async def session_speakers(state: ServerState, config: SessionConfig) -> list | 
             for _ in range(config.audio.channels)
         ]
     except SpeakerModelUnavailableError as exc:
-        raise ProtocolError(ErrorKind.BAD_REQUEST, str(exc)) from None
+        raise PeerError(ErrorKind.BAD_REQUEST, str(exc)) from None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError
 from streamscribe.events import ErrorKind
 from streamscribe.server.state import ServerState
 from streamscribe.store import KeyInfo
@@ -102,19 +102,19 @@ async def authenticate_stream(
             if key is not None:
                 return Principal(key, grant.max_session_seconds)
         if from_header:
-            raise ProtocolError(
+            raise PeerError(
                 ErrorKind.AUTH,
                 "Unauthorized Connection: invalid or revoked API key "
                 "(or a used or expired temporary token)",
             )
-        raise ProtocolError(
+        raise PeerError(
             ErrorKind.AUTH,
             "Unauthorized Connection: invalid, used or expired token "
             "(mint a new one with GET /v3/token)",
         )
     if secret is not None:
-        raise ProtocolError(ErrorKind.AUTH, "Unauthorized Connection: invalid or revoked API key")
-    raise ProtocolError(
+        raise PeerError(ErrorKind.AUTH, "Unauthorized Connection: invalid or revoked API key")
+    raise PeerError(
         ErrorKind.AUTH,
         "Unauthorized Connection: Missing Authorization header (send your API key, or ?token=)",
     )

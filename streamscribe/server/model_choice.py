@@ -9,7 +9,7 @@ multilingual model — and if none is installed, the client is told how to get o
 from __future__ import annotations
 
 from streamscribe.config import Settings
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError
 from streamscribe.events import ErrorKind, SessionConfig
 
 
@@ -31,7 +31,7 @@ def choose_model(settings: Settings, config: SessionConfig, default_multilingual
     chosen = config.model if config.model in served else settings.model
     if needs_multilingual(config) and chosen == settings.model and not default_multilingual:
         if not settings.multilingual_model:
-            raise ProtocolError(
+            raise PeerError(
                 ErrorKind.BAD_REQUEST,
                 f"{_why(config)} needs a multilingual model and the server's model "
                 f"{settings.model!r} is English-only: start it with --model base",

@@ -324,6 +324,38 @@ def test_a_wav_stream_without_encoding_and_the_empty_frame_close(server, utteran
     assert session.close_code == 1000
 
 
+def test_a_stereo_wav_stream_without_encoding_is_transcribed_per_channel(server, utterances):
+    """The channel count arrives with the first frame's WAV header: the session is re-channeled
+    before its first sample (runner, recording), and each channel is transcribed apart."""
+    left, right = utterances[0].audio, utterances[2].audio
+    n = max(len(left), len(right)) + 16000
+    stereo = np.zeros((n, 2), np.float32)
+    stereo[: len(left), 0] = left
+    stereo[: len(right), 1] = right
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm16(stereo.ravel()))
+    data = buf.getvalue()
+
+    def send(socket, session):
+        paced_send(socket, data, 6400, 0.1, speed=2.0)
+        socket.send_close_stream()
+
+    session = run(server, send, multichannel=True)
+    assert session.close_code == 1000 and session.types[-1] == "Metadata"
+    assert session.of("Metadata")[0].channels == 2
+    heard = {0: [], 1: []}
+    for r in finals(session):
+        assert r.channel_index[1] == 2
+        heard[r.channel_index[0]].append(r.channel.alternatives[0].transcript)
+    for channel, speech in ((0, utterances[0]), (1, utterances[2])):
+        text = " ".join(heard[channel])
+        assert wer(speech.text, text) <= 0.35, (channel, speech.text, text)
+
+
 # ------------------------------------------------------------------ the no-audio rule
 
 

@@ -31,7 +31,7 @@ from streamscribe.audio.converter import PcmConverter
 from streamscribe.audio.wav import WavWriter
 from streamscribe.engine.runner import SessionRunner
 from streamscribe.engine.scheduler import DecodeScheduler
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError, ProtocolError, ServerRefusal
 from streamscribe.events import (
     Audio,
     EndReason,
@@ -47,12 +47,13 @@ from streamscribe.protocols.acs_media import (
     CallClock,
     MediaFormat,
     MediaPacket,
+    close_for,
 )
 from streamscribe.protocols.acs_transcription import MIXED_PARTICIPANT
-from streamscribe.protocols.common import close_reason
 from streamscribe.server.auth import Principal
 from streamscribe.server.state import ServerState
 from streamscribe.server.stream.host import StreamHost
+from streamscribe.server.stream.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class CallMedia:
         try:
             samples = participant.converter.convert(packet.data)[0]
         except ValueError as exc:
-            raise ProtocolError(ErrorKind.BAD_AUDIO, f"Invalid audio: {exc}", 1007) from None
+            raise PeerError(ErrorKind.BAD_AUDIO, f"Invalid audio: {exc}") from None
         if self.recorder is not None:
             self.recorder.add(round(place.start_ms * RATE / 1000), samples)
         if not self.transcribing:
@@ -350,9 +351,7 @@ async def serve_media(ws: WebSocket, media: CallMedia) -> tuple[EndReason, Proto
             message = await asyncio.wait_for(ws.receive(), 1.0)
         except TimeoutError:
             if time.monotonic() - last > idle:
-                error = ProtocolError(
-                    ErrorKind.TIMEOUT, f"No media for {idle:.0f} s: call ended", 1000
-                )
+                error = ServerRefusal(ErrorKind.TIMEOUT, f"No media for {idle:.0f} s: call ended")
                 await _close(ws, 1000, error.reason)
                 return EndReason.INACTIVITY, error
             continue
@@ -364,10 +363,9 @@ async def serve_media(ws: WebSocket, media: CallMedia) -> tuple[EndReason, Proto
         try:
             await media.receive(message.get("text"), message.get("bytes"))
         except ProtocolError as exc:
-            await _close(ws, exc.code or 1008, exc.reason)
+            await _close(ws, *close_for(exc))
             return EndReason.ERROR, exc
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(ws.close(code, close_reason(reason)), 5)
+    await Wire(ws, None).close(code, reason)

@@ -28,7 +28,7 @@ from streamscribe.audio.files import decode_stream
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult
 from streamscribe.engine.offline import RATE, scheduler_batch, transcribe_audio_async
 from streamscribe.engine.scheduler import DecodeScheduler
-from streamscribe.errors import AudioDecodeError, ProtocolError
+from streamscribe.errors import AudioDecodeError, ProtocolError, ServerRefusal
 from streamscribe.events import ErrorKind, TurnUpdate, Word
 from streamscribe.formats import to_srt, to_vtt
 from streamscribe.protocols import openai_batch
@@ -264,7 +264,7 @@ async def _batch(request: Request, translation: bool) -> Response:
         turns = await _transcribe(state, scheduler, req, audio, threading.Event())
     except Exception:
         log.exception("openai batch transcription failed")
-        return _error(ProtocolError(ErrorKind.INTERNAL, "The server had an error transcribing"))
+        return _error(ServerRefusal(ErrorKind.INTERNAL, "The server had an error transcribing"))
     finally:
         _slots(request).release()
     await _remember(state, principal, req, turns, duration)
@@ -311,7 +311,7 @@ async def _events(
             log.error("openai streaming transcription failed: %r", task)
             yield stream.error(
                 OpenAIError.from_protocol(
-                    ProtocolError(ErrorKind.INTERNAL, "The server had an error transcribing")
+                    ServerRefusal(ErrorKind.INTERNAL, "The server had an error transcribing")
                 )
             )
             return

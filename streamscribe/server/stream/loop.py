@@ -14,7 +14,6 @@ streams (books, registry, recording, back-pressure) are `stream/host.py`; sendin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -28,7 +27,7 @@ from streamscribe.audio.converter import PcmConverter
 from streamscribe.audio.wav import WavWriter
 from streamscribe.engine.runner import SessionRunner
 from streamscribe.engine.scheduler import DecodeScheduler
-from streamscribe.errors import ProtocolError
+from streamscribe.errors import PeerError, ProtocolError, ServerRefusal
 from streamscribe.events import (
     Audio,
     AudioFormat,
@@ -155,7 +154,7 @@ class LiveStream:
         except Exception:  # a server fault ends this session only
             log.exception("session %s failed", self.session_id)
             reason = EndReason.ERROR
-            error = ProtocolError(ErrorKind.INTERNAL, "Session Cancelled: An error occurred")
+            error = ServerRefusal(ErrorKind.INTERNAL, "Session Cancelled: An error occurred")
 
         # flush every turn in flight, whatever the ending (the client may be gone: turns are kept)
         runner = self.runner
@@ -181,8 +180,12 @@ class LiveStream:
         elif runner.failed is None:
             self.outbox.put_nowait(ended)
         self.outbox.put_nowait(_DONE)
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(sender, SENDER_DRAIN_S)
+        except TimeoutError:
+            log.warning("session %s: the client did not take its last messages", self.session_id)
+        except Exception:  # a bug of ours (e.g. a LocalProtocolError): say so, end cleanly
+            log.exception("session %s: sending failed", self.session_id)
         if error is not None and not self.error_sent and self.wire.open:
             await self.wire.send(self.dialect.error(error))
         await self.wire.close(1000)
@@ -225,14 +228,14 @@ class LiveStream:
             if until_expiry <= 0:
                 raise _Ending(
                     EndReason.EXPIRED,
-                    ProtocolError(
+                    ServerRefusal(
                         ErrorKind.EXPIRED, "Session Expired: Maximum session duration exceeded"
                     ),
                 )
             if until_idle <= 0:
                 raise _Ending(
                     EndReason.INACTIVITY,
-                    ProtocolError(
+                    ServerRefusal(
                         ErrorKind.TIMEOUT,
                         f"Session idle for too long: no audio or KeepAlive for {idle_limit:.0f} s",
                     ),
@@ -286,7 +289,7 @@ class LiveStream:
                 channels = self.converter.convert(command.data)
             except ValueError as exc:
                 raise _Ending(
-                    EndReason.ERROR, ProtocolError(ErrorKind.BAD_AUDIO, f"Invalid audio: {exc}")
+                    EndReason.ERROR, PeerError(ErrorKind.BAD_AUDIO, f"Invalid audio: {exc}")
                 ) from None
             if self.recorder is not None:
                 _record(self.recorder, channels)
@@ -304,7 +307,7 @@ class LiveStream:
         if self.converter.audio_ms:
             raise _Ending(
                 EndReason.ERROR,
-                ProtocolError(
+                PeerError(
                     ErrorKind.BAD_REQUEST, "The audio format cannot change once audio has started"
                 ),
             )

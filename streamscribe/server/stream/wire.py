@@ -16,7 +16,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
 
-from streamscribe.protocols.common import Close, Outgoing
+from streamscribe.protocols.common import Close, Outgoing, close_reason
 from streamscribe.server.metrics import Metrics
 
 SEND_TIMEOUT_S = 10.0  # a client that stops reading is treated as gone after this
@@ -25,7 +25,7 @@ SEND_TIMEOUT_S = 10.0  # a client that stops reading is treated as gone after th
 class Wire:
     """A client socket that sends a dialect's frames until one of them closes it."""
 
-    def __init__(self, ws: WebSocket, metrics: Metrics) -> None:
+    def __init__(self, ws: WebSocket, metrics: Metrics | None) -> None:
         self.ws = ws
         self.metrics = metrics
         self.closed = False
@@ -38,7 +38,7 @@ class Wire:
             try:
                 if isinstance(out, Close):
                     self.closed = True
-                    if out.code != 1000:
+                    if out.code != 1000 and self.metrics is not None:
                         self.metrics.errors.labels(str(out.code)).inc()
                     await asyncio.wait_for(self.ws.close(out.code, out.reason), SEND_TIMEOUT_S)
                     return
@@ -51,11 +51,11 @@ class Wire:
     def open(self) -> bool:
         return not self.closed and self.ws.application_state == WebSocketState.CONNECTED
 
-    async def close(self, code: int = 1000) -> None:
-        """Close the socket if nothing closed it yet."""
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket if nothing closed it yet (the reason cut to fit a close frame)."""
         if self.open:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(code), SEND_TIMEOUT_S)
+                await asyncio.wait_for(self.ws.close(code, close_reason(reason)), SEND_TIMEOUT_S)
         self.closed = True
 
 
