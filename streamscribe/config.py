@@ -33,6 +33,22 @@ class Settings(BaseSettings):
         description="Directory for the database, recordings and assembled models.",
     )
 
+    # TLS (streamscribe.server.tls): HTTPS and WSS on the same port instead of HTTP and WS
+    ssl_certfile: Path | None = Field(
+        default=None,
+        description="Serve HTTPS/WSS with this PEM certificate (and its chain); needs "
+        "--ssl-keyfile.",
+    )
+    ssl_keyfile: Path | None = Field(
+        default=None, description="The unencrypted PEM private key of --ssl-certfile."
+    )
+    tls: str | None = Field(
+        default=None,
+        description="self-signed: serve HTTPS/WSS with a development certificate for localhost, "
+        "made once in <data-dir>/tls; prints how to trust it (NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, "
+        "--ca-file). Not with --ssl-certfile.",
+    )
+
     # model
     model: str = Field(
         default="tiny.en", description="Model name (tiny.en, base, small) or a model directory."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,25 +24,44 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, port: int, data_dir: Path, process: subprocess.Popen, log: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        process: subprocess.Popen,
+        log: Path,
+        ca: Path | None = None,
+    ) -> None:
         self.port = port
         self.data_dir = data_dir
         self.process = process
         self.log = log
+        self.ca = ca  # the CA certificate clients trust when the server serves TLS
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.ca else 'ws'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify=` for this server: its CA when it serves TLS."""
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
 
     def metrics(self) -> dict:
-        return httpx.get(self.http + "/v1/metrics", timeout=5).json()
+        return httpx.get(self.http + "/v1/metrics", timeout=5, verify=self.verify).json()
 
 
-def start_server(data_dir: Path, *extra: str, env: dict | None = None) -> RunningServer:
+def start_server(
+    data_dir: Path, *extra: str, env: dict | None = None, ca: Path | None = None
+) -> RunningServer:
+    """Serve on a free loopback port; `--tls self-signed` in `extra` (or `ca`, the CA of the
+    certificate given with --ssl-certfile) makes it an HTTPS/WSS server."""
+    if "--tls" in extra and ca is None:
+        ca = data_dir / "tls" / "ca.pem"
     port = free_port()
     log = data_dir / "server.log"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -63,13 +83,16 @@ def start_server(data_dir: Path, *extra: str, env: dict | None = None) -> Runnin
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
+    running = RunningServer(port, data_dir, process, log, ca)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return RunningServer(port, data_dir, process, log)
+            if ca is None or ca.exists():  # a self-signed CA appears once the server made it
+                ready = httpx.get(running.http + "/readyz", timeout=1, verify=running.verify)
+                if ready.status_code == 200:
+                    return running
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
@@ -77,12 +100,24 @@ def start_server(data_dir: Path, *extra: str, env: dict | None = None) -> Runnin
     raise RuntimeError(f"server did not become ready:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = start_server(tmp_path_factory.mktemp("server-data"))
-    yield srv
+def stop_server(srv: RunningServer) -> None:
     srv.process.terminate()
     try:
         srv.process.wait(10)
     except subprocess.TimeoutExpired:
         srv.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    srv = start_server(tmp_path_factory.mktemp("server-data"))
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server on https:// and wss:// with `--tls self-signed`; `.ca` is the CA to trust."""
+    srv = start_server(tmp_path_factory.mktemp("tls-server-data"), "--tls", "self-signed")
+    yield srv
+    stop_server(srv)

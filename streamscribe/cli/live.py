@@ -34,6 +34,16 @@ ApiKeyOption = Annotated[
     str | None,
     typer.Option(envvar="STREAMSCRIBE_API_KEY", help="API key, sent as the Authorization header."),
 ]
+CaFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file",
+        help="Also trust this CA certificate (PEM) for a wss:// server, e.g. the ca.pem that "
+        "`streamscribe serve --tls self-signed` prints.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
 SaveOption = Annotated[
     Path | None,
     typer.Option("--save", help="Also write the audio sent to this WAV file.", dir_okay=False),
@@ -66,6 +76,7 @@ def _client(
     min_turn_silence: int | None,
     max_turn_silence: int | None,
     keyterms: list[str] | None,
+    ca_file: Path | None = None,
 ) -> StreamingClient:
     from streamscribe.client import StreamingClient
 
@@ -74,6 +85,7 @@ def _client(
             url,
             api_key,
             save_audio=save,
+            ca_file=ca_file,
             format_turns=format_turns,
             min_turn_silence=min_turn_silence,
             max_turn_silence=max_turn_silence,
@@ -160,6 +172,7 @@ def _parse_device(device: str | None) -> int | str | None:
 def mic(
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
+    ca_file: CaFileOption = None,
     device: Annotated[
         str | None,
         typer.Option(help="Input device index or name (list them: python -m sounddevice)."),
@@ -181,7 +194,9 @@ def mic(
         source = MicrophoneStream(device=_parse_device(device))
     except MicrophoneError as exc:
         raise fail(str(exc), 2) from None
-    client = _client(url, api_key, save, format_turns, min_turn_silence, max_turn_silence, keyterm)
+    client = _client(
+        url, api_key, save, format_turns, min_turn_silence, max_turn_silence, keyterm, ca_file
+    )
     try:
         _live(client, source, format_turns, f"listening on {source.device_name}")
     except MicrophoneError as exc:
@@ -206,6 +221,7 @@ def stream(
     ] = True,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
+    ca_file: CaFileOption = None,
     save: SaveOption = None,
     format_turns: FormatTurnsOption = True,
     min_turn_silence: MinSilenceOption = None,
@@ -219,6 +235,8 @@ def stream(
     from streamscribe.client import FileStream
 
     source = FileStream(file, realtime=realtime)
-    client = _client(url, api_key, save, format_turns, min_turn_silence, max_turn_silence, keyterm)
+    client = _client(
+        url, api_key, save, format_turns, min_turn_silence, max_turn_silence, keyterm, ca_file
+    )
     pace = "in real time" if realtime else "as fast as possible"
     _live(client, source, format_turns, f"streaming {file.name} {pace}")

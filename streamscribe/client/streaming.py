@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import json
 import logging
+import ssl
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from enum import StrEnum
@@ -47,6 +48,24 @@ AudioChunk = bytes | bytearray | memoryview
 Handler = Callable[[Any, Any], Any]
 _END = object()
 _WAV_ENCODINGS = ("pcm_s16le", "pcm_mulaw", "pcm_alaw")  # what save_audio can convert to PCM16
+
+
+def tls_context(url: str, ca_file: Path | None) -> ssl.SSLContext | None:
+    """The TLS context of a wss:// session that trusts `ca_file` as well as the system's CAs
+    (None: the library's default). A CA file for a ws:// URL is a mistake worth saying."""
+    if ca_file is None:
+        return None
+    if not url.startswith("wss://"):
+        raise ValueError(
+            f"a CA file ({ca_file}) only applies to a wss:// server: use wss://HOST:PORT if the "
+            "server serves TLS, or leave the CA file out for ws://"
+        )
+    try:
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot use {ca_file} as a CA file: {exc}") from None
+    return context
 
 
 class StreamingEvents(StrEnum):
@@ -101,6 +120,8 @@ class AsyncStreamingClient:
     `max_turn_silence`, `end_of_turn_confidence_threshold`, `keyterms_prompt`, `speaker_labels`,
     `language_detection`, `inactivity_timeout`, ...) are keyword arguments and become the
     handshake query. `save_audio` names a WAV file that receives a copy of all audio sent.
+    `ca_file` (a PEM file) is trusted besides the system's CAs for a `wss://` server, e.g. the
+    `ca.pem` that `streamscribe serve --tls self-signed` makes.
     A client serves one session; make a new one to reconnect.
     """
 
@@ -111,6 +132,7 @@ class AsyncStreamingClient:
         token: str | None = None,
         *,
         save_audio: str | Path | None = None,
+        ca_file: str | Path | None = None,
         terminate_timeout: float = 30.0,
         open_timeout: float = 10.0,
         max_queued_messages: int = 1000,
@@ -130,6 +152,8 @@ class AsyncStreamingClient:
                 f"save_audio needs encoding {', '.join(_WAV_ENCODINGS)}, not {self._encoding!r}"
             )
         self.session_url = session_url(url, params, token)
+        self.ca_file = Path(ca_file) if ca_file is not None else None
+        self._ssl = tls_context(self.session_url, self.ca_file)
         self._handlers: dict[StreamingEvents, list[Handler]] = {e: [] for e in StreamingEvents}
         self._inbox: deque[Message] = deque(maxlen=max_queued_messages)
         self._changed = asyncio.Condition()
@@ -189,6 +213,7 @@ class AsyncStreamingClient:
                 open_timeout=self.open_timeout,
                 close_timeout=5,
                 max_size=2**24,
+                **({"ssl": self._ssl} if self._ssl is not None else {}),
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -198,7 +223,29 @@ class AsyncStreamingClient:
                 StreamingError(status, f"WebSocket handshake rejected (HTTP {status}){detail}")
             ) from None
         except (InvalidURI, InvalidHandshake) as exc:
-            raise self._fail_now(StreamingError(None, f"cannot open {self.url}: {exc}")) from None
+            hint = ""
+            if self.session_url.startswith("ws://"):
+                hint = "; if the server serves TLS (--tls, --ssl-certfile), use wss://"
+            raise self._fail_now(
+                StreamingError(None, f"cannot open {self.url}: {exc}{hint}")
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise self._fail_now(
+                StreamingError(
+                    None,
+                    f"the TLS certificate of {self.url} is not trusted ({exc.verify_message}): "
+                    "give the certificate authority that signed it as ca_file (--ca-file); "
+                    "`streamscribe serve --tls self-signed` prints where its ca.pem is",
+                )
+            ) from None
+        except ssl.SSLError as exc:
+            raise self._fail_now(
+                StreamingError(
+                    None,
+                    f"TLS handshake with {self.url} failed ({exc.reason or exc}): does the server "
+                    "serve TLS? A server started without --tls or --ssl-certfile takes ws://",
+                )
+            ) from None
         except TimeoutError:
             raise self._fail_now(
                 StreamingError(None, f"timed out connecting to {self.url}: is the server up?")

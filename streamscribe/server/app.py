@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from streamscribe.server.decoder_choice import load_transcriber
 from streamscribe.server.rest.retention import retention_loop
 from streamscribe.server.rest.uploads import MAX_UPLOAD_BYTES
 from streamscribe.server.state import ServerState
+from streamscribe.server.tls import TlsRefused, tls_files, trust_hint
 from streamscribe.server.uvicorn_protocols import FlowControlledWebSocket, RequestDeadlineHttp
 from streamscribe.store import Store
 
@@ -261,6 +263,10 @@ def run(settings: Settings) -> None:
     """Serve until interrupted (the `streamscribe serve` command)."""
     configure_logging(settings.log_level)
     try:
+        tls = tls_files(settings)
+    except TlsRefused as exc:
+        raise SystemExit(f"streamscribe: {exc}") from None
+    try:
         asyncio.run(check_startup(settings))
     except StartupRefused as exc:
         raise SystemExit(f"streamscribe: {exc}") from None
@@ -284,7 +290,12 @@ def run(settings: Settings) -> None:
         http=RequestDeadlineHttp,
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        **(tls.uvicorn_options() if tls else {}),
     )
+    if tls is not None:
+        log.info("serving https://%s:%s (wss:// for streams)", settings.host, settings.port)
+        if hint := trust_hint(tls):
+            print(hint, file=sys.stderr, flush=True)
     server = _GracefulServer(config, app, settings.shutdown_grace_seconds)
     try:
         server.run()
