@@ -50,6 +50,9 @@ _END = object()
 _WAV_ENCODINGS = ("pcm_s16le", "pcm_mulaw", "pcm_alaw")  # what save_audio can convert to PCM16
 
 
+_NOT_TLS = ": does the server serve TLS? One started without --tls or --ssl-certfile takes ws://"
+
+
 def tls_context(url: str, ca_file: Path | None) -> ssl.SSLContext | None:
     """The TLS context of a wss:// session that trusts `ca_file` as well as the system's CAs
     (None: the library's default). A CA file for a ws:// URL is a mistake worth saying."""
@@ -241,9 +244,7 @@ class AsyncStreamingClient:
         except ssl.SSLError as exc:
             raise self._fail_now(
                 StreamingError(
-                    None,
-                    f"TLS handshake with {self.url} failed ({exc.reason or exc}): does the server "
-                    "serve TLS? A server started without --tls or --ssl-certfile takes ws://",
+                    None, f"TLS handshake with {self.url} failed ({exc.reason or exc}){_NOT_TLS}"
                 )
             ) from None
         except TimeoutError:
@@ -251,11 +252,13 @@ class AsyncStreamingClient:
                 StreamingError(None, f"timed out connecting to {self.url}: is the server up?")
             ) from None
         except OSError as exc:
-            why = "connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
+            refused = isinstance(exc, ConnectionRefusedError)
+            why = "connection refused" if refused else str(exc) or type(exc).__name__
+            hint = "; is `streamscribe serve` running?"
+            if not refused and self.session_url.startswith("wss://"):
+                hint = _NOT_TLS  # a plain server drops a TLS hello
             raise self._fail_now(
-                StreamingError(
-                    None, f"cannot connect to {self.url}: {why}; is `streamscribe serve` running?"
-                )
+                StreamingError(None, f"cannot connect to {self.url}: {why}{hint}")
             ) from None
         self._reader = asyncio.create_task(self._read_loop(), name="streamscribe-reader")
         try:

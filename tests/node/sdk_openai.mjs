@@ -8,6 +8,7 @@ import { chunks, config, drive, waitFor } from "./sdk_common.mjs";
 
 const CHUNK = 4800; // 100 ms of 24 kHz PCM16
 const COMPLETED = "conversation.item.input_audio_transcription.completed";
+const DELTA = "conversation.item.input_audio_transcription.delta";
 
 // the only change from the cloud: baseURL (the Realtime URL is derived from it, always wss://)
 const client = () => new OpenAI({ apiKey: "any", baseURL: `${config.http}/v1`, maxRetries: 0 });
@@ -40,12 +41,18 @@ async function realtime(rec) {
   const committedByClient = new Set();
   const stopped = new Set();
   let closed = false;
+  rec.extra.items = {}; // item_id -> {deltas: the deltas joined, transcript: the completed one}
   rt.on("event", (event) => {
     rec.event(event.type);
     if (event.type === "input_audio_buffer.speech_stopped") stopped.add(event.item_id);
     if (event.type === "input_audio_buffer.committed" && !stopped.has(event.item_id))
       committedByClient.add(event.item_id);
     if (event.type === COMPLETED) completed.set(event.item_id, event.transcript);
+    if (event.type === DELTA || event.type === COMPLETED) {
+      const item = (rec.extra.items[event.item_id] ??= { deltas: "", transcript: null });
+      if (event.type === DELTA) item.deltas += event.delta;
+      else item.transcript = event.transcript;
+    }
   });
   rt.on("error", (err) => rec.error("error event", err));
   rt.socket.on("close", (code, reason) => {
