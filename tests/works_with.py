@@ -64,10 +64,11 @@ ROWS: tuple[Client, ...] = (
         package="assemblyai",
         registry="npm",
         module="test_js_sdks",
-        uses="v3 streaming (API key and temporary token), v2 `RealtimeTranscriber`",
+        uses="v3 streaming, v2 `RealtimeTranscriber` (each with an API key and with a "
+        "temporary token)",
         change="`streamingBaseUrl`/`baseUrl` (https://) and `websocketBaseUrl`/`realtimeUrl` "
         "(wss://) → your host; the SDK accepts only wss://",
-        cases=("v3", "v3-token", "v2"),
+        cases=("v3", "v3-token", "v2", "v2-token"),
         differences="`keytermsPrompt`/`wordBoost` become the decoding prompt (no boost weights)",
     ),
     Client(

@@ -154,9 +154,10 @@ def check_aai_v3(result: dict, speech: Speech) -> None:
 
 def check_aai_v2(result: dict, speech: Speech) -> None:
     events = result["events"]
-    assert events[0] == "open", events
+    opening = ["token", "open"] if events[0] == "token" else ["open"]
+    assert events[: len(opening)] == opening, events
     assert events[-2:] == ["session_information", "closed"], events
-    assert set(events[1:-2]) <= {"partial", "final"} and "final" in events, events
+    assert set(events[len(opening) : -2]) <= {"partial", "final"} and "final" in events, events
     wire = result["extra"]["wire"]
     assert wire[-2:] == ["SessionInformation", "SessionTerminated"], wire
     assert result["close"] and result["close"]["code"] in CLEAN, result["close"]
@@ -264,6 +265,7 @@ CHECKS = {
     ("assemblyai-js", "v3"): check_aai_v3,
     ("assemblyai-js", "v3-token"): check_aai_v3,
     ("assemblyai-js", "v2"): check_aai_v2,
+    ("assemblyai-js", "v2-token"): check_aai_v2,
     ("deepgram-js", "live"): check_dg_live,
     ("deepgram-js", "prerecorded"): check_dg_prerecorded,
     **{

@@ -1,5 +1,6 @@
 // npm `assemblyai` against streamscribe over wss: Universal-Streaming v3 (API key or temporary
-// token) and the v2 RealtimeTranscriber. Cases: "v3", "v3-token", "v2". See sdk_common.mjs.
+// token) and the v2 RealtimeTranscriber (the same). Cases: "v3", "v3-token", "v2", "v2-token".
+// See sdk_common.mjs.
 import { AssemblyAI } from "assemblyai";
 import { chunks, config, drive } from "./sdk_common.mjs";
 
@@ -67,12 +68,14 @@ async function v3(rec, useToken) {
   rec.transcript = turns.join(" ");
 }
 
-async function v2(rec) {
+async function v2(rec, useToken) {
   const client = new AssemblyAI({ apiKey: "any", baseUrl: config.http });
-  const transcriber = client.realtime.transcriber({
-    realtimeUrl: `${config.ws}/v2/realtime/ws`,
-    sampleRate: 16000,
-  });
+  const params = { realtimeUrl: `${config.ws}/v2/realtime/ws`, sampleRate: 16000 };
+  if (useToken) {
+    params.token = await client.realtime.createTemporaryToken({ expires_in: 60 });
+    rec.event("token");
+  }
+  const transcriber = client.realtime.transcriber(params);
   const finals = [];
   transcriber.on("open", () => rec.event("open"));
   transcriber.on("transcript.partial", () => rec.event("partial"));
@@ -97,7 +100,8 @@ async function v2(rec) {
 await drive(async (rec) => {
   if (config.case === "v3") await v3(rec, false);
   else if (config.case === "v3-token") await v3(rec, true);
-  else if (config.case === "v2") await v2(rec);
+  else if (config.case === "v2") await v2(rec, false);
+  else if (config.case === "v2-token") await v2(rec, true);
   else throw new Error(`unknown case ${config.case}`);
   // close() returns once Termination arrived; the server's close frame follows
   const deadline = Date.now() + 5000;
