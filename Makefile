@@ -46,7 +46,7 @@ system-deps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-## Azure's npm parser for the call-transcription tests (they run `npm ci` themselves if missing)
+## the Node clients the tests drive (official JS SDKs, Azure's parser), pinned in tests/node
 node-deps:
 	npm ci --prefix tests/node --no-audit --no-fund
 

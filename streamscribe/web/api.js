@@ -153,6 +153,6 @@ export function explainMicrophone(error) {
 export function insecureContext() {
   return new PageError(
     "This browser only allows the microphone on secure pages.",
-    `Open the dashboard at http://localhost:${location.port || 80} on the server's machine, or serve it over HTTPS (for example behind a reverse proxy).`,
+    `Open the dashboard at http://localhost:${location.port || 80} on the server's machine, or serve it over HTTPS: start the server with --tls self-signed (or --ssl-certfile/--ssl-keyfile).`,
   );
 }
