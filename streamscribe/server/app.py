@@ -281,7 +281,7 @@ def run(settings: Settings) -> None:
         log_config=None,
         ws_max_size=settings.max_frame_bytes,
         ws=FlowControlledWebSocket,
-        http=RequestDeadlineHttp,
+        http=RequestDeadlineHttp.bounded(settings),
         ws_ping_interval=20,
         ws_ping_timeout=20,
     )
