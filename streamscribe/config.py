@@ -227,8 +227,13 @@ class Settings(BaseSettings):
     )
     public_metrics: bool = Field(
         default=True,
-        description="Serve /metrics, /v1/metrics and /v1/info without a key; false: they need "
-        "an API key (or the admin key) like the rest of the API.",
+        description="Serve /metrics and /v1/metrics without a key; off: they need an API key "
+        "or the admin key (a scraper sends it as a bearer token).",
+    )
+    public_docs: bool = Field(
+        default=True,
+        description="Serve the API's documentation (/docs, /redoc, /openapi.json); off: not "
+        "served at all.",
     )
 
     log_level: str = Field(default="info", description="Log level: debug, info, warning or error.")
