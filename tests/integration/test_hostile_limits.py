@@ -63,6 +63,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory):
         "STREAMSCRIBE_MAX_UPLOAD_SECONDS": str(MAX_UPLOAD_S),
         "STREAMSCRIBE_UPLOAD_STALL_SECONDS": str(STALL_S),
         "STREAMSCRIBE_MAX_ACTIVE_UPLOADS": str(MAX_UPLOADS),
+        "STREAMSCRIBE_PUBLIC_METRICS": "false",
+        "STREAMSCRIBE_PUBLIC_DOCS": "false",
     }
     server = start_server(data, env=env)
     try:
@@ -495,3 +497,24 @@ def test_admin_key_limits_past_the_bounds_are_a_4xx(keys):
             timeout=10,
         )
         assert r.status_code == 422, (body, r.text)
+
+
+# ------------------------------------------------------------------ endpoints without a key
+
+
+def test_metrics_and_docs_can_be_closed(keys):
+    base = keys.server.http
+    for path in ("/metrics", "/v1/metrics"):
+        assert httpx.get(base + path, timeout=10).status_code == 401
+        for secret in (keys.alice, ADMIN_KEY):
+            r = httpx.get(base + path, headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+            assert r.status_code == 200, (path, r.text)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert httpx.get(base + path, timeout=10).status_code == 404
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/v1/info",
+        "/",
+    ):  # what stays open, for probes and the page
+        assert httpx.get(base + path, timeout=10).status_code == 200
