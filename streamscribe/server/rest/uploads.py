@@ -71,6 +71,7 @@ RATE = 16000
 PROTOCOL = "upload"
 FORM_SLACK_BYTES = 64 * 1024  # the multipart framing and text fields around the file
 KEEP_FINISHED_S = 3600.0
+DELETED = "the upload was deleted while it was being transcribed"
 MAX_KEYTERMS = 100
 MAX_KEYTERM_CHARS = 50
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
@@ -92,6 +93,7 @@ class Job:
     finished: float | None = None
     task: asyncio.Task | None = None
     deleted: bool = False
+    upload: Path | None = None  # the uploaded file, until the job ends
     recording: Path | None = None
 
     async def stop_deleted(self) -> None:
@@ -100,6 +102,11 @@ class Job:
         if self.task is not None and not self.task.done():
             self.task.cancel()
             await asyncio.wait([self.task])
+        if self.finished is None:  # cancelled before it began: nothing of it ran
+            self.error, self.status = DELETED, "deleted"
+            if self.upload is not None:
+                self.upload.unlink(missing_ok=True)
+            self.finished = time.time()
 
     @property
     def progress(self) -> float:
@@ -299,6 +306,7 @@ async def _accept(
         "speech_model": model,
     }
     jobs[job.id] = job
+    job.upload = path
     job.task = asyncio.create_task(
         _transcribe(state, principal, job, path, params, scheduler_model, language, keyterms)
     )
@@ -396,14 +404,11 @@ async def _transcribe(
     except asyncio.CancelledError:
         if not job.deleted:
             raise
-        job.error, job.status = "the upload was deleted while it was being transcribed", "deleted"
-        log.info("upload %s: deleted while %s; stopped", job.id, "transcribing")
+        log.info("upload %s: deleted while %s; stopped", job.id, job.status)
+        job.error, job.status = DELETED, "deleted"
     except Exception:
         if job.deleted:
-            job.error, job.status = (
-                "the upload was deleted while it was being transcribed",
-                "deleted",
-            )
+            job.error, job.status = DELETED, "deleted"
         else:
             log.exception("upload %s failed", job.id)
             job.error, job.status = "transcription failed on the server: see its log", "error"
