@@ -88,12 +88,19 @@ class RedactSecretsFilter(logging.Filter):
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Redacts the whole formatted record, tracebacks and exception messages included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def configure(level: str = "info") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(SessionIdFilter())
     handler.addFilter(RedactSecretsFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s session=%(session_id)s %(message)s")
+        RedactingFormatter("%(asctime)s %(levelname)s %(name)s session=%(session_id)s %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

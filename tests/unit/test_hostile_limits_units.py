@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import sys
 import wave
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from streamscribe.audio.files import (
 )
 from streamscribe.cli import app
 from streamscribe.cli.keys import shown
-from streamscribe.logs import is_secret_param, redact
+from streamscribe.logs import RedactingFormatter, is_secret_param, redact
 from streamscribe.store import Store
 
 LIMITS = DecodeLimits(max_seconds=2.0, min_rate=4000, max_rate=96000)
@@ -116,6 +118,15 @@ def test_headers_and_our_secret_shapes_are_masked_wherever_they_appear():
     out = redact("headers={'authorization': 'Bearer abc.def', 'x': 'sk_abcdefghijklmnop'}")
     assert "abc.def" not in out and "sk_abcdefghijklmnop" not in out
     assert "Bearer ***" in out and "sk_***" in out
+
+
+def test_a_traceback_carrying_a_credential_is_masked_too():
+    try:
+        raise ValueError("cannot open ws://host/v1/listen?%74oken=tb-secret-1")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    text = RedactingFormatter("%(message)s").format(record)
+    assert "Traceback" in text and "tb-secret-1" not in text
 
 
 # ------------------------------------------------------------------ key names in a terminal
