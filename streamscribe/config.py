@@ -180,6 +180,78 @@ class Settings(BaseSettings):
         json_schema_extra=ENV_ONLY,
     )
 
+    # hostile input: limits checked before any work is done for a request (issue 18). Defaults
+    # sit far above what a real browser, SDK or an hour-long 48 kHz stereo upload needs.
+    max_request_head_bytes: int = Field(
+        default=64 * 1024,
+        description="Largest HTTP request head (request line and headers together, WebSocket "
+        "handshakes included); a larger one is refused with 431 before it is read further.",
+        json_schema_extra=ENV_ONLY,
+    )
+    max_request_line_bytes: int = Field(
+        default=32 * 1024,
+        description="Longest request target (path and query); a longer one is refused with 414.",
+        json_schema_extra=ENV_ONLY,
+    )
+    max_request_headers: int = Field(
+        default=100,
+        description="Most header fields in one request; more are refused with 431.",
+        json_schema_extra=ENV_ONLY,
+    )
+    request_head_timeout_seconds: float = Field(
+        default=10.0,
+        description="Time a client has to send a whole request head (and so to begin a "
+        "WebSocket handshake) once it connects or starts its next request; slower ones are "
+        "disconnected.",
+        json_schema_extra=ENV_ONLY,
+    )
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3,
+        description="Largest uploaded file (POST /v1/transcripts, Deepgram POST /v1/listen); "
+        "larger ones are refused with 413.",
+        json_schema_extra=ENV_ONLY,
+    )
+    max_upload_seconds: float = Field(
+        default=10800.0,
+        description="Longest decoded audio of an upload, in seconds (summed over the channels "
+        "kept apart with multichannel); checked from the file's header before decoding and "
+        "again while decoding; longer ones are refused with 413.",
+        json_schema_extra=ENV_ONLY,
+    )
+    upload_min_sample_rate: int = Field(
+        default=4000,
+        description="Lowest sample rate (Hz) an uploaded file may declare; lower ones (which "
+        "would decode to hours of audio from a few bytes) are refused with 400.",
+        json_schema_extra=ENV_ONLY,
+    )
+    upload_max_sample_rate: int = Field(
+        default=384000,
+        description="Highest sample rate (Hz) an uploaded file may declare.",
+        json_schema_extra=ENV_ONLY,
+    )
+    max_active_uploads: int = Field(
+        default=4,
+        description="Uploads (POST /v1/transcripts) being received, decoded or transcribed at "
+        "once; a slot is taken when the body starts arriving, more are refused with 503.",
+        json_schema_extra=ENV_ONLY,
+    )
+    upload_stall_seconds: float = Field(
+        default=30.0,
+        description="An upload whose body sends nothing for this long is refused with 408 and "
+        "its slot freed.",
+        json_schema_extra=ENV_ONLY,
+    )
+    public_metrics: bool = Field(
+        default=True,
+        description="Serve /metrics and /v1/metrics without a key; off: they need an API key "
+        "or the admin key (a scraper sends it as a bearer token).",
+    )
+    public_docs: bool = Field(
+        default=True,
+        description="Serve the API's documentation (/docs, /redoc, /openapi.json); off: not "
+        "served at all.",
+    )
+
     log_level: str = Field(default="info", description="Log level: debug, info, warning or error.")
 
     @property

@@ -8,6 +8,7 @@ rest goes to stderr. The store (SQLAlchemy) loads inside the commands, never the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,6 +71,16 @@ def _with_store(data_dir: Path | None, database_url: str | None, work: Any) -> A
         ) from None
 
 
+# control characters (an escape sequence can rewrite the terminal: colours, title, clearing,
+# hiding text) and bidirectional overrides; key names come from the admin API too
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """`text` safe for a terminal: every control character written as its escape (\\x1b)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _limit(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
@@ -117,7 +128,8 @@ def keys_create(
             str(exc), 2, fix="choose another name, or `streamscribe keys revoke NAME` first"
         ) from None
     err.print(
-        f"[green]created key[/] {escape(key.name)} (id {key.id}, prefix {escape(key.prefix)})",
+        f"[green]created key[/] {escape(shown(key.name))} (id {key.id}, "
+        f"prefix {escape(shown(key.prefix))})",
         highlight=False,
     )
     print(secret, flush=True)
@@ -162,9 +174,9 @@ def keys_list(
             else ("[red]yes[/]" if key.revoked else "no")
         )
         table.add_row(
-            Text(key.name),
-            key.id,
-            Text(key.prefix + "…"),
+            Text(shown(key.name)),
+            Text(shown(key.id)),
+            Text(shown(key.prefix) + "…"),
             f"{key.created:%Y-%m-%d %H:%M}",
             revoked,
             _limit(key.max_streams),
@@ -192,4 +204,4 @@ def keys_revoke(
             1,
             fix="see the keys with `streamscribe keys list`",
         )
-    err.print(f"[green]revoked[/] {escape(id_or_name)}", highlight=False)
+    err.print(f"[green]revoked[/] {escape(shown(id_or_name))}", highlight=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from streamscribe import __version__
@@ -29,10 +29,9 @@ from streamscribe.engine.schedulers import SchedulerRegistry
 from streamscribe.errors import StreamscribeError
 from streamscribe.logs import configure as configure_logging
 from streamscribe.server import calls, dialects, rest
-from streamscribe.server.auth import is_loopback, open_mode
+from streamscribe.server.auth import is_loopback, open_mode, require_metrics_access
 from streamscribe.server.decoder_choice import load_transcriber
 from streamscribe.server.rest.retention import retention_loop
-from streamscribe.server.rest.uploads import MAX_UPLOAD_BYTES
 from streamscribe.server.state import ServerState
 from streamscribe.server.tls import TlsRefused, tls_files, trust_hint
 from streamscribe.server.uvicorn_protocols import FlowControlledWebSocket, RequestDeadlineHttp
@@ -145,7 +144,15 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             await state.models.stop()
             await store.close()
 
-    app = FastAPI(title="streamscribe", version=__version__, lifespan=lifespan)
+    docs = settings.public_docs  # False: no /docs, /redoc, /openapi.json at all
+    app = FastAPI(
+        title="streamscribe",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     for router in (*dialects.routers, *calls.routers, *rest.routers):
         app.include_router(router)
 
@@ -168,7 +175,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             return JSONResponse({"ready": False, "reason": problem}, status_code=503)
         return JSONResponse({"ready": True, "sessions": len(state.sessions)})
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(require_metrics_access)])
     async def metrics() -> Response:
         """Prometheus text format."""
         state: ServerState = app.state.streamscribe
@@ -178,7 +185,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         )
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
-    @app.get("/v1/metrics")
+    @app.get("/v1/metrics", dependencies=[Depends(require_metrics_access)])
     async def metrics_json() -> dict:
         """The same figures as JSON, for people and the benchmark."""
         return app.state.streamscribe.summary()
@@ -196,7 +203,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             "multilingual": bool(extra) or state.transcriber.multilingual,
             "auth": "open" if await open_mode(state) else "key",
             "record_audio": settings.record_audio,
-            "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "max_upload_bytes": settings.max_upload_bytes,
             "endpoints": {
                 "page": "/",
                 "assemblyai_v3": "/v3/ws",
@@ -287,7 +294,7 @@ def run(settings: Settings) -> None:
         log_config=None,
         ws_max_size=settings.max_frame_bytes,
         ws=FlowControlledWebSocket,
-        http=RequestDeadlineHttp,
+        http=RequestDeadlineHttp.bounded(settings),
         ws_ping_interval=20,
         ws_ping_timeout=20,
         **(tls.uvicorn_options() if tls else {}),

@@ -134,6 +134,19 @@ async def require_key(request: Request) -> Principal:
     return Principal(key)
 
 
+async def require_metrics_access(request: Request) -> None:
+    """FastAPI dependency for /metrics and /v1/metrics: open unless `public_metrics` is off;
+    then an API key or the admin key (what a Prometheus scraper sends as a bearer token)."""
+    state: ServerState = request.app.state.streamscribe
+    if state.settings.public_metrics:
+        return
+    given = credential(request.headers.get("authorization"))
+    admin = state.settings.admin_key
+    if given is not None and admin and hmac.compare_digest(given.encode(), admin.encode()):
+        return
+    await require_key(request)
+
+
 async def require_admin(request: Request) -> None:
     """FastAPI dependency for /v1/admin: the admin key from STREAMSCRIBE_ADMIN_KEY."""
     state: ServerState = request.app.state.streamscribe

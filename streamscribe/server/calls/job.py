@@ -12,11 +12,16 @@ is gone for good: results still go to the store) -> active (start again) or stop
 ended (the call's media ended; final). Actions are serialised by the job's lock. Jobs live in
 memory (a table would add a migration for state that dies with the calls anyway); their
 transcripts live in the store as one session per call (participants as channels).
+
+A call connection id is the caller's own name for its call, so jobs are keyed by (key, id): two
+keys may use the same id without seeing, refusing or squatting each other's job, and nothing a
+key is told (a 404, a 409) reveals that another key has a job of that id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import secrets
 import time
@@ -333,7 +338,7 @@ class CallService:
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.jobs: dict[str, CallJob] = {}
+        self.jobs: dict[tuple[str | None, str], CallJob] = {}  # (key id, call connection id)
         self.http = httpx.AsyncClient(follow_redirects=False)
 
     async def create(self, body: object, principal: Principal) -> CallJob:
@@ -343,7 +348,7 @@ class CallService:
             raise CallError(400, exc.reason) from None
         model = self.model_for(request.options.language, request.options.speech_model_endpoint_id)
         self._prune()
-        existing = self.jobs.get(request.call_connection_id)
+        existing = self.jobs.get((principal.key_id, request.call_connection_id))
         if existing is not None and existing.status != "ended":
             raise CallError(
                 409,
@@ -352,14 +357,14 @@ class CallService:
             )
         await self.scheduler(model)
         job = CallJob(self, request, principal, model)
-        self.jobs[job.id] = job
+        self.jobs[(job.key_id, job.id)] = job
         if request.options.start_transcription:
             await job.start()
         return job
 
     def get(self, call_id: str, principal: Principal) -> CallJob:
-        job = self.jobs.get(call_id)
-        if job is None or job.key_id != principal.key_id:
+        job = self.jobs.get((principal.key_id, call_id))
+        if job is None:
             raise CallError(
                 404,
                 f"No call-transcription job for call connection id {call_id!r}: "
@@ -369,6 +374,19 @@ class CallService:
 
     def list(self, principal: Principal) -> list[CallJob]:
         return [j for j in self.jobs.values() if j.key_id == principal.key_id]
+
+    def find(self, call_id: str, principal: Principal) -> CallJob | None:
+        """The caller's job for `call_id`, if any."""
+        return self.jobs.get((principal.key_id, call_id))
+
+    def by_media_token(self, call_id: str, token: str) -> CallJob | None:
+        """The job of `call_id` whose own media token is `token` (whichever key made it)."""
+        if not token:
+            return None
+        for (_, job_call), job in self.jobs.items():
+            if job_call == call_id and hmac.compare_digest(token, job.media_token):
+                return job
+        return None
 
     def model_for(self, language: str, endpoint: str | None) -> str:
         settings = self.state.settings
@@ -395,6 +413,6 @@ class CallService:
 
     def _prune(self) -> None:
         cutoff = time.time() - ENDED_JOB_TTL_S
-        for call_id, job in list(self.jobs.items()):
+        for ident, job in list(self.jobs.items()):
             if job.ended_at is not None and job.ended_at < cutoff:
-                del self.jobs[call_id]
+                del self.jobs[ident]

@@ -11,8 +11,6 @@ protocol here.
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
 
 from streamscribe.errors import ProtocolError
@@ -147,18 +145,17 @@ async def call_media_by_header(ws: WebSocket) -> None:
 async def _media(ws: WebSocket, call_id: str) -> None:
     state = ws.app.state.streamscribe
     service = call_service(ws.app)
-    job = service.jobs.get(call_id)
-    token = ws.query_params.get("token") or ""
-    if job is not None and token and hmac.compare_digest(token, job.media_token):
-        principal = job.principal  # the job's own media token (what ACS is configured with)
+    # the job's own media token (what ACS is configured with) names the job, whoever's it is
+    job = service.by_media_token(call_id, ws.query_params.get("token") or "")
+    if job is not None:
+        principal = job.principal
     else:
         try:
             principal = await authenticate_stream(state, dict(ws.headers), ws.query_params)
         except ProtocolError as exc:
             await _deny(ws, 401, exc.reason)
             return
-        if job is not None and job.key_id != principal.key_id:
-            job = None
+        job = service.find(call_id, principal)
     if job is None:
         await _deny(
             ws,

@@ -1,7 +1,11 @@
 """Deepgram over HTTP: pre-recorded `POST /v1/listen` (the file as the body), `/v1/auth/grant`.
 
 The route reads the options and checks admission and the model before reading a large body,
-decodes the body (any file PyAV reads, or raw audio with `encoding=`) in a thread, transcribes
+takes one of the server's upload slots before the first body byte (shared with dashboard
+uploads, `upload_limits.py`), refuses a body that stalls, checks the file's declared rate and
+decoded length (the header, or the size of raw audio) against the server's limits before
+decoding, decodes the body (any file PyAV reads, or raw audio with `encoding=`, in bounded
+chunks, every frame checked again) in a thread, transcribes
 each channel through the shared scheduler, labels speakers when asked, keeps the transcript as a
 stored session whose id is the response's `request_id`, and answers in Deepgram's response
 shape (`protocols.deepgram_prerecorded`). The grant route mints Deepgram's temporary tokens (the
@@ -23,12 +27,21 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from streamscribe.audio.codecs import decode_raw_body
-from streamscribe.audio.files import decode_file, decode_file_channels
+from streamscribe.audio.files import (
+    AudioLimitError,
+    DecodeLimits,
+    check_declared,
+    decode_file,
+    decode_file_channels,
+    decode_raw_file,
+    probe_audio,
+)
 from streamscribe.audio.resample import TARGET_RATE
 from streamscribe.engine.enrichment import label_speakers
 from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
+from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.errors import AudioDecodeError, ProtocolError
+from streamscribe.events import SessionConfig
 from streamscribe.protocols.common import finite_number, loads_json
 from streamscribe.protocols.deepgram_options import (
     DeepgramOptions,
@@ -38,15 +51,21 @@ from streamscribe.protocols.deepgram_options import (
 )
 from streamscribe.protocols.deepgram_prerecorded import parse_prerecorded, response
 from streamscribe.server.admission import check_admission, session_scheduler, session_speakers
-from streamscribe.server.auth import mint_token, require_key
+from streamscribe.server.auth import Principal, mint_token, require_key
 from streamscribe.server.state import ServerState
 from streamscribe.server.transcripts import store_transcript, turn_json
+from streamscribe.server.upload_limits import (
+    UploadStalled,
+    body_chunks,
+    decode_limits,
+    limit_refusal,
+    upload_slots,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 PROTOCOL = "deepgram-prerecorded"
-MAX_UPLOAD_BYTES = 2 * 1024**3  # the cloud's limit for a pre-recorded file
 MAX_JSON_BYTES = 64 * 1024
 GRANT_TTL_S = (1, 3600)
 
@@ -75,19 +94,55 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         return await _url_body(request, request_id)
-    folder = (state.settings.data_dir / "tmp").resolve()
+    settings = state.settings
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return refusal(413, _too_large(limit), request_id)
+    slots = upload_slots(request.app, settings)
+    if not slots.take():  # before the first body byte: slow bodies count too
+        return refusal(429, f"Too many requests: {slots.busy()}", request_id)
+    try:
+        return await _transcribe_body(
+            request, request_id, state, principal, options, config, scheduler
+        )
+    finally:
+        slots.release()
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"The file is larger than {limit / 1024**3:g} GiB, this server's limit "
+        f"(STREAMSCRIBE_MAX_UPLOAD_BYTES={limit}): split it and send the parts"
+    )
+
+
+async def _transcribe_body(
+    request: Request,
+    request_id: str,
+    state: ServerState,
+    principal: Principal,
+    options: DeepgramOptions,
+    config: SessionConfig,
+    scheduler: DecodeScheduler,
+) -> JSONResponse:
+    """Receive the body (bounded in size and stall time), decode it within the limits,
+    transcribe it and answer in Deepgram's shape."""
+    settings = state.settings
+    folder = (settings.data_dir / "tmp").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".upload") as tmp:
         digest = hashlib.sha256()
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                return refusal(
-                    413, f"The file is larger than {MAX_UPLOAD_BYTES >> 30} GiB", request_id
-                )
-            digest.update(chunk)
-            tmp.write(chunk)
+        try:
+            async for chunk in body_chunks(request, settings.upload_stall_seconds):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    return refusal(413, _too_large(settings.max_upload_bytes), request_id)
+                digest.update(chunk)
+                tmp.write(chunk)
+        except UploadStalled as exc:
+            return refusal(408, str(exc), request_id)
         tmp.flush()
         if size == 0:
             return refusal(
@@ -97,7 +152,12 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
                 request_id,
             )
         try:
-            channels = await asyncio.to_thread(_decode, Path(tmp.name), options)
+            channels = await asyncio.to_thread(
+                _decode, Path(tmp.name), options, decode_limits(settings)
+            )
+        except AudioLimitError as exc:
+            status, reason = limit_refusal(exc, settings, "the uploaded audio")
+            return refusal(status, reason, request_id)
         except AudioDecodeError as exc:
             reason = str(exc).replace(tmp.name, "the uploaded audio")
             return refusal(400, f"Bad Request: failed to process audio: {reason}", request_id)
@@ -178,18 +238,22 @@ async def _url_body(request: Request, request_id: str) -> JSONResponse:
     )
 
 
-def _decode(path: Path, options: DeepgramOptions) -> list[np.ndarray]:
-    """The body as float32 16 kHz arrays: one per channel with multichannel, else one mix."""
+def _decode(path: Path, options: DeepgramOptions, limits: DecodeLimits) -> list[np.ndarray]:
+    """The body as float32 16 kHz arrays: one per channel with multichannel, else one mix.
+    Out of `limits` (seen from the header or the size first, then while decoding):
+    AudioLimitError."""
     if options.encoding is None:
+        check_declared(probe_audio(path), limits, path, keep_channels=options.multichannel)
         if options.multichannel:
-            return list(decode_file_channels(path))
-        return [decode_file(path)]
-    return decode_raw_body(
-        path.read_bytes(),
+            return list(decode_file_channels(path, limits=limits))
+        return [decode_file(path, limits=limits)]
+    return decode_raw_file(
+        path,
         options.encoding,
         options.channels,
         options.sample_rate or TARGET_RATE,
         options.multichannel,
+        limits,
     )
 
 

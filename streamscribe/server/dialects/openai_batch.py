@@ -17,6 +17,7 @@ import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import BinaryIO
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
@@ -24,7 +25,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from streamscribe.audio.files import decode_stream
+from streamscribe.audio.files import (
+    AudioLimitError,
+    DecodeLimits,
+    check_declared,
+    decode_stream,
+    probe_audio,
+)
+from streamscribe.config import Settings
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult
 from streamscribe.engine.offline import RATE, scheduler_batch, transcribe_audio_async
 from streamscribe.engine.scheduler import DecodeScheduler
@@ -37,6 +45,7 @@ from streamscribe.server.admission import check_admission, session_scheduler
 from streamscribe.server.auth import Principal, require_key
 from streamscribe.server.state import ServerState
 from streamscribe.server.transcripts import store_transcript
+from streamscribe.server.upload_limits import decode_limits, limit_refusal
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -45,6 +54,7 @@ MAX_UPLOAD_MB = 25  # OpenAI's own limit, so clients already split larger files
 MAX_BODY_BYTES = (MAX_UPLOAD_MB + 1) * 1024 * 1024  # the file plus the form's text fields
 DRAIN_BYTES = 8 * MAX_BODY_BYTES  # an over-large body is read (and dropped) up to this much
 MAX_AUDIO_S = 3600.0  # decoded length cap: one hour is ~230 MB of float samples
+# (the declared sample rate is bounded too: a 25 MB WAV declaring 1 Hz would be 290 days)
 BATCH_SLOTS = 2  # uploads decoded and transcribed at once; more wait their turn
 PROTOCOL = "openai-batch"  # how stored sessions and metrics name these uploads
 
@@ -78,6 +88,31 @@ def _too_large() -> OpenAIError:
         code="file_too_large",
         status=413,
     )
+
+
+def _too_long(max_audio_s: float) -> OpenAIError:
+    return OpenAIError(
+        f"Audio longer than {max_audio_s:.0f} s: split it and upload the parts",
+        param="file",
+        code="audio_too_long",
+        status=413,
+    )
+
+
+def _decode(source: BinaryIO, name: str, settings: Settings, max_audio_s: float) -> np.ndarray:
+    """The upload as 16 kHz mono, refused (AudioLimitError) when its header declares a rate out
+    of the server's limits or more than `max_audio_s`; decoding stops just past `max_audio_s`
+    (and at any frame whose rate is out of the limits) whatever the header said."""
+    limits = decode_limits(settings, max_audio_s)
+    try:
+        probe = probe_audio(name, source)
+    except AudioDecodeError:
+        probe = None  # unreadable: decoding says why
+    source.seek(0)
+    if probe is not None:
+        check_declared(probe, limits, name)
+    rates = DecodeLimits(None, limits.min_rate, limits.max_rate)
+    return decode_stream(source, name=name, max_seconds=max_audio_s, limits=rates)
 
 
 async def _principal(request: Request) -> Principal:
@@ -229,10 +264,18 @@ async def _batch(request: Request, translation: bool) -> Response:
         if form is not None:
             await form.close()
         return _error(exc)
+    max_audio_s = min(MAX_AUDIO_S, state.settings.max_upload_seconds)
     try:
         name = upload.filename or "upload"
-        audio = await asyncio.to_thread(
-            decode_stream, upload.file, name=name, max_seconds=MAX_AUDIO_S
+        audio = await asyncio.to_thread(_decode, upload.file, name, state.settings, max_audio_s)
+    except AudioLimitError as exc:
+        _slots(request).release()
+        if exc.limit == "duration":
+            return _error(_too_long(max_audio_s))
+        return _error(
+            OpenAIError(
+                limit_refusal(exc, state.settings, name)[1], param="file", code="invalid_value"
+            )
         )
     except AudioDecodeError as exc:
         _slots(request).release()
@@ -242,16 +285,9 @@ async def _batch(request: Request, translation: bool) -> Response:
         raise
     finally:
         await form.close()
-    if len(audio) > MAX_AUDIO_S * RATE:
+    if len(audio) > max_audio_s * RATE:
         _slots(request).release()
-        return _error(
-            OpenAIError(
-                f"Audio longer than {MAX_AUDIO_S:.0f} s: split it and upload the parts",
-                param="file",
-                code="audio_too_long",
-                status=413,
-            )
-        )
+        return _error(_too_long(max_audio_s))
     duration = len(audio) / RATE
     if req.stream:
         _slots(request).release()  # the event stream takes its own slot once it starts

@@ -16,10 +16,11 @@ router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
 
 
 class NewKey(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    max_streams: int | None = Field(None, ge=1)
-    max_audio_hours_per_day: float | None = Field(None, gt=0)
-    max_session_seconds: int | None = Field(None, ge=60)
+    # printable names only: they are shown in terminals (`streamscribe keys list`) and logs
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
+    max_streams: int | None = Field(None, ge=1, le=100_000)
+    max_audio_hours_per_day: float | None = Field(None, gt=0, le=1_000_000)
+    max_session_seconds: int | None = Field(None, ge=60, le=10_000_000)
     record_audio: bool = True
 
 

@@ -29,6 +29,7 @@ MEDIA_TYPES = {
     "vtt": "text/vtt; charset=utf-8",
     "json": "application/json",
 }
+MAX_OFFSET = 2**31 - 1  # far past any real history; the database's integers end at 2**63 - 1
 NO_RECORDING = "no recording: the session was not recorded (opted out)"
 
 
@@ -130,8 +131,8 @@ async def list_sessions(
         None, description="YYYY-MM-DD or ISO date-time (UTC unless given): started before"
     ),
     q: str | None = Query(None, description="text that a turn of the session contains"),
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500, description="sessions per page (1-500)"),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET, description=f"sessions to skip (0-{MAX_OFFSET})"),
     principal: Principal = Depends(require_key),
 ) -> dict:
     page, total = await _state(request).store.list_sessions(
@@ -209,7 +210,16 @@ async def delete_session(
         raise HTTPException(
             409, "the session is still live: end it (send Terminate) and delete it afterwards"
         )
+    # an upload still being transcribed (rest/uploads.py keeps its jobs on the app) stops first,
+    # so it neither writes into a deleted session nor fails with a traceback
+    job = getattr(request.app.state, "upload_jobs", {}).get(session_id)
+    stopped = False
+    if job is not None and job.finished is None and job.key_id == principal.key_id:
+        await job.stop_deleted()
+        stopped = True
     info = await state.store.delete_session(session_id, principal.key_id)
+    if info is None and stopped:
+        return Response(status_code=204)  # stopped before its session was stored
     if info is None:
         raise HTTPException(
             404, f"no session {session_id!r} for this key: list yours with GET /v1/sessions"

@@ -11,6 +11,14 @@ appears in History with its exports and recording like any streamed session.
 
 Jobs are kept in memory (an hour after they finish); the session stays in the store. A key sees
 only its own jobs. Every refusal says what to change.
+
+Hostile uploads are bounded before they cost anything (issue 18): an upload takes one of the
+server's `max_active_uploads` slots from the moment its body starts arriving (not once it has
+arrived, so parallel slow bodies cannot get past the cap) until its job ends; a body that stalls
+for `upload_stall_seconds` is refused with 408 and frees its slot; the file's header is checked
+against the decoded-duration and sample-rate limits (`upload_limits.py`) before the 202, and
+every decoded frame again while decoding. Deleting the upload's session while it is transcribed
+(`DELETE /v1/sessions/{id}`) stops the job, which then reports that it was deleted.
 """
 
 from __future__ import annotations
@@ -18,17 +26,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
-from streamscribe.audio.files import decode_file
+from streamscribe.audio.files import (
+    AudioLimitError,
+    check_declared,
+    decode_file,
+    probe_audio,
+)
 from streamscribe.audio.wav import WavWriter
 from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
 from streamscribe.errors import AudioDecodeError, ProtocolError
@@ -39,15 +55,23 @@ from streamscribe.server.auth import Principal, require_key
 from streamscribe.server.rest.sessions import turn_json
 from streamscribe.server.state import ServerState
 from streamscribe.server.transcripts import BatchTranscript
+from streamscribe.server.upload_limits import (
+    UploadSlots,
+    UploadStalled,
+    body_chunks,
+    decode_limits,
+    limit_refusal,
+    upload_slots,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 
 RATE = 16000
 PROTOCOL = "upload"
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
-MAX_ACTIVE_JOBS = 4  # uploads being decoded or transcribed at once, per server
+FORM_SLACK_BYTES = 64 * 1024  # the multipart framing and text fields around the file
 KEEP_FINISHED_S = 3600.0
+DELETED = "the upload was deleted while it was being transcribed"
 MAX_KEYTERMS = 100
 MAX_KEYTERM_CHARS = 50
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
@@ -61,13 +85,28 @@ class Job:
     key_id: str | None
     filename: str
     created: float = field(default_factory=time.time)
-    status: str = "queued"  # queued | decoding | transcribing | done | error
+    status: str = "queued"  # queued | decoding | transcribing | done | error | deleted
     audio_seconds: float = 0.0
     done_seconds: float = 0.0
     error: str | None = None
     turns: list[dict[str, Any]] = field(default_factory=list)
     finished: float | None = None
     task: asyncio.Task | None = None
+    deleted: bool = False
+    upload: Path | None = None  # the uploaded file, until the job ends
+    recording: Path | None = None
+
+    async def stop_deleted(self) -> None:
+        """Its session is being deleted: stop transcribing and wait for the job to wind up."""
+        self.deleted = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.wait([self.task])
+        if self.finished is None:  # cancelled before it began: nothing of it ran
+            self.error, self.status = DELETED, "deleted"
+            if self.upload is not None:
+                self.upload.unlink(missing_ok=True)
+            self.finished = time.time()
 
     @property
     def progress(self) -> float:
@@ -136,23 +175,43 @@ def _field(form: Any, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _too_large() -> HTTPException:
+def _too_large(limit: int) -> HTTPException:
     return HTTPException(
         413,
-        f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB: cut it into parts "
+        f"the file is larger than {limit // (1024 * 1024)} MiB, this server's limit "
+        f"(STREAMSCRIBE_MAX_UPLOAD_BYTES={limit}): cut it into parts "
         "or transcribe it locally with `streamscribe transcribe FILE`",
     )
 
 
+async def _read_form(request: Request, settings: Any) -> FormData:
+    """The multipart form, read with a byte cap and a stall deadline between body chunks."""
+    limit = settings.max_upload_bytes + FORM_SLACK_BYTES
+
+    async def bounded() -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in body_chunks(request, settings.upload_stall_seconds):
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(settings.max_upload_bytes)
+            yield chunk
+
+    parser = MultiPartParser(request.headers, bounded(), max_files=1, max_fields=10)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, f"invalid multipart form: {exc.message}") from None
+    except UploadStalled as exc:
+        raise HTTPException(408, str(exc)) from None
+
+
 def _save(upload: UploadFile, path: Path) -> int:
-    """Copy the upload to `path`; raises 413 past the size limit. Returns the bytes written."""
+    """Copy the upload to `path`. Returns the bytes written."""
     written = 0
     upload.file.seek(0)
     with path.open("wb") as out:
         while block := upload.file.read(1 << 20):
             written += len(block)
-            if written > MAX_UPLOAD_BYTES:
-                raise _too_large()
             out.write(block)
     return written
 
@@ -172,23 +231,34 @@ async def create_transcript(
 ) -> dict[str, Any]:
     """Upload a file (multipart field `file`) to be transcribed; poll the job it returns."""
     state: ServerState = request.app.state.streamscribe
+    settings = state.settings
     if state.draining:
         raise HTTPException(503, "the server is shutting down: upload to another server")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 64 * 1024:
-        raise _too_large()
-    jobs = _jobs(request)
-    active = sum(1 for j in jobs.values() if j.finished is None)
-    if active >= MAX_ACTIVE_JOBS:
-        raise HTTPException(
-            503,
-            f"server busy: {active} uploads are being transcribed; try again in a minute",
-        )
+    if length.isdigit() and int(length) > settings.max_upload_bytes + FORM_SLACK_BYTES:
+        raise _too_large(settings.max_upload_bytes)
     if "multipart/form-data" not in request.headers.get("content-type", ""):
         raise HTTPException(
             400, "send the file as multipart/form-data in a field named 'file' (curl -F file=@X)"
         )
-    async with request.form(max_files=1, max_fields=10) as form:
+    slots = upload_slots(request.app, settings)
+    if not slots.take():  # a slot from the first body byte on, so slow bodies count too
+        raise HTTPException(503, f"server busy: {slots.busy()}")
+    try:
+        return await _accept(request, state, principal, slots)
+    except BaseException:
+        slots.release()
+        raise
+
+
+async def _accept(
+    request: Request, state: ServerState, principal: Principal, slots: UploadSlots
+) -> dict[str, Any]:
+    """Receive the form, check the file's header, start the job (which then owns the slot)."""
+    settings = state.settings
+    jobs = _jobs(request)
+    form = await _read_form(request, settings)
+    try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise HTTPException(
@@ -217,9 +287,17 @@ async def create_transcript(
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+    finally:
+        await form.close()
     if size == 0:
         path.unlink(missing_ok=True)
         raise HTTPException(400, f"{filename!r} is empty: upload an audio or video file")
+    try:
+        await asyncio.to_thread(_check_header, path, decode_limits(settings))
+    except AudioLimitError as exc:
+        path.unlink(missing_ok=True)
+        status, reason = limit_refusal(exc, settings, filename)
+        raise HTTPException(status, reason) from None
     params = {
         "filename": filename,
         "bytes": size,
@@ -228,10 +306,22 @@ async def create_transcript(
         "speech_model": model,
     }
     jobs[job.id] = job
+    job.upload = path
     job.task = asyncio.create_task(
         _transcribe(state, principal, job, path, params, scheduler_model, language, keyterms)
     )
+    job.task.add_done_callback(lambda _: slots.release())
     return job.json()
+
+
+def _check_header(path: Path, limits: Any) -> None:
+    """Refuse a file whose header declares too long an audio or an odd rate (AudioLimitError);
+    one that cannot be read at all is left to the job, which reports why."""
+    try:
+        probe = probe_audio(path)
+    except AudioDecodeError:
+        return
+    check_declared(probe, limits, path.name)
 
 
 @router.get("/transcripts/{job_id}")
@@ -262,8 +352,16 @@ async def _transcribe(
     record = BatchTranscript(state, principal, job.id, PROTOCOL, params)
     try:
         job.status = "decoding"
+        stop = threading.Event()  # a deleted job stops its decoding thread too
         try:
-            audio = await asyncio.to_thread(decode_file, path)
+            audio = await asyncio.to_thread(
+                decode_file, path, limits=decode_limits(state.settings), stop=stop
+            )
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        except AudioLimitError as exc:
+            raise _JobError(limit_refusal(exc, state.settings, job.filename)[1]) from None
         except AudioDecodeError as exc:
             reason = str(exc).replace(str(path), repr(job.filename))
             raise _JobError(
@@ -278,7 +376,7 @@ async def _transcribe(
         if state.settings.record_audio and (key is None or key.record_audio):
             folder = (state.settings.data_dir / "recordings").resolve()
             folder.mkdir(parents=True, exist_ok=True)
-            recording = folder / f"{job.id}.wav"
+            recording = job.recording = folder / f"{job.id}.wav"
             await asyncio.to_thread(_write_recording, recording, audio)
         record.params = {**params, "audio_seconds": round(job.audio_seconds, 3)}
         record.recording = str(recording) if recording else None
@@ -303,11 +401,22 @@ async def _transcribe(
         log.info("upload %s: %.1f s audio, %d turns", job.id, job.audio_seconds, len(records))
     except _JobError as exc:
         job.error, job.status = str(exc), "error"
+    except asyncio.CancelledError:
+        if not job.deleted:
+            raise
+        log.info("upload %s: deleted while %s; stopped", job.id, job.status)
+        job.error, job.status = DELETED, "deleted"
     except Exception:
-        log.exception("upload %s failed", job.id)
-        job.error, job.status = "transcription failed on the server: see its log", "error"
+        if job.deleted:
+            job.error, job.status = DELETED, "deleted"
+        else:
+            log.exception("upload %s failed", job.id)
+            job.error, job.status = "transcription failed on the server: see its log", "error"
     finally:
-        if job.status != "done":
+        if job.deleted:
+            if job.recording is not None:
+                job.recording.unlink(missing_ok=True)
+        elif job.status != "done":
             try:
                 await record.abandon(job.audio_seconds)
             except Exception:
