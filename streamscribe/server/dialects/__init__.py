@@ -9,6 +9,7 @@ lives here, and no dialect imports another.
 from streamscribe.server.dialects import (
     assemblyai_v2,
     assemblyai_v3,
+    azure_speech,
     deepgram,
     deepgram_http,
     fireworks,
@@ -26,5 +27,6 @@ routers = [
         fireworks,
         openai_batch,
         openai_realtime,
+        azure_speech,
     )
 ]
