@@ -35,7 +35,6 @@ does not allow is the client's mistake (close 1007 naming the state).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -66,14 +65,14 @@ from streamscribe.protocols.azure_usp_frames import (
     parse_text,
     parse_wave_header,
 )
-from streamscribe.protocols.common import (
-    WHISPER_LANGUAGES,
-    Close,
-    Outgoing,
-    close_code_of,
-    close_reason,
-    quoted,
+from streamscribe.protocols.azure_usp_handshake import (
+    Context,
+    Handshake,
+    Recognizer,
+    read_context,
+    session_config,
 )
+from streamscribe.protocols.common import Close, Outgoing, close_code_of, close_reason
 
 NORMAL = 1000
 CONNECTION_FAILURE = 4000  # the SDK: ConnectionFailure, no reconnect
@@ -88,36 +87,6 @@ CLOSE_CODES = {
     ErrorKind.TIMEOUT: CONNECTION_FAILURE,
     ErrorKind.EXPIRED: CONNECTION_FAILURE,
     ErrorKind.INTERNAL: CONNECTION_FAILURE,
-}
-
-
-class Recognizer(Enum):
-    CONVERSATION = "ConversationTranscriber"
-    SPEECH = "SpeechRecognizer"
-    TRANSLATION = "TranslationRecognizer"
-
-
-# path -> (recognizer, single shot): what `SpeechConfig(host=...)` reaches for each recognizer
-PATHS: dict[str, tuple[Recognizer | None, bool]] = {
-    "/speech/universal/v2": (None, False),  # conversation transcription; speech on some SDKs
-    "/stt/speech/universal/v2": (None, False),  # translation (and speech) via host=
-    "/speech/recognition/interactive/cognitiveservices/v1": (Recognizer.SPEECH, True),
-    "/speech/recognition/conversation/cognitiveservices/v1": (Recognizer.SPEECH, False),
-    "/speech/recognition/dictation/cognitiveservices/v1": (Recognizer.SPEECH, False),
-    "/speech/translation/cognitiveservices/v1": (Recognizer.TRANSLATION, False),
-}
-
-# what a client may ask for in speech.context that we cannot do: refused, never ignored
-UNSUPPORTED_CONTEXT = {
-    "pronunciationAssessment": "pronunciation assessment",
-    "keywordDetection": "keyword recognition",
-    "synthesis": "speech synthesis of translations",
-    "intent": "intent recognition",
-}
-UNSUPPORTED_QUERY = {
-    "cid": "custom speech models (endpoint_id)",
-    "endpointId": "custom speech models (endpoint_id)",
-    "voice": "speech synthesis of translations (voice_name)",
 }
 
 
@@ -155,147 +124,6 @@ TRANSITIONS: dict[State, dict[Input, State | str]] = {
     },
     State.CLOSED: {i: IGNORE for i in Input},
 }
-
-
-# ------------------------------------------------------------------ the handshake
-
-
-@dataclass(frozen=True)
-class Handshake:
-    """What the upgrade request says: the path's recognizer and the query's options."""
-
-    path: str
-    recognizer: Recognizer | None  # None: the universal path, speech.context decides
-    single_shot: bool
-    language: str | None = None
-    targets: tuple[str, ...] = ()
-    detailed: bool = False
-    word_timings: bool = False
-    languages: tuple[str, ...] = ()  # candidates for language detection
-
-
-def parse_handshake(path: str, query: Mapping[str, str]) -> Handshake:
-    """The recognizer and options of an upgrade; unknown paths and options are refused."""
-    path = path.rstrip("/") or "/"
-    if path not in PATHS:
-        raise bad(f"Unknown USP path {quoted(path)}: expected one of " + ", ".join(PATHS))
-    for name, what in UNSUPPORTED_QUERY.items():
-        if query.get(name):
-            raise bad(f"Not supported by this server: {what}")
-    recognizer, single_shot = PATHS[path]
-    word_timings = query.get("wordLevelTimestamps", "").lower() == "true"
-    return Handshake(
-        path=path,
-        recognizer=recognizer,
-        single_shot=single_shot,
-        language=query.get("language") or query.get("from") or None,
-        targets=tuple(t for t in (query.get("to") or "").split(",") if t),
-        detailed=query.get("format", "").lower() == "detailed" or word_timings,
-        word_timings=word_timings,
-        languages=tuple(x for x in (query.get("lidEnabled") or "").split(",") if x),
-    )
-
-
-def credentials(headers: Mapping[str, str], query: Mapping[str, str]) -> dict[str, str]:
-    """The credential as streamscribe reads it (`authorization`): a subscription key from
-    `Ocp-Apim-Subscription-Key` (header or query, as the SDK sends keys), or the SDK's
-    `Authorization: Bearer <token>` (`SpeechConfig(auth_token=...)`) as it is."""
-    key = headers.get("ocp-apim-subscription-key") or query.get("Ocp-Apim-Subscription-Key")
-    if key:
-        return {"authorization": key}
-    token = headers.get("authorization")
-    return {"authorization": token} if token else {}
-
-
-@dataclass(frozen=True)
-class Context:
-    """The first request's speech.context, folded into the handshake's options."""
-
-    recognizer: Recognizer
-    single_shot: bool
-    language: str | None
-    languages: tuple[str, ...]
-    targets: tuple[str, ...]
-    diarization: bool
-    detailed: bool
-    word_timings: bool
-
-
-def read_context(body: dict[str, Any], handshake: Handshake) -> Context:
-    for key, what in UNSUPPORTED_CONTEXT.items():
-        if body.get(key) or _dig(body, "phraseDetection", key) or _dig(body, "phraseOutput", key):
-            raise bad(f"Not supported by this server: {what}")
-    detection = _object(body, "phraseDetection")
-    mode = str(detection.get("mode") or "").upper()
-    diarization = _object(detection, "speakerDiarization")
-    output = _object(body, "phraseOutput")
-    options = _object(output, "detailed").get("options") or []
-    translation = _object(body, "translation")
-    targets = tuple(t for t in translation.get("targetLanguages") or () if isinstance(t, str))
-    targets = targets or handshake.targets
-    languages = tuple(
-        x for x in _object(body, "languageId").get("languages") or () if isinstance(x, str)
-    )
-    if handshake.recognizer is not None:
-        recognizer = handshake.recognizer
-    elif targets:
-        recognizer = Recognizer.TRANSLATION
-    elif diarization or mode == "CONVERSATION":
-        recognizer = Recognizer.CONVERSATION
-    else:
-        recognizer = Recognizer.SPEECH
-    language = detection.get("language") if isinstance(detection.get("language"), str) else None
-    return Context(
-        recognizer=recognizer,
-        single_shot=handshake.single_shot or mode == "INTERACTIVE",
-        language=language or handshake.language,
-        languages=languages or handshake.languages,
-        targets=targets,
-        diarization=bool(diarization) and diarization.get("mode") not in (None, "None"),
-        detailed=handshake.detailed or str(output.get("format", "")).lower() == "detailed",
-        word_timings=handshake.word_timings or "WordTimings" in options,
-    )
-
-
-def _object(body: Any, key: str) -> dict[str, Any]:
-    value = body.get(key) if isinstance(body, dict) else None
-    return value if isinstance(value, dict) else {}
-
-
-def _dig(body: dict[str, Any], outer: str, key: str) -> Any:
-    return _object(body, outer).get(key)
-
-
-def whisper_language(locale: str) -> str:
-    """en-US -> en; a language the model does not know is refused here, at the edge."""
-    code = locale.split("-")[0].lower()
-    if code not in WHISPER_LANGUAGES:
-        raise bad(f"Unsupported language {quoted(locale)}: expected a locale such as en-US, de-DE")
-    return code
-
-
-def session_config(context: Context) -> SessionConfig:
-    """The protocol-neutral settings of the session a context asks for."""
-    turn: dict[str, Any] = {"format_turns": True}  # DisplayText is punctuated, cased text
-    candidates = {whisper_language(x) for x in context.languages}
-    detect = len(candidates) > 1
-    if len(candidates) == 1:
-        turn["language"] = candidates.pop()
-    elif not detect and context.language:
-        turn["language"] = whisper_language(context.language)
-    if context.recognizer is Recognizer.TRANSLATION:
-        wrong = [t for t in context.targets if whisper_language(t) != "en"]
-        if wrong or not context.targets:
-            raise bad(
-                "Translation is into English only (Whisper translates to English): "
-                f"add_target_language('en'), not {', '.join(wrong) or 'no target'}"
-            )
-        turn["translate"] = True
-    return SessionConfig(
-        turn=turn,
-        language_detection=detect,
-        speaker_labels=context.diarization,
-    )
 
 
 # ------------------------------------------------------------------ the connection
@@ -565,7 +393,9 @@ class UspProtocol:
         if self._recognizer is Recognizer.TRANSLATION:
             body = results.phrase(update, request.base_ms, **extra)
             body["Text"] = update.text
-            body["Translation"] = results.translations(update.translation, context.targets)
+            english = update.language == "en" or (context.language or "").lower().startswith("en")
+            translation = update.text if english else update.translation
+            body["Translation"] = results.translations(translation, context.targets)
             out = [frame("translation.phrase", request.id, body)]
         else:
             body = results.phrase(

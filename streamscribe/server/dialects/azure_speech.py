@@ -16,7 +16,7 @@ from fastapi import APIRouter, WebSocket
 
 from streamscribe.errors import PeerError, ProtocolError
 from streamscribe.events import ErrorKind
-from streamscribe.protocols import azure_usp
+from streamscribe.protocols import azure_usp, azure_usp_handshake
 from streamscribe.server.admission import check_admission
 from streamscribe.server.auth import authenticate_stream
 from streamscribe.server.state import ServerState
@@ -33,7 +33,7 @@ async def usp(ws: WebSocket) -> None:
     query = dict(ws.query_params)
     try:
         principal = await authenticate_stream(
-            state, azure_usp.credentials(ws.headers, query), query
+            state, azure_usp_handshake.credentials(ws.headers, query), query
         )
     except ProtocolError as exc:
         body = {"error": {"code": "Unauthorized", "message": exc.reason}}
@@ -42,7 +42,7 @@ async def usp(ws: WebSocket) -> None:
     offered = [p.strip() for p in ws.scope.get("subprotocols", [])]
     await ws.accept(subprotocol="USP" if "USP" in offered else None)
     try:
-        dialect = azure_usp.UspProtocol(azure_usp.parse_handshake(ws.url.path, query))
+        dialect = azure_usp.UspProtocol(azure_usp_handshake.parse_handshake(ws.url.path, query))
         if not await _read_context(ws, dialect):
             return
         config = dialect.session_config()
@@ -53,7 +53,7 @@ async def usp(ws: WebSocket) -> None:
     await run_session(ws, dialect, config, state, "azure-speech", principal)
 
 
-_NO_HANDSHAKE = azure_usp.Handshake("/", None, False)
+_NO_HANDSHAKE = azure_usp_handshake.Handshake("/", None, False)
 
 
 async def _read_context(ws: WebSocket, dialect: azure_usp.UspProtocol) -> bool:
@@ -76,5 +76,5 @@ async def _read_context(ws: WebSocket, dialect: azure_usp.UspProtocol) -> bool:
     return True
 
 
-for _path in azure_usp.PATHS:
+for _path in azure_usp_handshake.PATHS:
     router.add_api_websocket_route(_path, usp)
