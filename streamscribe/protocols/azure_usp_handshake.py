@@ -124,7 +124,7 @@ def read_context(body: dict[str, Any], handshake: Handshake) -> Context:
     detection = _object(body, "phraseDetection")
     enrichment = _object(detection, "enrichment")
     for key, what in UNSUPPORTED_CONTEXT.items():
-        if body.get(key) or detection.get(key) or enrichment.get(key):
+        if any(part.get(key) is not None for part in (body, detection, enrichment)):
             raise bad(f"Not supported by this server: {what}")
     mode = str(detection.get("mode") or "").upper()
     diarization = _object(detection, "speakerDiarization")
