@@ -75,8 +75,19 @@ def speech_config(server_ws: str, key: str | None = None, **kwargs: Any):
     return speechsdk.SpeechConfig(host=server_ws, subscription=key, **kwargs)
 
 
-def push_stream(rate: int = 16000):
-    fmt = speechsdk.audio.AudioStreamFormat(samples_per_second=rate, bits_per_sample=16, channels=1)
+def push_stream(rate: int = 16000, mulaw: bool = False):
+    """A push stream of 16-bit PCM (or 8-bit G.711 mu-law) mono at `rate`."""
+    if mulaw:
+        fmt = speechsdk.audio.AudioStreamFormat(
+            samples_per_second=rate,
+            bits_per_sample=8,
+            channels=1,
+            wave_stream_format=speechsdk.audio.AudioStreamWaveFormat.MULAW,
+        )
+    else:
+        fmt = speechsdk.audio.AudioStreamFormat(
+            samples_per_second=rate, bits_per_sample=16, channels=1
+        )
     stream = speechsdk.audio.PushAudioInputStream(stream_format=fmt)
     return stream, speechsdk.audio.AudioConfig(stream=stream)
 
@@ -140,6 +151,7 @@ def run_recognizer(
     pcm: bytes | None = None,
     *,
     rate: int = 16000,
+    mulaw: bool = False,
     audio: Any = None,
     realtime: float = 0.0,
     timeout: float = 120.0,
@@ -153,7 +165,7 @@ def run_recognizer(
     lock = threading.Lock()
     stream = None
     if audio is None:
-        stream, audio = push_stream(rate)
+        stream, audio = push_stream(rate, mulaw)
     recognizer = make_recognizer(kind, config, audio, **kwargs)
     partial, final, start, stop = SIGNALS[kind]
     stopped = threading.Event()
@@ -165,15 +177,18 @@ def run_recognizer(
     recognizer.session_stopped.connect(lambda _evt: stopped.set())
     getattr(recognizer, start)().get()
     if stream is not None and pcm is not None:
-        step = rate * 2 * CHUNK_MS // 1000
+        width = 1 if mulaw else 2
+        step = rate * width * CHUNK_MS // 1000
         for i in range(0, len(pcm), step):
             stream.write(pcm[i : i + step])
             if realtime:
                 time.sleep(CHUNK_MS / 1000 / realtime)
-            if stop_after is not None and i >= stop_after * rate * 2:
+            if stop_after is not None and i >= stop_after * rate * width:
                 break
         if stop_after is None:
             stream.close()
+    elif stop_after:  # a live source (the microphone): let it run that long
+        time.sleep(stop_after)
     if stop_after is None:
         run.stopped = stopped.wait(timeout)
     t0 = time.monotonic()

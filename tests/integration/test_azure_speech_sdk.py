@@ -159,6 +159,28 @@ def test_continuous_detailed_with_word_timestamps_at_8khz(server, two_utterances
     assert run.stop_seconds < 10
 
 
+def test_telephone_mulaw_at_8khz(server):
+    """G.711 mu-law, as AudioStreamFormat(wave_stream_format=MULAW) sends it (WAVE tag 7)."""
+    from streamscribe.audio.codecs import encode_mulaw
+
+    part = speech_or_skip(1)[0]
+    payload = encode_mulaw(resample(part.audio, RATE, 8000))
+    run = run_recognizer("speech", speech_config(server.ws), payload, rate=8000, mulaw=True)
+    assert run.stopped, run.names
+    assert wer(part.text, run.transcript) <= 0.35, run.transcript
+
+
+@pytest.mark.skipif(
+    not any(Path("/proc/asound").glob("card*/pcm*c")), reason="no audio capture device here"
+)
+def test_microphone_where_a_device_exists(server):
+    audio = speechsdk.audio.AudioConfig(use_default_microphone=True)
+    run = run_recognizer("conversation", speech_config(server.ws), audio=audio, stop_after=3)
+    assert run.stopped and run.stop_seconds < 15, run.names
+    cancel = run.canceled
+    assert cancel is None or cancel.reason != "Error", cancel
+
+
 def test_auto_detected_language_and_translation_to_english(server):
     needs_multilingual(server)
     german, reference = multilingual_clip("de")
