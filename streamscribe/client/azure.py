@@ -19,8 +19,13 @@ Underneath, one `AsyncStreamingClient` session on `/v3/ws` (`format_turns=true`,
 `speaker_labels=true`) runs on a private event loop in a background thread, as the Azure SDK
 runs its own; handlers are called on that thread. Speaker labels become `Guest-1`, `Guest-2`, ...
 in order of appearance (`Unknown` on partial results). Only this SDK module is involved: the
-server speaks its usual v3 protocol. What is not offered (Azure's USP wire protocol, intent,
-translation recognizers) is left out rather than faked.
+server speaks its usual v3 protocol. What is not offered (intent, translation recognizers) is
+left out rather than faked.
+
+Why it stays, now that the server speaks the SDK's own USP protocol (README, "Azure Speech SDK"):
+the unmodified `azure-cognitiveservices-speech` with `SpeechConfig(host=...)` is the way to go
+wherever it installs; this shim is pure Python, for machines where the SDK's native library does
+not (it ships binaries for a few platforms only), and for code already written against it.
 """
 
 from __future__ import annotations

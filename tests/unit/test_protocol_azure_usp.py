@@ -352,6 +352,14 @@ def test_replayed_audio_is_skipped_and_phrases_held_between_requests():
     assert sent[2][1]["Offset"] == 200 * 10_000  # 600 ms on the engine clock, from 400 ms
 
 
+@pytest.mark.parametrize(
+    ("tag", "bits", "encoding"), [(1, 16, "pcm_s16le"), (6, 8, "pcm_alaw"), (7, 8, "pcm_mulaw")]
+)
+def test_wave_header_formats(tag, bits, encoding):
+    parsed = parse_wave_header(header(8000, 1, tag, bits) + b"\0\0")
+    assert parsed.audio == AudioFormat(encoding, 8000, 1) and parsed.data_offset == 44
+
+
 def test_odd_chunks_are_carried_to_whole_samples():
     dialect = connected()
     dialect.receive_bytes(audio("r1", header(8000)))
