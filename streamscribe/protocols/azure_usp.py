@@ -35,7 +35,7 @@ does not allow is the client's mistake (close 1007 naming the state).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -139,11 +139,11 @@ class _Request:
     phrases: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TurnStart:
     """Our answer to a request's first audio frame (queued with the engine's events)."""
 
-    request: _Request = field(compare=False)
+    request: _Request
 
 
 class UspProtocol:
@@ -160,6 +160,7 @@ class UspProtocol:
         self.acked_frames = 0  # how far the client counts its audio as acknowledged
         self._skip = 0  # bytes of replayed audio still to drop
         self._carry = b""
+        self._header_bytes = 0  # the WAV header's length in the request's first audio frame
         self._replies: list[object] = []
         self._held: list[TurnUpdate] = []
         self._guests = results.GuestNames()
@@ -363,10 +364,9 @@ class UspProtocol:
         return {"SpeakerId": self._guests(label)}
 
     def _language(self, update: TurnUpdate) -> dict[str, Any]:
+        """`PrimaryLanguage` when the client asked for detection among candidates."""
         context = self.context
-        if context is None or not (context.languages or update.language):
-            return {}
-        if not context.languages:
+        if context is None or not context.languages:
             return {}
         fallback = context.language or context.languages[0]
         return {"PrimaryLanguage": results.primary_language(update, context.languages, fallback)}
