@@ -443,11 +443,12 @@ class UspProtocol:
 
     def _session_end(self, event: SessionEnded) -> list[Outgoing]:
         request = self._open()
+        between = self._between_requests
         out: list[Outgoing] = []
         if request is not None:
             out += self._finish(request)
         self.state = State.CLOSED
-        if event.reason is EndReason.TERMINATED:
+        if event.reason is EndReason.TERMINATED or between:
             return [*out, Close(NORMAL)]
         reason = f"Session ended: {event.reason}"
         return [*out, Close(CONNECTION_FAILURE, reason)]
@@ -456,6 +457,15 @@ class UspProtocol:
         """The close that ends a session badly; its reason is what `canceled` shows."""
         if self.state is State.CLOSED:
             return []
+        between = self._between_requests
         self.state = State.CLOSED
+        if between and exc.kind in (ErrorKind.TIMEOUT, ErrorKind.EXPIRED):
+            return [Close(NORMAL, close_reason(exc.reason))]  # nothing to cancel: a quiet close
         code = close_code_of(exc) or CLOSE_CODES.get(exc.kind, CONNECTION_FAILURE)
         return [Close(code, close_reason(exc.reason))]
+
+    @property
+    def _between_requests(self) -> bool:
+        """No request in progress: the SDK holds the socket open for its next recognition.
+        A close now is not an error to the application; the SDK reconnects when it needs to."""
+        return self.state is State.IDLE and (self.active is None or self.active.ended)

@@ -248,8 +248,8 @@ def test_stop_transcribing_completes_mid_speech(server, two_utterances):
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    """A server that needs keys, with one key allowed a single stream, and no multilingual
-    model (a session that needs one is refused with the fix)."""
+    """A server that needs keys, with one key allowed a single stream, no multilingual model
+    (a session that needs one is refused with the fix) and a 5 s idle timeout."""
     data = str(tmp_path_factory.mktemp("azure-keys"))
 
     def create(*args: str) -> str:
@@ -273,7 +273,8 @@ def keyed(tmp_path_factory):
         return made.stdout.strip()
 
     key, single = create("azure"), create("single", "--max-streams", "1")
-    server = start_server(Path(data), env={"STREAMSCRIBE_MULTILINGUAL_MODEL": ""})
+    env = {"STREAMSCRIBE_MULTILINGUAL_MODEL": "", "STREAMSCRIBE_IDLE_TIMEOUT_SECONDS": "5"}
+    server = start_server(Path(data), env=env)
     try:
         yield server, key, single
     finally:
@@ -301,6 +302,26 @@ def test_keys_and_tokens(keyed, two_utterances):
     config.authorization_token = token
     tokened = run_recognizer("speech", config, parts[0].pcm16())
     assert wer(parts[0].text, tokened.transcript) <= 0.35, tokened.events
+
+
+def test_an_idle_socket_between_recognitions_is_closed_quietly(keyed, two_utterances, tmp_path):
+    """The SDK keeps its socket open between `recognize_once` calls; the server closing it for
+    idleness is no error to the application: the next call reconnects and goes on."""
+    server, key, _ = keyed
+    parts = speech_or_skip(2)
+    path = wav_file(tmp_path / "two.wav", two_utterances.audio)
+    recognizer = speechsdk.SpeechRecognizer(
+        speech_config=speech_config(server.ws, key),
+        audio_config=speechsdk.audio.AudioConfig(filename=str(path)),
+    )
+    canceled: list = []
+    recognizer.canceled.connect(lambda evt: canceled.append(evt.cancellation_details))
+    first = recognizer.recognize_once_async().get()
+    time.sleep(7)  # past the idle timeout: the server closes the socket
+    second = recognizer.recognize_once_async().get()
+    assert not canceled, [(c.code, c.error_details) for c in canceled]
+    assert wer(parts[0].text, first.text) <= 0.35, first.text
+    assert wer(parts[1].text, second.text) <= 0.35, second.text
 
 
 def active(server, key: str) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamscribe.errors import PeerError
+from streamscribe.errors import PeerError, ProtocolError
 from streamscribe.events import (
     AudioFormat,
     AudioFormatSettled,
@@ -412,6 +412,25 @@ def test_errors_close_with_codes_the_sdk_does_not_retry(kind, code):
     [close] = dialect.render(Error(kind, "why"))
     assert close == Close(code, "why")
     assert dialect.render(Error(kind, "again")) == []
+
+
+def started(path="/speech/recognition/interactive/cognitiveservices/v1") -> UspProtocol:
+    dialect = connected(path)
+    dialect.receive_bytes(audio("r1", header()))
+    [start] = dialect.take_replies()
+    dialect.render(start)
+    return dialect
+
+
+def test_idle_between_requests_is_a_quiet_close():
+    """The SDK keeps its socket between recognitions: timing it out then is no error to show
+    (the SDK reconnects for its next request); during a request it is a ConnectionFailure."""
+    idle = ProtocolError.of(ErrorKind.TIMEOUT, "idle")
+    assert started().error(idle) == [Close(4000, "idle")]
+    dialect = started()
+    dialect.render(TurnUpdate(0, 0, (Word("One.", 0, 400, 0.9, True),), True, True))
+    assert dialect.state is State.IDLE
+    assert dialect.error(idle) == [Close(1000, "idle")]
 
 
 def test_context_options():
