@@ -115,7 +115,11 @@ TRANSITIONS: dict[State, dict[Input, State | str]] = {
         Input.END_OF_AUDIO: State.FLUSHING,
         Input.SERVICE_END: State.IDLE,
     },
-    State.FLUSHING: {Input.AUDIO: IGNORE, Input.SERVICE_END: State.IDLE},
+    State.FLUSHING: {
+        Input.AUDIO: IGNORE,
+        Input.END_OF_AUDIO: IGNORE,  # said twice
+        Input.SERVICE_END: State.IDLE,
+    },
     State.IDLE: {
         Input.CONTEXT: State.READY,
         Input.AUDIO: IGNORE,

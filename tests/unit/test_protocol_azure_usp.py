@@ -360,6 +360,13 @@ def test_wave_header_formats(tag, bits, encoding):
     assert parsed.audio == AudioFormat(encoding, 8000, 1) and parsed.data_offset == 44
 
 
+def test_end_of_audio_said_twice_is_taken_once():
+    dialect = started("/speech/recognition/conversation/cognitiveservices/v1")
+    assert dialect.receive_bytes(audio("r1", b"")) == [ForceEndpoint(marker="r1")]
+    assert dialect.receive_bytes(audio("r1", b"")) == []
+    assert dialect.state is State.FLUSHING
+
+
 def test_odd_chunks_are_carried_to_whole_samples():
     dialect = connected()
     dialect.receive_bytes(audio("r1", header(8000)))
