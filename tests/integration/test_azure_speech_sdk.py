@@ -361,3 +361,24 @@ def test_server_refusals_are_canceled_without_reconnecting(keyed):
     for run in (refused, german):  # one cancel each, then the end: no reconnect loop
         assert run.names.count("canceled") == 1 and run.names[-1] == "session_stopped", run.names
         assert run.stop_seconds < 5
+
+
+def test_conversation_transcriber_without_the_speakers_extra_names_it(tmp_path_factory):
+    """Speaker ids need the `speakers` extra: without it a ConversationTranscriber is canceled
+    with the fix (never transcribed without the speaker ids it asks for), and a
+    SpeechRecognizer on the same server still works."""
+    hide = Path(__file__).parent / "without_speakers"
+    path = os.pathsep.join(p for p in (str(hide), os.environ.get("PYTHONPATH")) if p)
+    server = start_server(Path(tmp_path_factory.mktemp("azure-bare")), env={"PYTHONPATH": path})
+    try:
+        part = speech_or_skip(1)[0]
+        refused = run_recognizer("conversation", speech_config(server.ws), b"\0" * 6400)
+        cancel = refused.canceled
+        assert cancel is not None and cancel.code == "BadRequest", refused.events
+        assert "streamscribe[speakers]" in cancel.details, cancel.details
+        assert refused.names.count("canceled") == 1 and refused.stop_seconds < 5
+        served = run_recognizer("speech", speech_config(server.ws), part.pcm16())
+        assert wer(part.text, served.transcript) <= 0.35, served.events
+    finally:
+        server.process.terminate()
+        server.process.wait(30)
