@@ -214,6 +214,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
                 "openai_translations": "/v1/audio/translations",
                 "openai_realtime": "/v1/realtime?intent=transcription",
                 "fireworks": "/v1/audio/transcriptions/streaming",
+                "azure_speech": "/speech/universal/v2",
                 "calls": "/v1/calls",
                 "sessions": "/v1/sessions",
                 "uploads": "/v1/transcripts",
