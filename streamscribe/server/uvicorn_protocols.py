@@ -83,8 +83,10 @@ class RequestDeadlineHttp(HttpToolsProtocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._in_head = True  # reading a request head (or waiting for the next one)
-        self._raw_bytes = 0  # bytes of chunks that ended inside the head
+        self._in_head = False  # inside a request head that is not complete yet
+        self._began = False  # a request began inside the chunk being parsed
+        self._completed = False  # a request head ended inside the chunk being parsed
+        self._raw_bytes = 0  # bytes of chunks that lay wholly inside the head
         self._head_bytes = 0  # the head's fields as parsed
         self._header_count = 0
         self._refused = False
@@ -127,11 +129,13 @@ class RequestDeadlineHttp(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        was_in_head = self._in_head
+        self._began = self._completed = False
         super().data_received(data)
-        if self._refused or not was_in_head or not self._in_head:
+        if self._refused or not self._in_head or self._began or self._completed:
             return
-        # the whole chunk went to a head that is still incomplete
+        # the whole chunk went to a head that is still incomplete (a chunk where a request began
+        # or a head ended also holds another request's bytes: the next chunk is counted, and the
+        # parsed fields are bounded by `on_header` anyway)
         self._raw_bytes += len(data)
         if self._raw_bytes > self.max_head_bytes:
             with contextlib.suppress(_Refused):
@@ -139,7 +143,8 @@ class RequestDeadlineHttp(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head = True
+        self._in_head = self._began = True
+        self._raw_bytes = 0
         self._header_count = 0
         self._head_bytes = 0
         self._arm_deadline()  # the next request of a kept-alive connection gets a deadline too
@@ -163,13 +168,9 @@ class RequestDeadlineHttp(HttpToolsProtocol):
             return  # no work at all for a refused head
         self._disarm_deadline()
         self._in_head = False
+        self._completed = True
         self._raw_bytes = 0
         super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._in_head = True
-        self._raw_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_deadline()
