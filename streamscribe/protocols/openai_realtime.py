@@ -1,9 +1,14 @@
 """OpenAI Realtime transcription session (`/v1/realtime?intent=transcription`), sans-I/O.
 
 Theory of operation. Every frame is text JSON; audio arrives base64 inside
-`input_audio_buffer.append` as 16-bit PCM at 24 kHz (the session loop resamples it). The session
-configures itself after connecting (`session.update`, or the beta `transcription_session.update`;
-see `openai_realtime_session.py`), so its settings reach the engine as `UpdateConfig` commands.
+`input_audio_buffer.append` as 16-bit PCM at 24 kHz (the session loop resamples it), or as G.711
+(`audio/pcmu`, `audio/pcma`, 8 kHz) once a `session.update` has named it: the dialect then
+answers `AudioFormatSettled` and the loop decodes what follows that way. The format is settled
+before the first append; an update that would change it afterwards is refused (an `error`
+event, nothing applied, the session goes on), as audio already buffered cannot change its
+format. The session configures itself after connecting (`session.update`, or the beta
+`transcription_session.update`; see `openai_realtime_session.py`), so its settings reach the
+engine as `UpdateConfig` commands.
 
 Items. Each user utterance is an item (`item_...`). With server VAD an item opens at the engine's
 `SpeechStarted` (`input_audio_buffer.speech_started`) and is committed when the engine ends the turn
@@ -44,6 +49,7 @@ from typing import Any
 from streamscribe.errors import ProtocolError, ServerRefusal
 from streamscribe.events import (
     AudioFormat,
+    AudioFormatSettled,
     Command,
     EndReason,
     Error,
@@ -61,6 +67,7 @@ from streamscribe.events import (
     Word,
 )
 from streamscribe.protocols.common import (
+    BYTES_PER_SAMPLE,
     IGNORED,
     Close,
     Machine,
@@ -83,7 +90,6 @@ from streamscribe.protocols.openai_realtime_session import (
     parse_session,
 )
 
-BYTES_PER_MS = SAMPLE_RATE * 2 // 1000  # PCM16 mono at 24 kHz
 MIN_COMMIT_MS = 100  # a shorter buffer cannot be committed (the cloud's rule)
 CHUNK_MS = 100  # long appends reach the engine in pieces of this size
 # Audio comes in text frames too, so the limit counts every frame: 50 ms appends are 20 a second.
@@ -235,6 +241,7 @@ class RealtimeProtocol:
         self._rate = RateLimit(MESSAGE_RATE, MESSAGE_BURST, clock)
         self._replies: list[_Reply] = []
         self._buffered_bytes = 0
+        self._appended = False  # audio has come: the input format is fixed from now on
         self._markers = 0
         # render side: settings and items as the client has heard of them, in order
         self._rendered = self.settings
@@ -297,11 +304,12 @@ class RealtimeProtocol:
         if kind == "input_audio_buffer.append":
             return self._append(message.get("audio"))
         if kind == "input_audio_buffer.commit":
-            if self._buffered_bytes < MIN_COMMIT_MS * BYTES_PER_MS:
+            per_ms = self._bytes_per_ms()
+            if self._buffered_bytes < MIN_COMMIT_MS * per_ms:
                 raise OpenAIError(
                     f"Error committing input audio buffer: buffer too small. Expected at least "
                     f"{MIN_COMMIT_MS}ms of audio, but buffer only has "
-                    f"{self._buffered_bytes / BYTES_PER_MS:.2f}ms of audio.",
+                    f"{self._buffered_bytes / per_ms:.2f}ms of audio.",
                     code="input_audio_buffer_commit_empty",
                 )
             return self._force("commit", {"event_id": event_id})
@@ -315,11 +323,22 @@ class RealtimeProtocol:
                 multilingual=self.multilingual,
                 model_name=self.model_name,
             )
+            settle: list[Command] = []
+            if updated.input_format != self.settings.input_format:
+                if self._appended:
+                    raise OpenAIError(
+                        f"The input audio format cannot change once audio has been appended "
+                        f"(it is {self.settings.input_format}): open a new session for "
+                        f"{updated.input_format}; nothing in this update was applied",
+                        param="session.audio.input.format",
+                        code="invalid_value",
+                    )
+                settle = [AudioFormatSettled(updated.audio)]
             self.settings = updated
             ga = is_ga_layout(session) if isinstance(session, dict) else not self.beta
             name = kind.replace(".update", ".updated")
             self._replies.append(_Reply("updated", {"type": name, "ga": ga, "settings": updated}))
-            return [UpdateConfig(engine_turn(updated))]
+            return [*settle, UpdateConfig(engine_turn(updated))]
         if kind in CONVERSATION_EVENTS:
             raise OpenAIError(
                 f"{kind} is not part of a transcription session: this server transcribes "
@@ -351,7 +370,7 @@ class RealtimeProtocol:
                 param="audio",
                 code="invalid_audio",
             ) from None
-        if len(data) % 2:
+        if len(data) % BYTES_PER_SAMPLE[self.settings.audio.encoding]:
             raise OpenAIError(
                 f"Invalid audio: {len(data)} bytes is not a whole number of 16-bit samples "
                 "(audio/pcm is 16-bit little-endian mono at 24 kHz)",
@@ -359,8 +378,13 @@ class RealtimeProtocol:
                 code="invalid_audio",
             )
         self._buffered_bytes += len(data)
-        step = CHUNK_MS * BYTES_PER_MS
+        self._appended = self._appended or bool(data)
+        step = CHUNK_MS * self._bytes_per_ms()
         return [RawAudio(data[i : i + step]) for i in range(0, len(data), step)]
+
+    def _bytes_per_ms(self) -> int:
+        fmt = self.settings.audio
+        return fmt.sample_rate * BYTES_PER_SAMPLE[fmt.encoding] // 1000
 
     def _force(self, kind: str, data: dict[str, Any]) -> list[Command]:
         self._markers += 1

@@ -28,6 +28,8 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
 
 from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
+    AudioFormat,
+    AudioFormatSettled,
     EndReason,
     Error,
     ErrorKind,
@@ -277,19 +279,9 @@ def test_semantic_vad_eagerness_sets_silence_rules():
     [
         ({"type": "realtime"}, "session.type", "unsupported_feature"),
         (
-            {"audio": {"input": {"format": {"type": "audio/pcmu"}}}},
-            "session.audio.input.format",
-            "unsupported_feature",
-        ),
-        (
             {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}},
             "session.audio.input.format.rate",
             "invalid_value",
-        ),
-        (
-            {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}},
-            "session.audio.input.noise_reduction",
-            "unsupported_feature",
         ),
         (
             {"audio": {"input": {"transcription": {"language": "xx"}}}},
@@ -307,8 +299,18 @@ def test_semantic_vad_eagerness_sets_silence_rules():
             "unsupported_feature",
         ),
         ({"audio": {"output": {}}}, "session.audio.output", "unknown_parameter"),
-        ({"input_audio_format": "g711_ulaw"}, "session.input_audio_format", "unsupported_feature"),
         ({"voice": "alloy"}, "session.voice", "unknown_parameter"),
+        (
+            {"audio": {"input": {"format": {"type": "audio/pcmu", "rate": 24000}}}},
+            "session.audio.input.format.rate",
+            "invalid_value",
+        ),
+        ({"input_audio_format": "opus"}, "session.input_audio_format", "invalid_value"),
+        (
+            {"audio": {"input": {"noise_reduction": {"type": "studio"}}}},
+            "session.audio.input.noise_reduction.type",
+            "invalid_value",
+        ),
     ],
 )
 def test_bad_session_updates_answer_an_error_and_change_nothing(session, param, code):
@@ -569,3 +571,57 @@ def test_fatal_errors_render_an_error_event_then_the_close(kind, close, code):
     assert [x.code for x in c.closes] == [close]
     with pytest.raises(LocalProtocolError, match="in state CLOSED"):
         c.deliver(SessionEnded(0, 0))  # the sender never renders after the close
+
+
+# ------------------------------------------------------------------ G.711, noise reduction
+
+
+@pytest.mark.parametrize(
+    ("session", "encoding", "ga", "beta"),
+    [
+        ({"audio": {"input": {"format": {"type": "audio/pcmu"}}}}, "pcm_mulaw", True, False),
+        ({"audio": {"input": {"format": {"type": "audio/pcma"}}}}, "pcm_alaw", True, False),
+        ({"input_audio_format": "g711_ulaw"}, "pcm_mulaw", False, True),
+        ({"input_audio_format": "g711_alaw"}, "pcm_alaw", False, True),
+    ],
+)
+def test_g711_named_after_connect_settles_the_format_before_audio(session, encoding, ga, beta):
+    c = Connection(beta=beta)
+    kind = "session.update" if ga else "transcription_session.update"
+    commands, (updated,) = c.send({"type": kind, "session": session})
+    assert commands[0] == AudioFormatSettled(AudioFormat(encoding, 8000, 1))
+    assert isinstance(commands[1], UpdateConfig)
+    validated(updated)
+    if ga:
+        assert updated["session"]["audio"]["input"]["format"] == session["audio"]["input"]["format"]
+    else:
+        assert updated["session"]["input_audio_format"] == session["input_audio_format"]
+    law = b"\xd5" * 800  # 100 ms at 8 kHz, one byte a sample
+    commands, _ = c.send(
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(law).decode()}
+    )
+    assert commands == [RawAudio(law)]
+    commands, replies = c.send({"type": "input_audio_buffer.commit"})  # 100 ms: enough
+    assert [r["type"] for r in replies] == ["input_audio_buffer.committed"]
+
+
+def test_the_format_cannot_change_once_audio_came_but_the_same_format_again_is_fine():
+    c = Connection()
+    c.append(100)
+    pcmu = {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}
+    commands, (error,) = c.send({"type": "session.update", "session": pcmu})
+    assert commands == [] and error["type"] == "error"
+    assert error["error"]["param"] == "session.audio.input.format"
+    assert "cannot change once audio has been appended" in error["error"]["message"]
+    assert not c.closes  # the session goes on, in PCM
+    same = {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+    commands, (updated,) = c.send({"type": "session.update", "session": same})
+    assert [type(x) for x in commands] == [UpdateConfig] and updated["type"] == "session.updated"
+
+
+def test_noise_reduction_is_accepted_and_the_session_says_it_is_not_applied():
+    c = Connection()
+    near = {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}}
+    _, (updated,) = c.send({"type": "session.update", "session": near})
+    validated(updated)
+    assert updated["session"]["audio"]["input"]["noise_reduction"] is None
