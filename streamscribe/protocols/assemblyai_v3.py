@@ -311,8 +311,14 @@ def parse_update(message: dict[str, Any]) -> dict[str, Any]:
 class V3Protocol:
     """One v3 connection's protocol state."""
 
-    def __init__(self, config: SessionConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        clock: Callable[[], float] = time.monotonic,
+        model_name: str | None = None,
+    ) -> None:
         self.config = config
+        self.model_name = model_name  # the served model, told in Begin's `configuration`
         self._machine = Machine("AssemblyAI v3", TRANSITIONS, State.OPEN)
         self.format_turns = bool(config.turn.get("format_turns", False))
         fmt = config.audio
@@ -416,11 +422,14 @@ class V3Protocol:
     def render(self, event: Event) -> list[Outgoing]:
         self._machine.move(Step.RENDER)
         if isinstance(event, SessionStarted):
-            return [
-                SendJson(
-                    {"type": "Begin", "id": event.session_id, "expires_at": int(event.expires_at)}
-                )
-            ]
+            begin: dict[str, Any] = {
+                "type": "Begin",
+                "id": event.session_id,
+                "expires_at": int(event.expires_at),
+            }
+            if self.model_name:
+                begin["configuration"] = {"model": self.model_name}
+            return [SendJson(begin)]
         if isinstance(event, TurnUpdate):
             if event.formatted and not self.format_turns:
                 return []  # the formatted re-send is only for clients that asked for it

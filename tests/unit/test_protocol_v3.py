@@ -1138,3 +1138,12 @@ def test_a_formatted_turn_is_not_sent_to_a_client_that_did_not_ask_for_it():
     update = turn(word("Hi", 0, 1), end=True, formatted=True)
     assert protocol().render(update) == []
     assert protocol(format_turns="true").render(update)
+
+
+def test_begin_carries_the_configuration_the_session_runs_with():
+    proto = V3Protocol(parse_query(query()), model_name="tiny.en")
+    (begin,) = sent(proto.render(SessionStarted("abc", 1_759_796_682)))
+    assert begin["configuration"] == {"model": "tiny.en"}
+    assert BeginEvent.model_validate(begin).configuration.model == "tiny.en"
+    (plain,) = sent(protocol().render(SessionStarted("abc", 1_759_796_682)))
+    assert "configuration" not in plain  # without a model name, as before
