@@ -83,6 +83,12 @@ MIN_CHUNK_MS = 10
 MAX_CHUNK_MS = 2000
 SHORT_FRAME_RATE = 200.0
 SHORT_FRAME_BURST = 400
+
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info)
+APPROXIMATED = {
+    "audio frames under 10 ms": "held and sent on with the next frames, never refused",
+    "word_boost": "the decoder's prompt (no boosting)",
+}
 SILENCE_THRESHOLD_MS = (0, 20000)  # end_utterance_silence_threshold, as the docs give it
 MAX_WORD_BOOST = 100
 MAX_WORD_BOOST_CHARS = 50

@@ -91,6 +91,13 @@ MAX_TEXT_CHARS = 64 * 1024
 CONTROL_RATE = 50.0
 CONTROL_BURST = 100
 
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info)
+APPROXIMATED = {
+    "audio frames under 50 ms": "held and sent on with the next frames, never refused",
+    "speech_model": "a served model's name picks it; vendor names mean the default model",
+    "keyterms_prompt": "the decoder's prompt (no boosting)",
+}
+
 # close codes (protocol document §5)
 NORMAL = 1000
 UNAUTHORIZED = 1008

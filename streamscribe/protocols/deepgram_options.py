@@ -59,6 +59,17 @@ NOT_BUILT = {
 }
 
 
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info;
+# filler_words also as a `warnings` entry in Metadata)
+APPROXIMATED = {
+    "filler_words": "the model's prompt shows it fillers, so most 'um' and 'uh' are written",
+    "keywords": "the decoder's prompt (boosts are not applied)",
+    "endpointing": "a turn ends after max(N, 200) ms of silence at a sentence end",
+    "smart_format": "punctuation and casing, as punctuate",
+    "model, version, tier, numerals, mip_opt_out, no_delay": "accepted, no meaning offline",
+}
+
+
 # HTTP statuses and error codes of a refused request (before the upgrade, and the REST API)
 HTTP_STATUS = {
     ErrorKind.AUTH: 401,

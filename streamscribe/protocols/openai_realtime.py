@@ -22,7 +22,10 @@ punctuated transcript (the engine's formatted turn).
 Deltas only ever add text. `...transcription.delta` carries the words the engine has marked final
 since the last delta (never tentative words, which may still change), so a client that appends
 deltas never has to take anything back. They come while the speaker is still talking, before the
-item is committed; `completed` then gives the formatted transcript of the same audio.
+item is committed. As in the cloud, the deltas of an item add up to exactly its `completed`
+transcript: a sentence starts with a capital, and when the engine's formatted turn ends with
+`.`, `?` or `!`, that mark is one last delta. Words the final decode changed after they went out
+as deltas stay as they were sent (a delta is never taken back).
 
 Answers to client messages (`session.updated`, `cleared`, `committed` after a commit, `error`)
 are not sent at once: `take_replies()` hands them to the session loop, which queues them with the
@@ -91,6 +94,7 @@ from streamscribe.protocols.openai_realtime_session import (
 )
 
 MIN_COMMIT_MS = 100  # a shorter buffer cannot be committed (the cloud's rule)
+SENTENCE_END = (".", "?", "!")
 CHUNK_MS = 100  # long appends reach the engine in pieces of this size
 # Audio comes in text frames too, so the limit counts every frame: 50 ms appends are 20 a second.
 MESSAGE_RATE = 200.0
@@ -111,6 +115,12 @@ CLOSE_CODES = {
     ErrorKind.EXPIRED: NORMAL,
     ErrorKind.BUSY: TRY_AGAIN_LATER,
     ErrorKind.INTERNAL: SERVER_FAULT,
+}
+
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info)
+APPROXIMATED = {
+    "noise_reduction": "accepted, not applied (the session object says null)",
+    "transcription.model": "a served model's name picks it; others mean the default model",
 }
 
 CONVERSATION_EVENTS = (
@@ -210,7 +220,7 @@ class _Item:
     discard: bool = False  # cleared: nothing more is said about it
     started: bool = False  # speech_started sent
     committed: bool = False
-    parts: list[str] = field(default_factory=list)  # formatted text of each finished turn
+    text: str = ""  # the deltas sent so far, joined: what `completed` will say
     words: list[Word] = field(default_factory=list)  # final words sent as deltas
     turn: int | None = None  # engine turn being streamed
     sent: int = 0  # final words of that turn already sent
@@ -532,14 +542,13 @@ class RealtimeProtocol:
         if item.discard:
             return []
         if update.formatted:
-            text = spoken_text(update.words)
-            if text:
-                item.parts.append(text)
+            # the turn's words all went out as deltas; its closing mark (. ? !) goes out too
+            out = self._closing_mark(item, spoken_text(update.words))
             item.end_ms = max(item.end_ms, update.end_ms)
             if item.marker is None and not self._manual:
                 self._current = None  # server VAD ended it: it is complete
-                return [self._completed(item)]
-            return []  # a commit's item completes at its flush; a manual item goes on
+                return [*out, self._completed(item)]
+            return out  # a commit's item completes at its flush; a manual item goes on
         out: list[Outgoing] = []
         if item.start_ms is None and update.words:
             item.start_ms = update.start_ms
@@ -562,14 +571,26 @@ class RealtimeProtocol:
         lead = bool(item.words)
         item.words.extend(new)
         item.end_ms = max(item.end_ms, new[-1].end_ms)
-        fields: dict[str, Any] = {
-            "item_id": item.id,
-            "content_index": 0,
-            "delta": (" " if lead else "") + spoken_text(new),
-        }
+        text = spoken_text(new)
+        if not item.text or item.text.endswith(SENTENCE_END):
+            text = text[:1].upper() + text[1:]  # a sentence starts with a capital
+        delta = (" " if item.text else "") + text
+        item.text += delta
+        fields: dict[str, Any] = {"item_id": item.id, "content_index": 0, "delta": delta}
         if self._rendered.logprobs:
             fields["logprobs"] = word_logprobs(new, lead=lead)
         return self._send("conversation.item.input_audio_transcription.delta", **fields)
+
+    def _closing_mark(self, item: _Item, formatted: str) -> list[Outgoing]:
+        """The delta that ends the item's text as the formatted turn ends (". ? !")."""
+        mark = formatted[-1:] if formatted.endswith(SENTENCE_END) else ""
+        if not mark or not item.text or item.text.endswith(SENTENCE_END):
+            return []
+        item.text += mark
+        fields: dict[str, Any] = {"item_id": item.id, "content_index": 0, "delta": mark}
+        if self._rendered.logprobs:
+            fields["logprobs"] = []
+        return [self._send("conversation.item.input_audio_transcription.delta", **fields)]
 
     def _flushed(self, marker: str) -> list[Outgoing]:
         item = next((i for i in self._awaiting if i.marker == marker), None)
@@ -583,7 +604,7 @@ class RealtimeProtocol:
         fields: dict[str, Any] = {
             "item_id": item.id,
             "content_index": 0,
-            "transcript": " ".join(item.parts),
+            "transcript": item.text,  # exactly the deltas, joined
             "usage": {
                 "type": "duration",
                 "seconds": round(max(0, item.end_ms - start) / 1000, 3),

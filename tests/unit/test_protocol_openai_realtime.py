@@ -415,17 +415,19 @@ def test_server_vad_item_order_and_append_only_deltas():
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
         "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.delta",
         "conversation.item.input_audio_transcription.completed",
     ]
     for message in c.out:
         validated(message)
-    started, d1, stopped, committed, d2, completed = c.out[1:]
+    started, d1, stopped, committed, d2, d3, completed = c.out[1:]
     item = started["item_id"]
     assert started["audio_start_ms"] == 480 and stopped["audio_end_ms"] == 1200
     assert {d1["item_id"], stopped["item_id"], committed["item_id"], completed["item_id"]} == {item}
     assert committed["previous_item_id"] is None
-    assert (d1["delta"], d2["delta"]) == ("hello", " world")  # the tentative "word" never went out
-    assert completed["transcript"] == "Hello world."
+    # the tentative "word" never went out; the formatted turn's full stop is the last delta
+    assert (d1["delta"], d2["delta"], d3["delta"]) == ("Hello", " world", ".")
+    assert completed["transcript"] == "Hello world." == d1["delta"] + d2["delta"] + d3["delta"]
     assert completed["usage"] == {"type": "duration", "seconds": 0.72}
     assert len({m["event_id"] for m in c.out}) == len(c.out)
 
@@ -487,12 +489,13 @@ def test_manual_commit_commits_then_completes_at_the_flush():
         "conversation.item.input_audio_transcription.delta",
         "input_audio_buffer.committed",
         "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.delta",
         "conversation.item.input_audio_transcription.completed",
     ]
     assert all(m.get("item_id") == item for m in c.out[2:])
     deltas = [m["delta"] for m in c.out if m["type"].endswith(".delta")]
-    assert deltas == ["first", " try"]
-    assert c.out[-1]["transcript"] == "First try."
+    assert deltas == ["First", " try", "."]
+    assert c.out[-1]["transcript"] == "First try." == "".join(deltas)
 
 
 def test_manual_items_span_engine_turns_until_the_commit():
@@ -509,7 +512,23 @@ def test_manual_items_span_engine_turns_until_the_commit():
     completed = c.out[-1]
     assert completed["item_id"] == committed["item_id"]
     assert completed["transcript"] == "Long. Speech."
-    assert [m["delta"] for m in c.out if m["type"].endswith(".delta")] == ["long", " speech"]
+    deltas = [m["delta"] for m in c.out if m["type"].endswith(".delta")]
+    assert deltas == ["Long", ".", " Speech", "."]
+    assert "".join(deltas) == completed["transcript"]
+
+
+def test_deltas_add_up_to_the_completed_transcript_even_when_the_final_decode_differs():
+    """The cloud's deltas concatenate to `completed`; a delta is never taken back, so a word the
+    final (beam) decode spelled differently stays as it went out."""
+    c = Connection()
+    c.deliver(SpeechStarted(0, 0))
+    c.deliver(turn(0, [("its", 0, 300, True), ("fine", 300, 600, False)]))
+    c.deliver(turn(0, [("its", 0, 300, True), ("fine", 300, 600, True)], end=True))
+    c.deliver(turn(0, [("It's", 0, 300, True), ("fine?", 300, 600, True)], True, True))
+    deltas = [m["delta"] for m in c.out if m["type"].endswith(".delta")]
+    completed = c.out[-1]
+    assert deltas == ["Its", " fine", "?"]
+    assert completed["transcript"] == "".join(deltas) == "Its fine?"
 
 
 def test_commit_of_silence_completes_an_empty_item():
