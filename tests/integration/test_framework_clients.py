@@ -7,6 +7,7 @@ speech in 20 ms frames at real time, then the framework's own end of stream (Pip
 The frameworks pin packages our venv cannot share (protobuf, soxr), so they live in their own venv,
 `.venv/clients` (`make install` builds it from `tests/clients-requirements.txt`), and run in a
 subprocess (`tests/drivers/frameworks.py`) that prints the client's own events as JSON lines.
+The cases are the rows of tests/works_with.py, which writes README's Works with table from them.
 Each test checks: the events in order (an interim before the first final: every plugin asks for
 interims by default), no client-side error (events, exceptions, or errors the framework only
 logs), the transcript against the reference, and a clean close (the driver ends on its own; the
@@ -24,6 +25,7 @@ import httpx
 import pytest
 from conftest import RunningServer
 from speech import Speech, speech_or_skip, wer
+from works_with import params
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "clients" / "bin" / "python"
@@ -73,9 +75,17 @@ def drive(server: RunningServer, client: str, pcm: Path) -> list[dict]:
     return events
 
 
-@pytest.mark.parametrize("client", list(CLIENTS))
-def test_framework_plugin_streams_speech_and_closes_cleanly(server, speech, client):
+def test_every_row_has_a_driver():
+    assert {row.key for row, _ in (p.values for p in params("test_framework_clients"))} == set(
+        CLIENTS
+    )
+
+
+@pytest.mark.parametrize(("row", "case"), params("test_framework_clients"))
+def test_framework_plugin_streams_speech_and_closes_cleanly(server, speech, row, case):
+    """One row of README's Works with table (tests/works_with.py)."""
     utterance, pcm = speech
+    client = row.key
     protocol, end_reason = CLIENTS[client]
     events = drive(server, client, pcm)
     kinds = [e["event"] for e in events]
