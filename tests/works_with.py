@@ -105,7 +105,8 @@ ROWS: tuple[Client, ...] = (
             "realtime/deltas-add-up",
         ),
         differences="any `model` name (a model the server serves is used, others mean the "
-        "default); `temperature` 0 only; one `transcript.text.delta` per speech region",
+        "default); any `temperature` 0-1 accepted, decoding stays deterministic; one "
+        "`transcript.text.delta` per speech region",
     ),
     # the voice-agent frameworks' own STT plugins (tests/integration/test_framework_clients.py):
     # default options, 20 ms frames in real time, then the framework's own end of stream
