@@ -10,13 +10,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench install system-deps node-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/clients-requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,multilingual,speakers,pool]'
 	# the AssemblyAI v2 realtime tests drive SDK 0.64.2, which cannot share a venv with 1.x:
 	# it lives in its own folder and the tests run it in a subprocess with PYTHONPATH set
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/sdk/assemblyai-0.64.2 'assemblyai==0.64.2'
+	# Pipecat and LiveKit Agents (tests/integration/test_framework_clients.py) pin protobuf and soxr
+	# versions of their own: a venv of their own, run by the tests in a subprocess
+	test -x $(VENV)/clients/bin/python || $(PYTHON) -m venv $(VENV)/clients
+	$(VENV)/clients/bin/python -m pip install -q -r tests/clients-requirements.lock
 	touch $(STAMP)
 
 install: $(STAMP)

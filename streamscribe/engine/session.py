@@ -47,6 +47,7 @@ from streamscribe.engine.agreement import CONTEXT_WORDS, HypWord, LocalAgreement
 from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest, DecodeResult
 from streamscribe.engine.guards import loop_start
 from streamscribe.engine.vad import SileroStream, VadTracker
+from streamscribe.engine.whisper_rules import FILLER_PROMPT
 from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
 
 RATE = 16000
@@ -131,6 +132,7 @@ class TurnSettings:
     format_turns: bool = False
     keyterms: tuple[str, ...] = ()
     prompt: str = ""
+    filler_words: bool = False  # keep "um", "uh": the prompt starts with FILLER_PROMPT
     language: str | None = None  # pinned; None: detect (multilingual models)
     language_switch_confidence: float = 0.7  # detection must beat this to change language
     translate: bool = False  # add the English translation of each final turn
@@ -401,7 +403,7 @@ class StreamingSession:
 
     def _prompt(self) -> str:
         s = self.settings
-        parts = []
+        parts = [FILLER_PROMPT] if s.filler_words else []
         if s.keyterms:
             parts.append(", ".join(s.keyterms) + ".")
         if s.prompt:

@@ -36,6 +36,11 @@ STRETCH = 1.5  # ... and a first/last word this much longer than that was stretc
 
 GroupKey = tuple[str | None, str, int, bool, float]
 
+# Whisper leaves out "um" and "uh" unless its prompt shows them: a session that asked for filler
+# words (Deepgram's filler_words=true) starts its prompt with this disfluent sentence, so the
+# decoder keeps the fillers it hears (measured in README.md, "filler words").
+FILLER_PROMPT = "Umm, let me think like, hmm... Okay, here's what I'm, like, thinking. Uh, um, so."
+
 
 class PromptTokenizer(Protocol):
     """What prompt building needs of a backend's tokenizer (both backends' have it)."""

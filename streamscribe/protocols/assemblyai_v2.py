@@ -76,9 +76,19 @@ from streamscribe.protocols.common import (
 ENCODINGS = ("pcm_s16le", "pcm_mulaw")
 SAMPLE_RATES = (8000, 48000)
 # The cloud took 100-2000 ms per frame; shorter frames are accepted here (browser worklets send
-# small ones), frames under MIN_CHUNK_MS are not audio anyone means to send.
+# small ones). Frames under MIN_CHUNK_MS (a framework's last few ms before terminate_session) are
+# held and sent on with the next ones; only a flood of them (over SHORT_FRAME_RATE a second after
+# a burst) is refused, with 4032.
 MIN_CHUNK_MS = 10
 MAX_CHUNK_MS = 2000
+SHORT_FRAME_RATE = 200.0
+SHORT_FRAME_BURST = 400
+
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info)
+APPROXIMATED = {
+    "audio frames under 10 ms": "held and sent on with the next frames, never refused",
+    "word_boost": "the decoder's prompt (no boosting)",
+}
 SILENCE_THRESHOLD_MS = (0, 20000)  # end_utterance_silence_threshold, as the docs give it
 MAX_WORD_BOOST = 100
 MAX_WORD_BOOST_CHARS = 50
@@ -246,11 +256,12 @@ class V2Protocol:
         self._now = now
         fmt = config.audio
         self._sample_bytes = BYTES_PER_SAMPLE[fmt.encoding]
-        self._carry = b""  # an odd trailing byte of pcm_s16le, kept for the next frame
+        self._carry = b""  # short frames and an odd trailing byte, kept for the next frame
         # text frames may carry base64 audio: room for the longest frame accepted, plus JSON
         longest = int(fmt.sample_rate * self._sample_bytes * MAX_CHUNK_MS / 1000)
         self.max_text_chars = (longest + 2) // 3 * 4 + 1024
         self._control_rate = RateLimit(CONTROL_RATE, CONTROL_BURST, clock)
+        self._short_rate = RateLimit(SHORT_FRAME_RATE, SHORT_FRAME_BURST, clock)
         # the utterance being rendered
         self._utterance_start_ms = 0  # audio_start: where the previous utterance ended
         self._heard_ms = 0  # the latest AudioProgress
@@ -313,6 +324,8 @@ class V2Protocol:
             changes = silence_threshold(value)
             self._stale_ms = max(STALE_UTTERANCE_MS, value + 2000)
             commands.append(UpdateConfig(changes))
+        if _flag(message, "force_end_utterance") or _flag(message, "terminate_session"):
+            commands += self._release()  # a short last frame is transcribed too
         if _flag(message, "force_end_utterance"):
             self._forces += 1
             marker = f"{_FORCE}{self._forces}"
@@ -326,11 +339,13 @@ class V2Protocol:
     def _audio(self, data: bytes) -> list[Command]:
         fmt = self.config.audio
         ms = chunk_ms(len(data), fmt.encoding, fmt.sample_rate)
-        if ms < MIN_CHUNK_MS:
+        if not data or (ms < MIN_CHUNK_MS and not self._short_rate.allow()):
             raise _fail(
                 AUDIO_TOO_SHORT,
-                f"Audio duration is too short: {ms:.1f} ms in one frame; send "
-                f"{MIN_CHUNK_MS}-{MAX_CHUNK_MS} ms of {fmt.encoding} at {fmt.sample_rate} Hz",
+                f"Audio duration is too short: {ms:.1f} ms in one frame"
+                + (f", more than {SHORT_FRAME_RATE:.0f} such frames a second" if data else "")
+                + f"; send {MIN_CHUNK_MS}-{MAX_CHUNK_MS} ms of {fmt.encoding} at "
+                f"{fmt.sample_rate} Hz",
             )
         if ms > MAX_CHUNK_MS + 0.5:
             raise _fail(
@@ -339,9 +354,18 @@ class V2Protocol:
                 f"{MIN_CHUNK_MS}-{MAX_CHUNK_MS} ms of {fmt.encoding} at {fmt.sample_rate} Hz",
             )
         data = self._carry + data
+        if chunk_ms(len(data), fmt.encoding, fmt.sample_rate) < MIN_CHUNK_MS:
+            self._carry = data  # held: sent on with the next frame (or before the end)
+            return []
         whole = len(data) - len(data) % self._sample_bytes
         self._carry = data[whole:]
         return [RawAudio(data[:whole])] if whole else []
+
+    def _release(self) -> list[Command]:
+        """Whole samples held back from short frames (an odd byte is dropped at the end)."""
+        whole = len(self._carry) - len(self._carry) % self._sample_bytes
+        held, self._carry = self._carry[:whole], b""
+        return [RawAudio(held)] if held else []
 
     # ---------------------------------------------------------------- server -> client
     def render(self, event: Event) -> list[Outgoing]:

@@ -12,6 +12,9 @@ over `MAX_TEXT_CHARS`, JSON that is not strict JSON (NaN, nesting too deep, numb
 limits), settings outside the ranges the query accepts, keyterm lists and prompts beyond their
 limits, language codes the model does not know, control messages faster than `CONTROL_RATE` a
 second (close 3007, as the cloud does for rates). Frames after `Terminate` are not even parsed.
+Sizes are not garbage, though: audio frames shorter than the protocol's 50 ms are held and sent
+on with the next ones (and before `Terminate` or `ForceEndpoint`), so a voice-agent framework's
+20 ms frames, or the few milliseconds it still holds when it stops, never end a session.
 Everything else about misbehaving peers (message size, slow readers, vanishing sockets) belongs
 to the server and the WebSocket layer.
 
@@ -69,6 +72,11 @@ from streamscribe.protocols.common import (
 ENCODINGS = ("pcm_s16le", "pcm_mulaw")
 MIN_CHUNK_MS = 50
 MAX_CHUNK_MS = 1000
+# Frames shorter than MIN_CHUNK_MS are held and sent on with the next ones (voice-agent
+# frameworks send 10-20 ms frames, and the few ms they still hold just before Terminate); only
+# a flood of them is refused: more than SHORT_FRAME_RATE a second after a burst.
+SHORT_FRAME_RATE = 200.0
+SHORT_FRAME_BURST = 400
 
 # Limits on what a client may ask for (the cloud documents 100 keyterms of 50 characters).
 # Whisper reads only the last ~220 prompt tokens; a longer prompt is only work for the tokenizer.
@@ -82,6 +90,13 @@ MAX_TEXT_CHARS = 64 * 1024
 # not counted: each holds at least 50 ms, and the server's back-pressure paces them.
 CONTROL_RATE = 50.0
 CONTROL_BURST = 100
+
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info)
+APPROXIMATED = {
+    "audio frames under 50 ms": "held and sent on with the next frames, never refused",
+    "speech_model": "a served model's name picks it; vendor names mean the default model",
+    "keyterms_prompt": "the decoder's prompt (no boosting)",
+}
 
 # close codes (protocol document §5)
 NORMAL = 1000
@@ -303,13 +318,21 @@ def parse_update(message: dict[str, Any]) -> dict[str, Any]:
 class V3Protocol:
     """One v3 connection's protocol state."""
 
-    def __init__(self, config: SessionConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        clock: Callable[[], float] = time.monotonic,
+        model_name: str | None = None,
+    ) -> None:
         self.config = config
+        self.model_name = model_name  # the served model, told in Begin's `configuration`
         self._machine = Machine("AssemblyAI v3", TRANSITIONS, State.OPEN)
         self.format_turns = bool(config.turn.get("format_turns", False))
         fmt = config.audio
         self._bytes_per_frame = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
         self._control_rate = RateLimit(CONTROL_RATE, CONTROL_BURST, clock)
+        self._short_rate = RateLimit(SHORT_FRAME_RATE, SHORT_FRAME_BURST, clock)
+        self._held = b""  # short frames not yet sent on: less than MIN_CHUNK_MS of audio
 
     @property
     def state(self) -> State:
@@ -328,14 +351,30 @@ class V3Protocol:
                 BAD_AUDIO,
             )
         ms = chunk_ms(len(data), fmt.encoding, fmt.sample_rate, fmt.channels)
-        if ms < MIN_CHUNK_MS - 0.5 or ms > MAX_CHUNK_MS + 0.5:
+        if not data or ms > MAX_CHUNK_MS + 0.5:
             raise coded(
                 ErrorKind.BAD_AUDIO,
                 f"Input duration violation: {ms:.0f} ms. Expected between "
                 f"{MIN_CHUNK_MS} and {MAX_CHUNK_MS} ms{_json_hint(data)}",
                 BAD_AUDIO,
             )
-        return [RawAudio(data)]
+        if ms < MIN_CHUNK_MS - 0.5 and not self._short_rate.allow():
+            raise coded(
+                ErrorKind.RATE,
+                f"Input duration violation: more than {SHORT_FRAME_RATE:.0f} frames shorter "
+                f"than {MIN_CHUNK_MS} ms a second (send {MIN_CHUNK_MS}-{MAX_CHUNK_MS} ms frames)",
+                BAD_AUDIO,
+            )
+        self._held += data
+        held_ms = chunk_ms(len(self._held), fmt.encoding, fmt.sample_rate, fmt.channels)
+        if held_ms < MIN_CHUNK_MS - 0.5:
+            return []  # a short frame: sent on with the next ones (or before Terminate)
+        return self._release()
+
+    def _release(self) -> list[Command]:
+        """The audio held back from short frames, as one command (nothing if none is held)."""
+        held, self._held = self._held, b""
+        return [RawAudio(held)] if held else []
 
     def take_replies(self) -> list[object]:
         """This dialect answers client messages only through engine events: nothing to add."""
@@ -365,9 +404,9 @@ class V3Protocol:
         kind = message.get("type")
         if kind == "Terminate":
             self._machine.move(Step.TERMINATE)
-            return [Terminate()]
+            return [*self._release(), Terminate()]  # a short last frame is transcribed too
         if kind == "ForceEndpoint":
-            return [ForceEndpoint()]
+            return [*self._release(), ForceEndpoint()]
         if kind == "KeepAlive":
             return [KeepAlive()]
         if kind == "UpdateConfiguration":
@@ -390,11 +429,14 @@ class V3Protocol:
     def render(self, event: Event) -> list[Outgoing]:
         self._machine.move(Step.RENDER)
         if isinstance(event, SessionStarted):
-            return [
-                SendJson(
-                    {"type": "Begin", "id": event.session_id, "expires_at": int(event.expires_at)}
-                )
-            ]
+            begin: dict[str, Any] = {
+                "type": "Begin",
+                "id": event.session_id,
+                "expires_at": int(event.expires_at),
+            }
+            if self.model_name:
+                begin["configuration"] = {"model": self.model_name}
+            return [SendJson(begin)]
         if isinstance(event, TurnUpdate):
             if event.formatted and not self.format_turns:
                 return []  # the formatted re-send is only for clients that asked for it

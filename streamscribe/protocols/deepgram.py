@@ -107,6 +107,7 @@ from streamscribe.protocols.deepgram_options import (
     parse_options,
     seconds,
     session_config,
+    warnings,
 )
 
 __all__ = ["DeepgramProtocol", "parse_options", "parse_query", "session_config", "wav_format"]
@@ -542,6 +543,7 @@ class DeepgramProtocol:
             "channels": self.channels,
             "models": [self.model_uuid],
             "model_info": {self.model_uuid: self.model_info},
+            **({"warnings": notes} if (notes := warnings(self.options)) else {}),
         }
 
     def error(self, exc: ProtocolError) -> list[Outgoing]:

@@ -54,9 +54,19 @@ NOT_BUILT = {
     "detect_entities": "entity detection",
     "profanity_filter": "the profanity filter",
     "dictation": "dictation commands",
-    "filler_words": "filler words",
     "language_hint": "language hints (use language=...)",
     "callback": "callbacks (results come back on this request)",
+}
+
+
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info;
+# filler_words also as a `warnings` entry in Metadata)
+APPROXIMATED = {
+    "filler_words": "the model's prompt shows it fillers, so most 'um' and 'uh' are written",
+    "keywords": "the decoder's prompt (boosts are not applied)",
+    "endpointing": "a turn ends after max(N, 200) ms of silence at a sentence end",
+    "smart_format": "punctuation and casing, as punctuate",
+    "model, version, tier, numerals, mip_opt_out, no_delay": "accepted, no meaning offline",
 }
 
 
@@ -128,6 +138,7 @@ class DeepgramOptions:
     utterance_end_ms: int | None = None
     vad_events: bool = False
     diarize: bool = False  # words carry an integer `speaker`
+    filler_words: bool = False  # keep "um", "uh" (the model's prompt shows them)
     keyterms: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
@@ -263,6 +274,7 @@ def parse_options(
         utterance_end_ms=q.int("utterance_end_ms", None, 1, 60000),
         vad_events=q.bool("vad_events"),
         diarize=q.bool("diarize"),
+        filler_words=q.bool("filler_words"),
         keyterms=keyterms,
         extra=extra,
         tags=tuple(t.strip() for t in lists.get("tag", []) if t.strip()),
@@ -272,11 +284,29 @@ def parse_options(
     )
 
 
+def warnings(options: DeepgramOptions) -> list[dict[str, str]]:
+    """What the request asked for that is done approximately here, in the shape of the cloud's
+    `metadata.warnings` (`parameter`, `type`, `message`); empty when everything is exact."""
+    out: list[dict[str, str]] = []
+    if options.filler_words:
+        out.append(
+            {
+                "parameter": "filler_words",
+                "type": "approximated",
+                "message": "filler words come from the model's prompt, which shows it fillers: "
+                "most 'um' and 'uh' are written, not all",
+            }
+        )
+    return out
+
+
 def turn_settings(options: DeepgramOptions) -> dict[str, Any]:
     """The engine turn settings (`SessionConfig.turn`) the options ask for."""
     turn: dict[str, Any] = {"format_turns": options.formatted}
     if options.keyterms:
         turn["keyterms"] = options.keyterms
+    if options.filler_words:
+        turn["filler_words"] = True
     if options.language is not None:
         turn["language"] = options.language
     if options.endpointing_ms is not None:

@@ -30,6 +30,7 @@ from streamscribe.protocols.deepgram_options import (
     model_info,
     parse_options,
     seconds,
+    warnings,
 )
 
 SENTENCE_END = (".", "?", "!")
@@ -166,6 +167,8 @@ def response(
         metadata["tags"] = list(options.tags)
     if options.extra:
         metadata["extra"] = dict(options.extra)
+    if notes := warnings(options):
+        metadata["warnings"] = notes
     results_channels = []
     utterances: list[dict[str, Any]] = []
     for index, turns in enumerate(channels):

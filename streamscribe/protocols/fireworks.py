@@ -19,8 +19,9 @@ re-send of the turn. `start`/`end` (float seconds) appear only with `timestamp_g
 
 Errors after the upgrade go out as `{"error": {"message", "type", "code"}}`, then a close:
 1003 unsupported data, 1008 policy (limits, time-outs), 1009 frame too long, 1011 internal,
-1013 busy. What is not built (sampling temperature, skipping the VAD, other VAD settings) is
-refused by name; what has no meaning offline (model names, retries) is accepted.
+1013 busy. What is not built (skipping the VAD, other VAD settings) is refused by name; what has
+no meaning offline (model names, retries) is accepted, and so is a sampling `temperature`
+(decoding stays deterministic: `APPROXIMATED`, listed by /v1/info).
 
 Reference: shared/protocols/fireworks-streaming.md.
 """
@@ -68,6 +69,12 @@ from streamscribe.protocols.common import (
     quoted,
     shown,
 )
+
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info)
+APPROXIMATED = {
+    "temperature": "any value 0-1 is accepted; decoding is always deterministic (beam search)",
+    "model, max_retries, response_format": "accepted, no meaning offline",
+}
 
 RATE = 16000
 MAX_CHUNK_MS = 5000  # clients send 50-400 ms; anything far longer is not a live stream
@@ -193,12 +200,7 @@ def parse_query(query: Query) -> SessionConfig:
         if len(values["prompt"]) > MAX_PROMPT_CHARS:
             raise _bad(f"Invalid prompt: longer than {MAX_PROMPT_CHARS} characters")
         turn["prompt"] = values["prompt"]
-    temperature = q.float("temperature", 0.0, 0.0, 1.0)
-    if temperature:
-        raise _bad(
-            f"temperature={temperature:g} is not supported: streamscribe decodes "
-            "deterministically (beam search); leave temperature out or send 0"
-        )
+    q.float("temperature", 0.0, 0.0, 1.0)  # any 0-1 is accepted; decoding is deterministic
     q.choice("response_format", RESPONSE_FORMATS, "verbose_json")
     if q.bool("skip_vad"):
         raise _bad(

@@ -9,7 +9,8 @@ response formats and `sse_*` the server-sent events of `stream=true`. Times go o
 Array fields arrive as `name[]` (the SDK) or `name` (other clients); both are read. What has no
 meaning offline is accepted and answered sensibly (any model name; `chunking_strategy`, since files
 are always cut at speech pauses; `include[]=logprobs`, answered per word). What is not built is
-refused by name (`diarized_json`, known speakers, sampling temperatures), never silently ignored.
+refused by name (`diarized_json`, known speakers), never silently ignored. A `temperature` above 0
+is accepted and decoded deterministically (`APPROXIMATED`).
 SubRip and WebVTT bodies come from `streamscribe.formats` in the route; this module must not import
 it (protocols import only events and errors).
 
@@ -45,6 +46,12 @@ MAX_KEYWORD_CHARS = 50
 SEGMENT_MAX_MS = 30000
 SEGMENT_GAP_MS = 1500  # a pause this long between words starts a new segment
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
+
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info)
+APPROXIMATED = {
+    "temperature": "any value 0-1 is accepted; decoding is always deterministic (beam search)",
+    "model": "a served model's name picks it; others mean the default model",
+}
 
 _SCALARS = ("model", "language", "prompt", "response_format", "temperature", "stream")
 _ARRAYS = ("timestamp_granularities", "include", "languages", "keywords")
@@ -151,14 +158,9 @@ def parse_form(fields: Mapping[str, Sequence[str]], *, translation: bool = False
             "response_format",
         )
 
-    temperature = _temperature(scalar.get("temperature"))
-    if temperature > 0:
-        raise _bad(
-            f"temperature={temperature:g} (sampling) is not supported by this server: send 0 "
-            "or leave it out (decoding is deterministic beam search)",
-            "temperature",
-            "unsupported_value",
-        )
+    # any temperature 0-1 is accepted: decoding is deterministic beam search whatever it says
+    # (the closest thing to sampling a client can rely on; /v1/info lists it as approximated)
+    _temperature(scalar.get("temperature"))
 
     stream = _boolean(scalar.get("stream"), "stream")
     if stream and response_format not in STREAM_FORMATS:

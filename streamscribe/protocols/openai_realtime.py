@@ -1,9 +1,14 @@
 """OpenAI Realtime transcription session (`/v1/realtime?intent=transcription`), sans-I/O.
 
 Theory of operation. Every frame is text JSON; audio arrives base64 inside
-`input_audio_buffer.append` as 16-bit PCM at 24 kHz (the session loop resamples it). The session
-configures itself after connecting (`session.update`, or the beta `transcription_session.update`;
-see `openai_realtime_session.py`), so its settings reach the engine as `UpdateConfig` commands.
+`input_audio_buffer.append` as 16-bit PCM at 24 kHz (the session loop resamples it), or as G.711
+(`audio/pcmu`, `audio/pcma`, 8 kHz) once a `session.update` has named it: the dialect then
+answers `AudioFormatSettled` and the loop decodes what follows that way. The format is settled
+before the first append; an update that would change it afterwards is refused (an `error`
+event, nothing applied, the session goes on), as audio already buffered cannot change its
+format. The session configures itself after connecting (`session.update`, or the beta
+`transcription_session.update`; see `openai_realtime_session.py`), so its settings reach the
+engine as `UpdateConfig` commands.
 
 Items. Each user utterance is an item (`item_...`). With server VAD an item opens at the engine's
 `SpeechStarted` (`input_audio_buffer.speech_started`) and is committed when the engine ends the turn
@@ -17,7 +22,10 @@ punctuated transcript (the engine's formatted turn).
 Deltas only ever add text. `...transcription.delta` carries the words the engine has marked final
 since the last delta (never tentative words, which may still change), so a client that appends
 deltas never has to take anything back. They come while the speaker is still talking, before the
-item is committed; `completed` then gives the formatted transcript of the same audio.
+item is committed. As in the cloud, the deltas of an item add up to exactly its `completed`
+transcript: a sentence starts with a capital, and when the engine's formatted turn ends with
+`.`, `?` or `!`, that mark is one last delta. Words the final decode changed after they went out
+as deltas stay as they were sent (a delta is never taken back).
 
 Answers to client messages (`session.updated`, `cleared`, `committed` after a commit, `error`)
 are not sent at once: `take_replies()` hands them to the session loop, which queues them with the
@@ -44,6 +52,7 @@ from typing import Any
 from streamscribe.errors import ProtocolError, ServerRefusal
 from streamscribe.events import (
     AudioFormat,
+    AudioFormatSettled,
     Command,
     EndReason,
     Error,
@@ -61,6 +70,7 @@ from streamscribe.events import (
     Word,
 )
 from streamscribe.protocols.common import (
+    BYTES_PER_SAMPLE,
     IGNORED,
     Close,
     Machine,
@@ -83,8 +93,8 @@ from streamscribe.protocols.openai_realtime_session import (
     parse_session,
 )
 
-BYTES_PER_MS = SAMPLE_RATE * 2 // 1000  # PCM16 mono at 24 kHz
 MIN_COMMIT_MS = 100  # a shorter buffer cannot be committed (the cloud's rule)
+SENTENCE_END = (".", "?", "!")
 CHUNK_MS = 100  # long appends reach the engine in pieces of this size
 # Audio comes in text frames too, so the limit counts every frame: 50 ms appends are 20 a second.
 MESSAGE_RATE = 200.0
@@ -105,6 +115,12 @@ CLOSE_CODES = {
     ErrorKind.EXPIRED: NORMAL,
     ErrorKind.BUSY: TRY_AGAIN_LATER,
     ErrorKind.INTERNAL: SERVER_FAULT,
+}
+
+# What this dialect accepts but does not do exactly as the cloud does (listed by /v1/info)
+APPROXIMATED = {
+    "noise_reduction": "accepted, not applied (the session object says null)",
+    "transcription.model": "a served model's name picks it; others mean the default model",
 }
 
 CONVERSATION_EVENTS = (
@@ -204,7 +220,7 @@ class _Item:
     discard: bool = False  # cleared: nothing more is said about it
     started: bool = False  # speech_started sent
     committed: bool = False
-    parts: list[str] = field(default_factory=list)  # formatted text of each finished turn
+    text: str = ""  # the deltas sent so far, joined: what `completed` will say
     words: list[Word] = field(default_factory=list)  # final words sent as deltas
     turn: int | None = None  # engine turn being streamed
     sent: int = 0  # final words of that turn already sent
@@ -235,6 +251,7 @@ class RealtimeProtocol:
         self._rate = RateLimit(MESSAGE_RATE, MESSAGE_BURST, clock)
         self._replies: list[_Reply] = []
         self._buffered_bytes = 0
+        self._appended = False  # audio has come: the input format is fixed from now on
         self._markers = 0
         # render side: settings and items as the client has heard of them, in order
         self._rendered = self.settings
@@ -297,11 +314,12 @@ class RealtimeProtocol:
         if kind == "input_audio_buffer.append":
             return self._append(message.get("audio"))
         if kind == "input_audio_buffer.commit":
-            if self._buffered_bytes < MIN_COMMIT_MS * BYTES_PER_MS:
+            per_ms = self._bytes_per_ms()
+            if self._buffered_bytes < MIN_COMMIT_MS * per_ms:
                 raise OpenAIError(
                     f"Error committing input audio buffer: buffer too small. Expected at least "
                     f"{MIN_COMMIT_MS}ms of audio, but buffer only has "
-                    f"{self._buffered_bytes / BYTES_PER_MS:.2f}ms of audio.",
+                    f"{self._buffered_bytes / per_ms:.2f}ms of audio.",
                     code="input_audio_buffer_commit_empty",
                 )
             return self._force("commit", {"event_id": event_id})
@@ -315,11 +333,22 @@ class RealtimeProtocol:
                 multilingual=self.multilingual,
                 model_name=self.model_name,
             )
+            settle: list[Command] = []
+            if updated.input_format != self.settings.input_format:
+                if self._appended:
+                    raise OpenAIError(
+                        f"The input audio format cannot change once audio has been appended "
+                        f"(it is {self.settings.input_format}): open a new session for "
+                        f"{updated.input_format}; nothing in this update was applied",
+                        param="session.audio.input.format",
+                        code="invalid_value",
+                    )
+                settle = [AudioFormatSettled(updated.audio)]
             self.settings = updated
             ga = is_ga_layout(session) if isinstance(session, dict) else not self.beta
             name = kind.replace(".update", ".updated")
             self._replies.append(_Reply("updated", {"type": name, "ga": ga, "settings": updated}))
-            return [UpdateConfig(engine_turn(updated))]
+            return [*settle, UpdateConfig(engine_turn(updated))]
         if kind in CONVERSATION_EVENTS:
             raise OpenAIError(
                 f"{kind} is not part of a transcription session: this server transcribes "
@@ -351,7 +380,7 @@ class RealtimeProtocol:
                 param="audio",
                 code="invalid_audio",
             ) from None
-        if len(data) % 2:
+        if len(data) % BYTES_PER_SAMPLE[self.settings.audio.encoding]:
             raise OpenAIError(
                 f"Invalid audio: {len(data)} bytes is not a whole number of 16-bit samples "
                 "(audio/pcm is 16-bit little-endian mono at 24 kHz)",
@@ -359,8 +388,13 @@ class RealtimeProtocol:
                 code="invalid_audio",
             )
         self._buffered_bytes += len(data)
-        step = CHUNK_MS * BYTES_PER_MS
+        self._appended = self._appended or bool(data)
+        step = CHUNK_MS * self._bytes_per_ms()
         return [RawAudio(data[i : i + step]) for i in range(0, len(data), step)]
+
+    def _bytes_per_ms(self) -> int:
+        fmt = self.settings.audio
+        return fmt.sample_rate * BYTES_PER_SAMPLE[fmt.encoding] // 1000
 
     def _force(self, kind: str, data: dict[str, Any]) -> list[Command]:
         self._markers += 1
@@ -508,14 +542,13 @@ class RealtimeProtocol:
         if item.discard:
             return []
         if update.formatted:
-            text = spoken_text(update.words)
-            if text:
-                item.parts.append(text)
+            # the turn's words all went out as deltas; its closing mark (. ? !) goes out too
+            out = self._closing_mark(item, spoken_text(update.words))
             item.end_ms = max(item.end_ms, update.end_ms)
             if item.marker is None and not self._manual:
                 self._current = None  # server VAD ended it: it is complete
-                return [self._completed(item)]
-            return []  # a commit's item completes at its flush; a manual item goes on
+                return [*out, self._completed(item)]
+            return out  # a commit's item completes at its flush; a manual item goes on
         out: list[Outgoing] = []
         if item.start_ms is None and update.words:
             item.start_ms = update.start_ms
@@ -538,14 +571,26 @@ class RealtimeProtocol:
         lead = bool(item.words)
         item.words.extend(new)
         item.end_ms = max(item.end_ms, new[-1].end_ms)
-        fields: dict[str, Any] = {
-            "item_id": item.id,
-            "content_index": 0,
-            "delta": (" " if lead else "") + spoken_text(new),
-        }
+        text = spoken_text(new)
+        if not item.text or item.text.endswith(SENTENCE_END):
+            text = text[:1].upper() + text[1:]  # a sentence starts with a capital
+        delta = (" " if item.text else "") + text
+        item.text += delta
+        fields: dict[str, Any] = {"item_id": item.id, "content_index": 0, "delta": delta}
         if self._rendered.logprobs:
             fields["logprobs"] = word_logprobs(new, lead=lead)
         return self._send("conversation.item.input_audio_transcription.delta", **fields)
+
+    def _closing_mark(self, item: _Item, formatted: str) -> list[Outgoing]:
+        """The delta that ends the item's text as the formatted turn ends (". ? !")."""
+        mark = formatted[-1:] if formatted.endswith(SENTENCE_END) else ""
+        if not mark or not item.text or item.text.endswith(SENTENCE_END):
+            return []
+        item.text += mark
+        fields: dict[str, Any] = {"item_id": item.id, "content_index": 0, "delta": mark}
+        if self._rendered.logprobs:
+            fields["logprobs"] = []
+        return [self._send("conversation.item.input_audio_transcription.delta", **fields)]
 
     def _flushed(self, marker: str) -> list[Outgoing]:
         item = next((i for i in self._awaiting if i.marker == marker), None)
@@ -559,7 +604,7 @@ class RealtimeProtocol:
         fields: dict[str, Any] = {
             "item_id": item.id,
             "content_index": 0,
-            "transcript": " ".join(item.parts),
+            "transcript": item.text,  # exactly the deltas, joined
             "usage": {
                 "type": "duration",
                 "seconds": round(max(0, item.end_ms - start) / 1000, 3),

@@ -18,10 +18,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamscribe.events import AudioFormat
 from streamscribe.protocols.common import finite_number, quoted
 from streamscribe.protocols.openai_common import OpenAIError, language_code
 
 SAMPLE_RATE = 24000
+G711_RATE = 8000
+# the input formats (GA type names), their beta names, and the audio each one holds
+FORMATS = {
+    "audio/pcm": ("pcm16", AudioFormat("pcm_s16le", SAMPLE_RATE, 1)),
+    "audio/pcmu": ("g711_ulaw", AudioFormat("pcm_mulaw", G711_RATE, 1)),
+    "audio/pcma": ("g711_alaw", AudioFormat("pcm_alaw", G711_RATE, 1)),
+}
+BETA_FORMATS = {beta: ga for ga, (beta, _) in FORMATS.items()}
 LOGPROBS = "item.input_audio_transcription.logprobs"
 MAX_MODEL_CHARS = 256
 MAX_PROMPT_CHARS = 4000
@@ -57,6 +66,12 @@ class RealtimeSettings:
     delay: str | None = None
     turn_detection: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_VAD))
     logprobs: bool = False
+    input_format: str = "audio/pcm"  # a key of FORMATS
+
+    @property
+    def audio(self) -> AudioFormat:
+        """What the client's appended audio holds."""
+        return FORMATS[self.input_format][1]
 
     @property
     def manual(self) -> bool:
@@ -110,7 +125,7 @@ def ga_session(settings: RealtimeSettings, session_id: str, expires_at: int) -> 
         "expires_at": expires_at,
         "audio": {
             "input": {
-                "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
+                "format": _ga_format(settings),
                 "transcription": _transcription(settings),
                 "turn_detection": _vad_object(settings),
                 "noise_reduction": None,
@@ -126,13 +141,19 @@ def beta_session(settings: RealtimeSettings, session_id: str, expires_at: int) -
         "object": "realtime.transcription_session",
         "id": session_id,
         "expires_at": expires_at,
-        "input_audio_format": "pcm16",
+        "input_audio_format": FORMATS[settings.input_format][0],
         "input_audio_transcription": _transcription(settings),
         "turn_detection": _vad_object(settings),
         "input_audio_noise_reduction": None,
         "include": [LOGPROBS] if settings.logprobs else [],
         "client_secret": None,
     }
+
+
+def _ga_format(settings: RealtimeSettings) -> dict[str, Any]:
+    if settings.input_format == "audio/pcm":
+        return {"type": "audio/pcm", "rate": SAMPLE_RATE}
+    return {"type": settings.input_format}
 
 
 def _transcription(settings: RealtimeSettings) -> dict[str, Any]:
@@ -259,13 +280,11 @@ def parse_session(
             )
 
     if "format" in present:
-        _check_format(fields["format"], names["format"])
+        changes["input_format"] = _check_format(fields["format"], names["format"])
     if "noise_reduction" in present and fields["noise_reduction"] is not None:
-        raise _unsupported(
-            f"{names['noise_reduction']}: noise reduction is not supported by this server; "
-            "set it to null or leave it out",
-            names["noise_reduction"],
-        )
+        # accepted and not applied (Whisper copes with noisy input): the session object the
+        # server sends back says so with noise_reduction null
+        _noise_reduction(fields["noise_reduction"], names["noise_reduction"])
     if "transcription" in present:
         changes |= _parse_transcription(
             fields["transcription"], names["transcription"], multilingual, model_name
@@ -277,9 +296,10 @@ def parse_session(
     return dataclasses.replace(current, **changes)
 
 
-def _check_format(value: Any, param: str) -> None:
-    if value == "pcm16":
-        return
+def _check_format(value: Any, param: str) -> str:
+    """The input format an update names (a key of FORMATS): GA objects or beta strings."""
+    if isinstance(value, str) and value in BETA_FORMATS:
+        return BETA_FORMATS[value]
     if isinstance(value, dict):
         kind = value.get("type")
         if kind == "audio/pcm":
@@ -287,21 +307,29 @@ def _check_format(value: Any, param: str) -> None:
             rate = value.get("rate", SAMPLE_RATE)
             if rate != SAMPLE_RATE or isinstance(rate, bool):
                 raise _bad(f"{param}.rate must be 24000 (audio/pcm is 24 kHz)", f"{param}.rate")
-            return
+            return kind
+        if kind in FORMATS:  # G.711 is 8 kHz by definition: a rate, if given, says so
+            _unknown(value, ("type", "rate"), param)
+            rate = value.get("rate", G711_RATE)
+            if rate != G711_RATE or isinstance(rate, bool):
+                raise _bad(f"{param}.rate must be 8000 ({kind} is 8 kHz)", f"{param}.rate")
+            return kind
         shown = quoted(str(kind)) if kind is not None else "no type"
     else:
         shown = quoted(str(value)) if isinstance(value, str) else "a non-string value"
-    if shown.strip("'") in ("audio/pcmu", "audio/pcma", "g711_ulaw", "g711_alaw"):
-        raise _unsupported(
-            f"{param}: G.711 ({shown}) is not supported on this server's Realtime endpoint; "
-            'send 24 kHz 16-bit PCM ({"type": "audio/pcm", "rate": 24000}, or "pcm16")',
-            param,
-        )
     raise _bad(
         f"{param}: {shown} is not an audio format; expected "
-        '{"type": "audio/pcm", "rate": 24000} (GA) or "pcm16" (beta)',
+        '{"type": "audio/pcm", "rate": 24000}, {"type": "audio/pcmu"} or {"type": "audio/pcma"} '
+        '(GA), or "pcm16", "g711_ulaw" or "g711_alaw" (beta)',
         param,
     )
+
+
+def _noise_reduction(value: Any, param: str) -> None:
+    data = _object(value, param)
+    _unknown(data, ("type",), param)
+    if data.get("type") not in ("near_field", "far_field"):
+        raise _bad(f"{param}.type must be near_field or far_field", f"{param}.type")
 
 
 def _string(value: Any, param: str, limit: int) -> str:

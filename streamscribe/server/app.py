@@ -219,6 +219,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
                 "sessions": "/v1/sessions",
                 "uploads": "/v1/transcripts",
             },
+            "approximated": dialects.approximated,  # accepted, done approximately
         }
 
     return app

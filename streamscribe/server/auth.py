@@ -82,9 +82,14 @@ async def _key(state: ServerState, key_id: str) -> KeyInfo | None:
 
 
 async def authenticate_stream(
-    state: ServerState, headers: Mapping[str, str], query: Mapping[str, str]
+    state: ServerState,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    token_endpoint: str = "GET /v3/token",
 ) -> Principal:
-    """Authenticate a WebSocket handshake; raise ProtocolError(AUTH) with a reason."""
+    """Authenticate a WebSocket handshake; raise ProtocolError(AUTH) with a reason.
+
+    `token_endpoint`: where the client's own dialect mints tokens, named in the refusal."""
     token = query.get("token") or None
     secret = credential(headers.get("authorization"))
     from_header = token is None and secret is not None
@@ -110,7 +115,7 @@ async def authenticate_stream(
         raise PeerError(
             ErrorKind.AUTH,
             "Unauthorized Connection: invalid, used or expired token "
-            "(mint a new one with GET /v3/token)",
+            f"(mint a new one with {token_endpoint})",
         )
     if secret is not None:
         raise PeerError(ErrorKind.AUTH, "Unauthorized Connection: invalid or revoked API key")

@@ -174,7 +174,7 @@ async def refused(base: str, query: str, headers: dict | None = None) -> tuple[i
     ("query", "needle"),
     [
         ("language=xx", "language"),
-        ("temperature=0.7", "temperature"),
+        ("temperature=1.5", "temperature"),  # 0-1 is accepted (decoded deterministically)
         ("skip_vad=true", "skip_vad"),
         ("timestamp_granularities=letter", "timestamp_granularities"),
         ("sample_rate=8000", "16000"),

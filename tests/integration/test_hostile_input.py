@@ -290,10 +290,9 @@ async def test_json_sent_as_a_binary_frame_says_to_use_text_frames(server, basel
         (b"\x00" * 3201, "not a whole number of pcm_s16le samples"),  # odd-length PCM
         (b"\x00" * 1, "not a whole number"),
         (b"", "Input duration violation: 0 ms"),
-        (b"\x01\x02" * 10, "Input duration violation: 1 ms"),
         (b"\x00" * 64002, "Input duration violation: 2000 ms"),
     ],
-    ids=["3201-bytes", "1-byte", "empty", "20-bytes", "2000-ms"],
+    ids=["3201-bytes", "1-byte", "empty", "2000-ms"],
 )
 async def test_bad_audio_frames_close_3007(server, baseline, frame, needle):
     # a good second of audio first: the refusal comes mid-stream, not only at the start

@@ -80,7 +80,7 @@ async def test_bad_parameters_close_3006_naming_the_parameter(server, query, nee
         ('{"type": "Dance"}', 3006, "Invalid Message Type"),
         ('{"type": "UpdateConfiguration", "max_turn_silence": "long"}', 3006, "max_turn_silence"),
         (b"\x00" * 3201, 3007, "not a whole number of pcm_s16le samples"),
-        (b"\x00" * 320, 3007, "Input duration violation: 10 ms"),
+        (b"", 3007, "Input duration violation: 0 ms"),  # short frames are held, empty ones not
         (b"\x00" * 64000, 3007, "Input duration violation: 2000 ms"),
     ],
 )

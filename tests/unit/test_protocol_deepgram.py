@@ -246,6 +246,28 @@ def test_features_not_built_may_be_turned_off_explicitly():
     assert options(redact="false", profanity_filter="false").model == "nova-3"
 
 
+def test_livekits_default_query_is_accepted():
+    """livekit-plugins-deepgram 1.8 connects with these by default (filler_words on)."""
+    opts = options(
+        model="nova-3", punctuate="true", smart_format="false", no_delay="true",
+        interim_results="true", encoding="linear16", vad_events="true", sample_rate="16000",
+        channels="1", endpointing="25", filler_words="true", profanity_filter="false",
+        numerals="false", mip_opt_out="false", language="en-US",
+    )  # fmt: skip
+    assert opts.filler_words and opts.language == "en"
+
+
+def test_filler_words_become_a_turn_setting_and_a_warning_in_metadata():
+    assert session_config(options(filler_words="true")).turn["filler_words"] is True
+    assert "filler_words" not in session_config(options(filler_words="false")).turn
+    proto = protocol(filler_words="true")
+    (meta,) = sent(proto.render(SessionEnded(audio_ms=0, session_ms=10)))
+    assert [w["parameter"] for w in meta["warnings"]] == ["filler_words"]
+    ListenV1Metadata.model_validate(meta)
+    (plain,) = sent(protocol().render(SessionEnded(audio_ms=0, session_ms=10)))
+    assert "warnings" not in plain
+
+
 def test_diarize_asks_for_speaker_labels_and_words_carry_integer_speakers():
     assert session_config(options(diarize="true")).speaker_labels is True
     assert session_config(options(diarize_model="latest")).speaker_labels is False

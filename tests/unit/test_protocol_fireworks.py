@@ -152,7 +152,6 @@ def test_one_granularity_only():
     ("pairs", "needle"),
     [
         ({"language": "klingon"}, "language"),
-        ({"temperature": "0.2"}, "temperature"),
         ({"temperature": "hot"}, "temperature"),
         ({"response_format": "srt"}, "response_format"),
         ({"skip_vad": "true"}, "skip_vad"),
@@ -180,6 +179,10 @@ def test_bad_or_unbuilt_parameters_are_refused_by_name(pairs, needle):
 
 def test_zero_temperature_is_what_we_do_anyway():
     assert "temperature" not in parse_query({"temperature": "0"}).turn
+
+
+def test_a_sampling_temperature_is_accepted_and_decoding_stays_deterministic():
+    assert parse_query({"temperature": "0.2"}) == parse_query({})
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
 
 from streamscribe.errors import LocalProtocolError, ProtocolError
 from streamscribe.events import (
+    AudioFormat,
+    AudioFormatSettled,
     EndReason,
     Error,
     ErrorKind,
@@ -277,19 +279,9 @@ def test_semantic_vad_eagerness_sets_silence_rules():
     [
         ({"type": "realtime"}, "session.type", "unsupported_feature"),
         (
-            {"audio": {"input": {"format": {"type": "audio/pcmu"}}}},
-            "session.audio.input.format",
-            "unsupported_feature",
-        ),
-        (
             {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}},
             "session.audio.input.format.rate",
             "invalid_value",
-        ),
-        (
-            {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}},
-            "session.audio.input.noise_reduction",
-            "unsupported_feature",
         ),
         (
             {"audio": {"input": {"transcription": {"language": "xx"}}}},
@@ -307,8 +299,18 @@ def test_semantic_vad_eagerness_sets_silence_rules():
             "unsupported_feature",
         ),
         ({"audio": {"output": {}}}, "session.audio.output", "unknown_parameter"),
-        ({"input_audio_format": "g711_ulaw"}, "session.input_audio_format", "unsupported_feature"),
         ({"voice": "alloy"}, "session.voice", "unknown_parameter"),
+        (
+            {"audio": {"input": {"format": {"type": "audio/pcmu", "rate": 24000}}}},
+            "session.audio.input.format.rate",
+            "invalid_value",
+        ),
+        ({"input_audio_format": "opus"}, "session.input_audio_format", "invalid_value"),
+        (
+            {"audio": {"input": {"noise_reduction": {"type": "studio"}}}},
+            "session.audio.input.noise_reduction.type",
+            "invalid_value",
+        ),
     ],
 )
 def test_bad_session_updates_answer_an_error_and_change_nothing(session, param, code):
@@ -413,17 +415,19 @@ def test_server_vad_item_order_and_append_only_deltas():
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
         "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.delta",
         "conversation.item.input_audio_transcription.completed",
     ]
     for message in c.out:
         validated(message)
-    started, d1, stopped, committed, d2, completed = c.out[1:]
+    started, d1, stopped, committed, d2, d3, completed = c.out[1:]
     item = started["item_id"]
     assert started["audio_start_ms"] == 480 and stopped["audio_end_ms"] == 1200
     assert {d1["item_id"], stopped["item_id"], committed["item_id"], completed["item_id"]} == {item}
     assert committed["previous_item_id"] is None
-    assert (d1["delta"], d2["delta"]) == ("hello", " world")  # the tentative "word" never went out
-    assert completed["transcript"] == "Hello world."
+    # the tentative "word" never went out; the formatted turn's full stop is the last delta
+    assert (d1["delta"], d2["delta"], d3["delta"]) == ("Hello", " world", ".")
+    assert completed["transcript"] == "Hello world." == d1["delta"] + d2["delta"] + d3["delta"]
     assert completed["usage"] == {"type": "duration", "seconds": 0.72}
     assert len({m["event_id"] for m in c.out}) == len(c.out)
 
@@ -485,12 +489,13 @@ def test_manual_commit_commits_then_completes_at_the_flush():
         "conversation.item.input_audio_transcription.delta",
         "input_audio_buffer.committed",
         "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.delta",
         "conversation.item.input_audio_transcription.completed",
     ]
     assert all(m.get("item_id") == item for m in c.out[2:])
     deltas = [m["delta"] for m in c.out if m["type"].endswith(".delta")]
-    assert deltas == ["first", " try"]
-    assert c.out[-1]["transcript"] == "First try."
+    assert deltas == ["First", " try", "."]
+    assert c.out[-1]["transcript"] == "First try." == "".join(deltas)
 
 
 def test_manual_items_span_engine_turns_until_the_commit():
@@ -507,7 +512,23 @@ def test_manual_items_span_engine_turns_until_the_commit():
     completed = c.out[-1]
     assert completed["item_id"] == committed["item_id"]
     assert completed["transcript"] == "Long. Speech."
-    assert [m["delta"] for m in c.out if m["type"].endswith(".delta")] == ["long", " speech"]
+    deltas = [m["delta"] for m in c.out if m["type"].endswith(".delta")]
+    assert deltas == ["Long", ".", " Speech", "."]
+    assert "".join(deltas) == completed["transcript"]
+
+
+def test_deltas_add_up_to_the_completed_transcript_even_when_the_final_decode_differs():
+    """The cloud's deltas concatenate to `completed`; a delta is never taken back, so a word the
+    final (beam) decode spelled differently stays as it went out."""
+    c = Connection()
+    c.deliver(SpeechStarted(0, 0))
+    c.deliver(turn(0, [("its", 0, 300, True), ("fine", 300, 600, False)]))
+    c.deliver(turn(0, [("its", 0, 300, True), ("fine", 300, 600, True)], end=True))
+    c.deliver(turn(0, [("It's", 0, 300, True), ("fine?", 300, 600, True)], True, True))
+    deltas = [m["delta"] for m in c.out if m["type"].endswith(".delta")]
+    completed = c.out[-1]
+    assert deltas == ["Its", " fine", "?"]
+    assert completed["transcript"] == "".join(deltas) == "Its fine?"
 
 
 def test_commit_of_silence_completes_an_empty_item():
@@ -569,3 +590,57 @@ def test_fatal_errors_render_an_error_event_then_the_close(kind, close, code):
     assert [x.code for x in c.closes] == [close]
     with pytest.raises(LocalProtocolError, match="in state CLOSED"):
         c.deliver(SessionEnded(0, 0))  # the sender never renders after the close
+
+
+# ------------------------------------------------------------------ G.711, noise reduction
+
+
+@pytest.mark.parametrize(
+    ("session", "encoding", "ga", "beta"),
+    [
+        ({"audio": {"input": {"format": {"type": "audio/pcmu"}}}}, "pcm_mulaw", True, False),
+        ({"audio": {"input": {"format": {"type": "audio/pcma"}}}}, "pcm_alaw", True, False),
+        ({"input_audio_format": "g711_ulaw"}, "pcm_mulaw", False, True),
+        ({"input_audio_format": "g711_alaw"}, "pcm_alaw", False, True),
+    ],
+)
+def test_g711_named_after_connect_settles_the_format_before_audio(session, encoding, ga, beta):
+    c = Connection(beta=beta)
+    kind = "session.update" if ga else "transcription_session.update"
+    commands, (updated,) = c.send({"type": kind, "session": session})
+    assert commands[0] == AudioFormatSettled(AudioFormat(encoding, 8000, 1))
+    assert isinstance(commands[1], UpdateConfig)
+    validated(updated)
+    if ga:
+        assert updated["session"]["audio"]["input"]["format"] == session["audio"]["input"]["format"]
+    else:
+        assert updated["session"]["input_audio_format"] == session["input_audio_format"]
+    law = b"\xd5" * 800  # 100 ms at 8 kHz, one byte a sample
+    commands, _ = c.send(
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(law).decode()}
+    )
+    assert commands == [RawAudio(law)]
+    commands, replies = c.send({"type": "input_audio_buffer.commit"})  # 100 ms: enough
+    assert [r["type"] for r in replies] == ["input_audio_buffer.committed"]
+
+
+def test_the_format_cannot_change_once_audio_came_but_the_same_format_again_is_fine():
+    c = Connection()
+    c.append(100)
+    pcmu = {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}
+    commands, (error,) = c.send({"type": "session.update", "session": pcmu})
+    assert commands == [] and error["type"] == "error"
+    assert error["error"]["param"] == "session.audio.input.format"
+    assert "cannot change once audio has been appended" in error["error"]["message"]
+    assert not c.closes  # the session goes on, in PCM
+    same = {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+    commands, (updated,) = c.send({"type": "session.update", "session": same})
+    assert [type(x) for x in commands] == [UpdateConfig] and updated["type"] == "session.updated"
+
+
+def test_noise_reduction_is_accepted_and_the_session_says_it_is_not_applied():
+    c = Connection()
+    near = {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}}
+    _, (updated,) = c.send({"type": "session.update", "session": near})
+    validated(updated)
+    assert updated["session"]["audio"]["input"]["noise_reduction"] is None

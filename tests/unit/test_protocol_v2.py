@@ -174,6 +174,39 @@ def test_binary_audio_passes_through_and_an_odd_byte_waits_for_the_next_frame():
     assert p.receive_bytes(b"\x00" + CHUNK[:-1]) == [RawAudio(b"\x07\x00" + CHUNK[:-2])]
 
 
+def test_short_frames_are_held_until_they_make_10_ms():
+    p = protocol()
+    ms_5 = b"\x01\x00" * 80
+    assert p.receive_bytes(ms_5) == []
+    assert p.receive_bytes(ms_5) == [RawAudio(ms_5 * 2)]
+
+
+def test_a_short_last_frame_before_terminate_session_is_transcribed():
+    p = protocol()
+    assert p.receive_bytes(CHUNK) == [RawAudio(CHUNK)]
+    tail = b"\x02\x00" * 40  # 2.5 ms
+    assert p.receive_bytes(tail) == []
+    assert p.receive_text('{"terminate_session": true}') == [RawAudio(tail), Terminate()]
+
+
+def test_a_short_frame_before_force_end_utterance_is_part_of_the_utterance():
+    p = protocol()
+    tail = b"\x02\x00" * 40
+    assert p.receive_bytes(tail) == []
+    commands = p.receive_text('{"force_end_utterance": true}')
+    assert commands[0] == RawAudio(tail) and isinstance(commands[1], ForceEndpoint)
+
+
+def test_a_flood_of_short_frames_closes_4032():
+    p = protocol()  # the clock stands still: only the burst is allowed
+    for _ in range(400):
+        p.receive_bytes(b"\x00\x00" * 8)
+    with pytest.raises(ProtocolError) as info:
+        p.receive_bytes(b"\x00\x00" * 8)
+    assert info.value.close_code == 4032
+    assert "more than 200 such frames a second" in info.value.reason
+
+
 def test_base64_audio_data_is_audio_too():
     p = protocol()
     text = json.dumps({"audio_data": base64.b64encode(CHUNK).decode()})
@@ -183,7 +216,7 @@ def test_base64_audio_data_is_audio_too():
 @pytest.mark.parametrize(
     ("frame", "code", "needle"),
     [
-        (b"\x00\x00" * 16, 4032, "too short"),  # 1 ms
+        (b"", 4032, "too short"),  # no audio at all
         (b"\x00\x00" * 16000 * 3, 4033, "too long"),  # 3 s
         ('{"audio_data": "%%%"}', 4101, "base64"),
         ('{"audio_data": 5}', 4101, "base64"),

@@ -444,10 +444,8 @@ def test_chunks_of_50_to_1000_ms_are_audio(sample_rate, encoding, ms):
 
 @pytest.mark.parametrize("sample_rate", [8000, 16000, 44100, 48000])
 @pytest.mark.parametrize("encoding", ["pcm_s16le", "pcm_mulaw"])
-@pytest.mark.parametrize(
-    ("ms", "shown"), [(10, 10), (20, 20), (40, 40), (1100, 1100), (2000, 2000)]
-)
-def test_chunks_outside_50_to_1000_ms_close_3007(sample_rate, encoding, ms, shown):
+@pytest.mark.parametrize(("ms", "shown"), [(1100, 1100), (2000, 2000)])
+def test_chunks_over_1000_ms_close_3007(sample_rate, encoding, ms, shown):
     proto = protocol(sample_rate=sample_rate, encoding=encoding)
     with pytest.raises(ProtocolError) as info:
         proto.receive_bytes(pcm(ms, sample_rate, encoding))
@@ -458,16 +456,80 @@ def test_chunks_outside_50_to_1000_ms_close_3007(sample_rate, encoding, ms, show
     )
 
 
+def test_an_empty_frame_closes_3007():
+    with pytest.raises(ProtocolError) as info:
+        protocol().receive_bytes(b"")
+    assert info.value.close_code == 3007
+    assert info.value.reason.startswith("Input duration violation: 0 ms")
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 44100, 48000])
+@pytest.mark.parametrize("encoding", ["pcm_s16le", "pcm_mulaw"])
+def test_20_ms_frames_are_held_until_they_make_50_ms(sample_rate, encoding):
+    """A voice-agent framework sends 20 ms frames: they go on in 60 ms pieces, in order."""
+    proto = protocol(sample_rate=sample_rate, encoding=encoding)
+    frames = [bytes([i]) * len(pcm(20, sample_rate, encoding)) for i in range(1, 7)]
+    out = [proto.receive_bytes(f) for f in frames]
+    assert out == [
+        [],
+        [],
+        [RawAudio(b"".join(frames[:3]))],
+        [],
+        [],
+        [RawAudio(b"".join(frames[3:]))],
+    ]
+
+
+def test_a_short_last_frame_before_terminate_is_transcribed_then_termination():
+    """Pipecat and LiveKit send the 5-25 ms they still hold just before Terminate."""
+    proto = protocol()
+    assert proto.receive_bytes(pcm(100)) == [RawAudio(pcm(100))]
+    tail = b"\x01\x00" * 80  # 5 ms
+    assert proto.receive_bytes(tail) == []
+    assert proto.receive_text('{"type": "Terminate"}') == [RawAudio(tail), Terminate()]
+    assert proto.state is State.TERMINATING
+    frames = proto.render(SessionEnded(audio_ms=105, session_ms=400, reason=EndReason.TERMINATED))
+    assert [m["type"] for m in sent(frames)] == ["Termination"]
+    assert frames[-1] == Close(1000)
+
+
+def test_force_endpoint_sends_the_held_audio_first():
+    proto = protocol()
+    assert proto.receive_bytes(pcm(30)) == []
+    assert proto.receive_text('{"type": "ForceEndpoint"}') == [RawAudio(pcm(30)), ForceEndpoint()]
+    assert proto.receive_text('{"type": "Terminate"}') == [Terminate()]  # nothing held now
+
+
+def test_a_flood_of_short_frames_closes_3007():
+    now = [0.0]
+    proto = V3Protocol(parse_query(query()), clock=lambda: now[0])
+    frame = pcm(1)
+    for _ in range(400):  # the burst
+        proto.receive_bytes(frame)
+    with pytest.raises(ProtocolError) as info:
+        proto.receive_bytes(frame)
+    assert info.value.close_code == 3007
+    assert "Input duration violation: more than 200 frames shorter than 50 ms" in info.value.reason
+    now[0] += 1.0  # 20 ms frames at real time never come near it
+    assert proto.receive_bytes(pcm(20)) == []
+
+
+def test_short_frames_that_are_not_whole_samples_still_close_3007():
+    with pytest.raises(ProtocolError, match="not a whole number") as info:
+        protocol().receive_bytes(b"\x00" * 321)
+    assert info.value.close_code == 3007
+
+
 def test_chunk_boundaries_at_16k_s16le():
     proto = protocol()
     assert proto.receive_bytes(b"\0" * 1600)  # exactly 50 ms
     assert proto.receive_bytes(b"\0" * 32000)  # exactly 1000 ms
     assert proto.receive_bytes(b"\0" * 1584)  # 49.5 ms: within half a millisecond
     assert proto.receive_bytes(b"\0" * 32016)  # 1000.5 ms: likewise
-    for n in (1582, 32018):  # 49.44 ms, 1000.56 ms
-        with pytest.raises(ProtocolError) as info:
-            proto.receive_bytes(b"\0" * n)
-        assert info.value.close_code == 3007
+    assert proto.receive_bytes(b"\0" * 1582) == []  # 49.44 ms: held for the next frame
+    with pytest.raises(ProtocolError) as info:
+        proto.receive_bytes(b"\0" * 32018)  # 1000.56 ms
+    assert info.value.close_code == 3007
 
 
 def test_a_chunk_that_is_not_whole_samples_closes_3007():
@@ -982,7 +1044,7 @@ def test_error_event_sends_error_then_closes_with_the_same_code(kind):
 def test_protocol_error_keeps_its_own_code():
     proto = protocol()
     with pytest.raises(ProtocolError) as info:
-        proto.receive_bytes(b"\0" * 10)
+        proto.receive_bytes(b"\0" * 11)  # not whole samples
     out = proto.error(info.value)
     assert sent(out)[0]["error_code"] == 3007
     assert out[-1].code == 3007
@@ -1076,3 +1138,12 @@ def test_a_formatted_turn_is_not_sent_to_a_client_that_did_not_ask_for_it():
     update = turn(word("Hi", 0, 1), end=True, formatted=True)
     assert protocol().render(update) == []
     assert protocol(format_turns="true").render(update)
+
+
+def test_begin_carries_the_configuration_the_session_runs_with():
+    proto = V3Protocol(parse_query(query()), model_name="tiny.en")
+    (begin,) = sent(proto.render(SessionStarted("abc", 1_759_796_682)))
+    assert begin["configuration"] == {"model": "tiny.en"}
+    assert BeginEvent.model_validate(begin).configuration.model == "tiny.en"
+    (plain,) = sent(protocol().render(SessionStarted("abc", 1_759_796_682)))
+    assert "configuration" not in plain  # without a model name, as before

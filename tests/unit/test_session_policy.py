@@ -18,6 +18,7 @@ import pytest
 
 from streamscribe.engine.decoding import DecodeResult, RawWord
 from streamscribe.engine.session import DecodeTicket, StreamingSession, TurnSettings, TurnState
+from streamscribe.engine.whisper_rules import FILLER_PROMPT
 from streamscribe.events import SpeechStarted, TurnUpdate
 
 RATE = 16000
@@ -498,6 +499,13 @@ def test_keyterms_and_prompt_lead_the_decode_prompt():
     assert h.tickets[-1].request.prompt == (
         "Ada, Grace Hopper. Meeting notes. Hello world how are you?"
     )
+
+
+def test_filler_words_put_fillers_first_in_the_prompt():
+    """Whisper writes "um" and "uh" only when its prompt shows them."""
+    h = Harness(HELLO, settings=settings(filler_words=True, keyterms=("Ada",)))
+    h.run_until(5000)
+    assert h.tickets[0].request.prompt == f"{FILLER_PROMPT} Ada."
 
 
 def test_the_language_of_the_decode_is_on_the_end_of_turn_only():

@@ -6,6 +6,12 @@ Deepgram pre-recorded) decode and transcribe through the shared scheduler. No pr
 lives here, and no dialect imports another.
 """
 
+from streamscribe.protocols import assemblyai_v2 as _v2
+from streamscribe.protocols import assemblyai_v3 as _v3
+from streamscribe.protocols import deepgram_options as _deepgram
+from streamscribe.protocols import fireworks as _fireworks
+from streamscribe.protocols import openai_batch as _batch
+from streamscribe.protocols import openai_realtime as _realtime
 from streamscribe.server.dialects import (
     assemblyai_v2,
     assemblyai_v3,
@@ -30,3 +36,13 @@ routers = [
         azure_speech,
     )
 ]
+
+# per dialect: what is accepted and done approximately (/v1/info "approximated")
+approximated = {
+    "assemblyai_v3": _v3.APPROXIMATED,
+    "assemblyai_v2": _v2.APPROXIMATED,
+    "deepgram": _deepgram.APPROXIMATED,
+    "openai_realtime": _realtime.APPROXIMATED,
+    "openai_batch": _batch.APPROXIMATED,
+    "fireworks": _fireworks.APPROXIMATED,
+}

@@ -26,6 +26,7 @@ router = APIRouter()
 # How long a v2 token stays redeemable, in seconds. The cloud's bounds are not documented; it
 # took at least 60. Tokens are single-use whatever their lifetime.
 EXPIRES_IN = (1, 360000)
+TOKEN_ENDPOINT = "POST /v2/realtime/token"  # named when a token is refused
 MAX_BODY_BYTES = 4096
 
 
@@ -35,7 +36,7 @@ async def v2_realtime_ws(ws: WebSocket) -> None:
     await ws.accept()  # v2 answers bad requests with a close code and reason after the upgrade
     query = dict(ws.query_params)
     try:
-        principal = await authenticate_stream(state, ws.headers, query)
+        principal = await authenticate_stream(state, ws.headers, query, TOKEN_ENDPOINT)
         config = assemblyai_v2.parse_query(query)
         options = assemblyai_v2.parse_options(query)
         await check_admission(state, principal)

@@ -14,6 +14,7 @@ from streamscribe.events import SessionConfig
 from streamscribe.protocols import assemblyai_v3
 from streamscribe.server.admission import check_admission
 from streamscribe.server.auth import authenticate_stream
+from streamscribe.server.model_choice import choose_model
 from streamscribe.server.stream.loop import run_session
 from streamscribe.server.stream.wire import refuse
 
@@ -29,8 +30,9 @@ async def v3_ws(ws: WebSocket) -> None:
         principal = await authenticate_stream(state, ws.headers, query)
         config = assemblyai_v3.parse_query(query)
         await check_admission(state, principal)
+        model = choose_model(state.settings, config, bool(state.transcriber.multilingual))
     except ProtocolError as exc:
         await refuse(ws, state.metrics, assemblyai_v3.V3Protocol(SessionConfig()).error(exc))
         return
-    dialect = assemblyai_v3.V3Protocol(config)
+    dialect = assemblyai_v3.V3Protocol(config, model_name=model)  # Begin names the model
     await run_session(ws, dialect, config, state, "assemblyai-v3", principal)

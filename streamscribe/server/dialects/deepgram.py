@@ -33,7 +33,7 @@ async def listen_live(ws: WebSocket) -> None:
     items = ws.query_params.multi_items()
     headers, subprotocol = handshake_credentials(ws.headers, ws.scope.get("subprotocols", []))
     try:
-        principal = await authenticate(state, headers, dict(items))
+        principal = await authenticate(state, headers, dict(items), "POST /v1/auth/grant")
         options = deepgram.parse_options(items)
         await check_admission(state, principal)
         await session_scheduler(state, session_config(options))  # no model fits: a 400 here

@@ -40,6 +40,7 @@ from streamscribe.audio.resample import TARGET_RATE
 from streamscribe.engine.enrichment import label_speakers
 from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
 from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.engine.whisper_rules import FILLER_PROMPT
 from streamscribe.errors import AudioDecodeError, ProtocolError
 from streamscribe.events import SessionConfig
 from streamscribe.protocols.common import finite_number, loads_json
@@ -163,6 +164,8 @@ async def _transcribe_body(
             return refusal(400, f"Bad Request: failed to process audio: {reason}", request_id)
     created = datetime.now(UTC)
     prompt = (", ".join(options.keyterms) + ".") if options.keyterms else ""
+    if options.filler_words:
+        prompt = f"{FILLER_PROMPT} {prompt}".strip()
     try:
         turns = await asyncio.gather(
             *(
