@@ -7,6 +7,9 @@ and the two must agree token for token, word for word, time for time. The window
 ones: a `StreamingSession` (silero VAD, the real cadence) replays dev-set utterances (eSpeak NG
 sentences where ../shared/eval is absent; a clean skip where neither is), and a batch of
 streams whose windows grow by 0.5 s verifies rows of different draft lengths in one pass.
+
+The cheaper encoder that keeps the text: CTranslate2's float32 encoder feeding the torch decoder
+(`encoder="ct2"`) must give the same tokens and word times on the same growing windows.
 """
 
 from __future__ import annotations
@@ -32,12 +35,16 @@ CHUNK = RATE // 10
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> WhisperTorchTranscriber:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
-        path = Path(resolve_model("tiny.en", tmp_path_factory.mktemp("models")))
+        return Path(resolve_model("tiny.en", tmp_path_factory.mktemp("models")))
     except ModelNotFoundError as exc:
         pytest.skip(str(exc))
-    return WhisperTorchTranscriber(path, device="cpu", cpu_threads=1)
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> WhisperTorchTranscriber:
+    return WhisperTorchTranscriber(model_dir, device="cpu", cpu_threads=1)
 
 
 def assert_same(plain: DecodeResult, drafted: DecodeResult, context: str) -> None:
@@ -96,3 +103,20 @@ def test_a_batch_of_streams_verifies_drafts_of_different_lengths_in_one_pass(mod
         steps += 1
         drafts = [r.tokens for r in got]
     assert steps >= 6 and mixed >= 2
+
+
+def test_the_ct2_float32_encoder_feeding_the_torch_decoder_keeps_every_word(
+    model, model_dir: Path
+) -> None:
+    pytest.importorskip("ctranslate2")
+    ct2 = WhisperTorchTranscriber(model_dir, device="cpu", cpu_threads=1, encoder="ct2")
+    utts = speech_or_skip(3)
+    windows = 0
+    for end in range(RATE, max(len(u.audio) for u in utts) + RATE // 2, RATE):
+        requests = [DecodeRequest(u.audio[: min(end, len(u.audio))]) for u in utts]
+        for k, (want, got) in enumerate(
+            zip(model.transcribe_batch(requests), ct2.transcribe_batch(requests), strict=True)
+        ):
+            assert_same(want, got, f"stream {k} at {end / RATE:.1f} s")
+            windows += 1
+    assert windows >= 12
