@@ -7,6 +7,12 @@ it. What differs is where it runs: features, encoder and decoder all on the torc
 the decoding steps replayed from CUDA graphs there. A CUDA out-of-memory error halves the batch
 and retries instead of failing the sessions in it.
 
+A greedy request may carry a draft (the session's previous tokens over the same window start and
+prompt): on eager steps (the CPU) one decoder pass over prompt + draft verifies it and is the
+prefill; greedy continues from the first token the model would not have written
+(`search.greedy_from_drafts`). The output is plain greedy's; the passes saved are in each
+result's meta (draft, accepted, passes, new) with the time of each stage.
+
 What lives elsewhere: the rules shared with the CTranslate2 backend (grouping, prompts, language
 stickiness, word clean-up, guards) are `engine/whisper_rules.py`'s, so they cannot drift apart.
 """
@@ -248,7 +254,10 @@ class WhisperTorchTranscriber:
         out = []
         for res, h, tokens in zip(results, hyps, token_lists, strict=True):
             res.meta.update(
-                draft=h.drafted, accepted=h.accepted, passes=h.passes, new=len(tokens) - h.accepted
+                draft=h.drafted,
+                accepted=h.accepted,
+                passes=h.passes,
+                new=max(0, len(tokens) - h.accepted),
             )
             out.append(dataclasses.replace(res, tokens=tuple(tokens)))
         return out
