@@ -7,8 +7,15 @@ forms, on real speech, with the WER showing nothing was traded away. It runs whe
 own dependencies are absent (a GPU box with only torch, numpy and tokenizers): it reads WAVs with
 the standard library, scores WER itself, and imports only the backend modules it measures.
 
+Partials (`--partials`, torch): streams whose windows grow by 0.5 s as a session's partials
+do, each step decoded as one batch twice, back to back in alternating order: without drafts and
+with each stream's previous tokens as its draft. It prints per partial the decoder's time (the
+prefill or verification pass plus greedy steps) and its passes, the accepted share of the
+drafts, and how many windows came out token-identical (they must all).
+
 Usage:
     .venv/bin/python bench/backend_bench.py --backends ct2,torch --device cpu --limit 16
+    .venv/bin/python bench/backend_bench.py --partials --threads 1 --batch-sizes 1,4 --limit 24
     python3 bench/backend_bench.py --backends torch --device cuda --model-dir DIR \\
         --batch-sizes 1,4,8,16,64 --json bench/results/gpu.json
     .venv/bin/python bench/backend_bench.py pack --out bench/results/tiny.en-int8
@@ -141,6 +148,7 @@ def load_backend(name: str, model_dir: str, device: str, args: argparse.Namespac
         cpu_threads=args.threads,
         cuda_graphs=not args.no_graphs,
         compile_encoder=args.compile_encoder,
+        encoder=args.encoder,
     )
 
 
@@ -283,6 +291,147 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class PartialRow:
+    streams: int
+    windows: int  # partials decoded (each twice)
+    identical: int  # of which the drafted decode wrote the same tokens and words
+    decoder_ms_plain: float  # mean per partial: prefill + greedy steps
+    decoder_ms_draft: float  # mean per partial: verification pass + greedy steps
+    decoder_ms_plain_long: float  # the same over partials of 20+ tokens
+    decoder_ms_draft_long: float
+    passes_plain: float  # mean decoder passes per batch
+    passes_draft: float
+    decode_ms_plain: float  # mean per partial, everything (features, encoder, align)
+    decode_ms_draft: float
+    cpu_ms_plain: float  # process CPU time per partial, everything (less moved by other load)
+    cpu_ms_draft: float
+    unchanged: int  # drafted partials whose output was their draft, nothing new
+    accepted_share: float  # draft tokens accepted / draft tokens verified
+    accepted_median: float  # per partial with a draft
+    drafted_median: float
+    new_median: float  # tokens written after the accepted draft
+
+
+def partial_steps(utts: list[Utterance], first_s: float, step_s: float):
+    """Per step, the streams' windows (audio so far) for the streams still speaking."""
+    end = first_s
+    while True:
+        live = [
+            (k, u.audio[: int(end * RATE)]) for k, u in enumerate(utts) if u.seconds > end - step_s
+        ]
+        if not live:
+            return
+        yield live
+        end += step_s
+
+
+def measure_partials(model, utts: list[Utterance], size: int) -> PartialRow:
+    acc = {"plain": [], "draft": [], "plain_long": [], "draft_long": []}
+    total = {"plain": [], "draft": []}
+    cpu = {"plain": [], "draft": []}
+    unchanged = 0
+    passes = {"plain": [], "draft": []}
+    accepted, drafted, new = [], [], []
+    windows = identical = 0
+    flip = False
+    for group in batches_of(utts, size) if size > 1 else [[u] for u in utts]:
+        drafts: dict[int, tuple[int, ...]] = {}
+        for live in partial_steps(group, 1.0, 0.5):
+            plain_req = [DecodeRequest(a) for _, a in live]
+            draft_req = [DecodeRequest(a, draft=drafts.get(k, ())) for k, a in live]
+            flip = not flip  # back to back, alternating which goes first
+            order = [("plain", plain_req), ("draft", draft_req)]
+            got = {}
+            for name, reqs in order[::-1] if flip else order:
+                t, c = time.perf_counter(), time.process_time()
+                got[name] = model.transcribe_batch(reqs)
+                got[name + "_ms"] = (time.perf_counter() - t) * 1000
+                got[name + "_cpu"] = (time.process_time() - c) * 1000
+            n = len(live)
+            for name in ("plain", "draft"):
+                res = got[name]
+                search = res[0].meta["search_ms"] / n
+                acc[name].append(search)
+                if max(len(r.tokens) for r in res) >= 20:
+                    acc[name + "_long"].append(search)
+                total[name].append(got[name + "_ms"] / n)
+                cpu[name].append(got[name + "_cpu"] / n)
+                passes[name].append(max(r.meta["passes"] for r in res))
+            for (k, _), p, d in zip(live, got["plain"], got["draft"], strict=True):
+                windows += 1
+                same = p.tokens == d.tokens and [(w.text, w.start, w.end) for w in p.words] == [
+                    (w.text, w.start, w.end) for w in d.words
+                ]
+                identical += same
+                if d.meta["draft"]:
+                    drafted.append(d.meta["draft"])
+                    accepted.append(d.meta["accepted"])
+                    new.append(d.meta["new"])
+                    unchanged += d.meta["new"] == 0 and d.meta["accepted"] == d.meta["draft"]
+                drafts[k] = d.tokens
+
+    def mean(xs: list[float]) -> float:
+        return round(statistics.mean(xs), 2) if xs else float("nan")
+
+    def median(xs: list[float]) -> float:
+        return round(float(statistics.median(xs)), 1) if xs else float("nan")
+
+    return PartialRow(
+        streams=size,
+        windows=windows,
+        identical=identical,
+        decoder_ms_plain=mean(acc["plain"]),
+        decoder_ms_draft=mean(acc["draft"]),
+        decoder_ms_plain_long=mean(acc["plain_long"]),
+        decoder_ms_draft_long=mean(acc["draft_long"]),
+        passes_plain=mean(passes["plain"]),
+        passes_draft=mean(passes["draft"]),
+        decode_ms_plain=mean(total["plain"]),
+        decode_ms_draft=mean(total["draft"]),
+        cpu_ms_plain=mean(cpu["plain"]),
+        cpu_ms_draft=mean(cpu["draft"]),
+        unchanged=unchanged,
+        accepted_share=round(sum(accepted) / max(1, sum(drafted)), 3),
+        accepted_median=median(accepted),
+        drafted_median=median(drafted),
+        new_median=median(new),
+    )
+
+
+def bench_partials(args: argparse.Namespace) -> int:
+    utts = load_utterances(Path(args.eval_dir), args.limit)
+    if not utts:
+        print(f"# no utterances under {args.eval_dir}: nothing to measure")
+        return 0
+    model = load_backend("torch", resolve(args), args.device, args)
+    print(
+        f"# {len(utts)} utterances; partials every 0.5 s from 1 s; torch {args.device}, "
+        f"encoder {args.encoder}, {args.threads or 'all'} thread(s)"
+    )
+    rows = []
+    for size in [int(x) for x in args.batch_sizes.split(",")]:
+        measure_partials(model, utts[:1], size)  # warm-up
+        r = measure_partials(model, utts, size)
+        rows.append(r)
+        print(
+            f"streams {r.streams:2d}: {r.identical}/{r.windows} windows identical; decoder ms "
+            f"per partial {r.decoder_ms_plain:.1f} -> {r.decoder_ms_draft:.1f} "
+            f"({r.decoder_ms_plain / r.decoder_ms_draft:.2f}x; 20+ tokens "
+            f"{r.decoder_ms_plain_long:.1f} -> {r.decoder_ms_draft_long:.1f}); passes per batch "
+            f"{r.passes_plain:.1f} -> {r.passes_draft:.1f}; whole decode ms per partial "
+            f"{r.decode_ms_plain:.1f} -> {r.decode_ms_draft:.1f} (CPU "
+            f"{r.cpu_ms_plain:.1f} -> {r.cpu_ms_draft:.1f}); drafts accepted "
+            f"{100 * r.accepted_share:.0f}% (median {r.accepted_median:.0f} of "
+            f"{r.drafted_median:.0f}, {r.new_median:.0f} new; {r.unchanged} unchanged)",
+            flush=True,
+        )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"partials": [asdict(r) for r in rows]}, indent=1))
+    return 0
+
+
 def _line(r: Row) -> str:
     util = f"  gpu {r.gpu_util:5.1f}%" if r.gpu_util is not None else ""
     return (
@@ -337,12 +486,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-graphs", action="store_true", help="torch: eager decoding steps")
     parser.add_argument("--compile-encoder", action="store_true", help="torch: torch.compile")
     parser.add_argument(
+        "--encoder",
+        choices=("torch", "ct2"),
+        default="torch",
+        help="torch: whose encoder (ct2: CTranslate2's float32 one, CPU)",
+    )
+    parser.add_argument(
         "--warmup",
         choices=("first", "full"),
         help="untimed pass over the first batch or all (default: full on cuda)",
     )
     parser.add_argument("--json", help="also write the rows here")
-    return bench(parser.parse_args(argv))
+    parser.add_argument(
+        "--partials",
+        action="store_true",
+        help="torch: partials of growing windows with and without drafts (batch sizes = streams)",
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        with contextlib.suppress(ImportError):
+            import torch
+
+            torch.set_num_threads(args.threads)
+    return bench_partials(args) if args.partials else bench(args)
 
 
 if __name__ == "__main__":

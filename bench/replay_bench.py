@@ -10,15 +10,23 @@ result back a fixed amount of audio time later (`--latency-ms`, the decode round
 It prints the corpus WER of the final turns (formatted, as `stream_bench` scores them), the
 offline WER of the same model on the same files, their ratio, and the files that differ most.
 
+With `--backend torch` it also prints what the partials cost the decoder: per partial the
+decoder's time (prefill or draft verification plus greedy steps) and passes, and the share of
+the session's drafts the model accepted; `--no-drafts` sends the same partials without drafts
+(the same text must come out: drafts change the cost, never the output).
+
 Usage:
     .venv/bin/python bench/replay_bench.py                      # all utterances
     .venv/bin/python bench/replay_bench.py --limit 12 --latency-ms 400 --set pre_roll_ms=600
+    .venv/bin/python bench/replay_bench.py --backend torch --threads 1 --limit 12 [--no-drafts]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -50,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="override a TurnSettings field (repeatable), e.g. pre_roll_ms=600",
     )
+    p.add_argument("--backend", choices=["ct2", "torch"], default="ct2")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    p.add_argument("--no-drafts", action="store_true", help="send partials without drafts")
     p.add_argument("--json", type=Path, help="also write per-file hypotheses to this file")
     p.add_argument("--show", type=int, default=5, help="print the N files that lose most")
     return p.parse_args(argv)
@@ -69,9 +80,15 @@ def settings_from(overrides: list[str]) -> TurnSettings:
 
 
 def replay(
-    model: WhisperCT2Transcriber, audio: np.ndarray, settings: TurnSettings, latency_ms: int
+    model,
+    audio: np.ndarray,
+    settings: TurnSettings,
+    latency_ms: int,
+    partials: list[dict] | None = None,
+    drafts: bool = True,
 ) -> list[TurnUpdate]:
-    """Stream `audio` through one session; return its end-of-turn updates in order."""
+    """Stream `audio` through one session; return its end-of-turn updates in order. The
+    partials' decoder figures (the result's meta) are appended to `partials`."""
     session = StreamingSession(settings=settings)
     events: list = []
     pending = None  # (ready at audio ms, ticket, result)
@@ -82,7 +99,10 @@ def replay(
             return
         ticket = session.next_request()
         if ticket is not None:
-            result = model.transcribe_batch([ticket.request])[0]
+            request = ticket.request if drafts else dataclasses.replace(ticket.request, draft=())
+            result = model.transcribe_batch([request])[0]
+            if partials is not None and ticket.kind == "partial":
+                partials.append({**result.meta, "tokens": len(result.tokens)})
             pending = (session.audio_ms + latency_ms, ticket, result)
 
     def deliver(now_ms: int | None) -> None:
@@ -104,6 +124,27 @@ def replay(
     return [e for e in events if isinstance(e, TurnUpdate) and e.end_of_turn]
 
 
+def partial_cost(partials: list[dict]) -> dict | None:
+    """What the partials cost the decoder (backends that report it: torch)."""
+    timed = [p for p in partials if "search_ms" in p]
+    if not timed:
+        return None
+    long = [p["search_ms"] for p in timed if p["tokens"] >= 20]
+    drafted = [p for p in timed if p.get("draft")]
+    return {
+        "partials": len(timed),
+        "decoder_ms": statistics.mean(p["search_ms"] for p in timed),
+        "decoder_ms_long": statistics.mean(long) if long else float("nan"),
+        "passes": statistics.mean(p["passes"] for p in timed),
+        "decode_ms": statistics.mean(
+            p["encode_ms"] + p["search_ms"] + p["align_ms"] for p in timed
+        ),
+        "with_draft": len(drafted),
+        "accepted_share": sum(p["accepted"] for p in drafted)
+        / max(1, sum(p["draft"] for p in drafted)),
+    }
+
+
 def hypothesis(turns: list[TurnUpdate]) -> str:
     """The formatted re-send of each turn where there is one, as `stream_bench` scores."""
     by_order: dict[int, TurnUpdate] = {}
@@ -118,13 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args.set)
     clips = load_manifest(args.eval_dir, args.kind, args.limit)
     offline = offline_hypotheses(clips, RESULTS)
-    model = WhisperCT2Transcriber(model_path(), device="cpu", compute_type="int8")
+    if args.backend == "torch":
+        from streamscribe.engine.whisper_torch.transcriber import WhisperTorchTranscriber
+
+        model = WhisperTorchTranscriber(model_path(), device="cpu", cpu_threads=args.threads)
+    else:
+        model = WhisperCT2Transcriber(
+            model_path(), device="cpu", compute_type="int8", cpu_threads=args.threads
+        )
     rows = []
+    partials: list[dict] = []
     t0 = time.monotonic()
     for i, clip in enumerate(clips, 1):
         pcm = np.frombuffer(read_pcm(clip.path), dtype="<i2").astype(np.float32) / 32768.0
         audio = np.concatenate([pcm, np.zeros(int(args.trailing_silence * RATE), np.float32)])
-        turns = replay(model, audio, settings, args.latency_ms)
+        turns = replay(model, audio, settings, args.latency_ms, partials, drafts=not args.no_drafts)
         hyp = hypothesis(turns)
         row = {"clip": clip.id, "reference": clip.text, "hypothesis": hyp}
         rows.append({**row, "turns": len(turns)})
@@ -148,9 +197,18 @@ def main(argv: list[str] | None = None) -> int:
         f"settings {' '.join(args.set) or 'default'}"
     )
     print(f"WER stream {stream:.4f}  offline {base:.4f}  ratio {ratio:.3f}  ({wall:.0f} s wall)")
+    cost = partial_cost(partials)
+    if cost:
+        print(
+            f"partials {cost['partials']}: decoder {cost['decoder_ms']:.1f} ms and "
+            f"{cost['passes']:.1f} passes per partial "
+            f"(20+ tokens: {cost['decoder_ms_long']:.1f} ms); "
+            f"whole decode {cost['decode_ms']:.1f} ms; drafts on {cost['with_draft']} partials, "
+            f"{100 * cost['accepted_share']:.0f}% of their tokens accepted"
+        )
     if args.json:
         payload = {"settings": args.set, "latency_ms": args.latency_ms, "wer": stream}
-        payload.update({"wer_offline": base, "ratio": ratio, "files": rows})
+        payload.update({"wer_offline": base, "ratio": ratio, "partial_cost": cost, "files": rows})
         args.json.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return 0
 

@@ -49,6 +49,11 @@ class DecodeRequest:
     # queue order among non-final requests: 1 = a turn's first partial or its end-of-speech
     # decode (what first-partial and end-of-turn latency wait on), 2 = a routine partial
     urgency: int = 2
+    # a guess at the output: the token ids of the session's previous partial over the same
+    # window start and prompt (`DecodeResult.tokens`). A backend may verify it in one decoder
+    # pass and keep the prefix it would have written itself (the torch backend, greedy); the
+    # output never depends on it, only the cost does. Empty: no guess; any backend may ignore it.
+    draft: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,9 @@ class DecodeResult:
     rejected: str | None = None  # why the hypothesis was dropped (hallucination guards)
     decode_ms: float = 0.0
     meta: dict = field(default_factory=dict)
+    # the text token ids the model wrote (before the guards), for the next request's `draft`;
+    # empty where a backend does not report them
+    tokens: tuple[int, ...] = ()
 
 
 class Transcriber(Protocol):

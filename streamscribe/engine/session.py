@@ -235,6 +235,9 @@ class StreamingSession:
         self._forced = False  # the turn being ended was ended by the client
         self._continuation = False  # this turn began where the last was cut mid-speech
         self._previous_words: list[HypWord] = []
+        # (turn, window start, prompt, tokens) of the last hypothesis applied: the next partial's
+        # draft while the turn, window start and prompt stay the same
+        self._draft_source: tuple[int, int, str, tuple[int, ...]] | None = None
 
     # ------------------------------------------------------------------ audio in
     def feed(self, samples: np.ndarray) -> list[Event]:
@@ -457,6 +460,17 @@ class StreamingSession:
         self._window_start_ms = cut
         self._trim()
 
+    def _draft(self, kind: str, start_ms: int) -> tuple[int, ...]:
+        """A partial's draft (`DecodeRequest.draft`): the tokens of the last hypothesis over the
+        same turn, window start and prompt, most of which the model writes again; none when
+        any of them changed."""
+        if kind != "partial" or self._draft_source is None:
+            return ()
+        turn, window_ms, prompt, tokens = self._draft_source
+        if (turn, window_ms, prompt) != (self.turn_order, start_ms, self._prompt()):
+            return ()
+        return tokens
+
     def _ticket(self, kind: str, end_ms: int, beam: int) -> DecodeTicket:
         s = self.settings
         start = self._window_start_ms
@@ -475,6 +489,7 @@ class StreamingSession:
             switch_confidence=s.language_switch_confidence,
             min_window_s=0.0 if kind == "partial" or self.under_load else s.final_window_s,
             urgency=1 if kind == "eager" or first else 2,
+            draft=self._draft(kind, start),
         )
         ticket = DecodeTicket(next(_ticket_ids), kind, self.turn_order, start, end_ms, request)
         self.in_flight = ticket
@@ -504,6 +519,12 @@ class StreamingSession:
         self._last_hyp = hyp
         self._last_hyp_end_ms = ticket.window_end_ms
         self._last_hyp_kind = ticket.kind
+        self._draft_source = (
+            ticket.turn_order,
+            ticket.window_start_ms,
+            ticket.request.prompt,
+            result.tokens,
+        )
         if self.state is TurnState.ENDING:
             if (
                 ticket.kind == "eager"

@@ -150,9 +150,11 @@ class DecoderLayer(nn.Module):
         mask: Tensor | None,
         want_qk: bool = False,
         length: int | None = None,
+        per_row: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, S, D). With `pos` (a 1-element tensor) S is 1 and the new key/value is written
-        at `pos`; without it the S keys/values fill positions [0, S) of the cache."""
+        at `pos`; without it the S keys/values fill positions [0, S) of the cache. `per_row`:
+        `pos` holds one position per row (B,), each row's key/value written at its own."""
         q, k, v = self.qkv(self.attn_ln(x)).chunk(3, dim=-1)
         q, k, v = _heads(q, self.n_head), _heads(k, self.n_head), _heads(v, self.n_head)
         if pos is None:
@@ -161,8 +163,13 @@ class DecoderLayer(nn.Module):
             v_cache[:, :, :s].copy_(v)
             a = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1)
         else:
-            k_cache.index_copy_(2, pos, k)
-            v_cache.index_copy_(2, pos, v)
+            if per_row:
+                rows = torch.arange(k.shape[0], device=k.device)
+                k_cache[rows, :, pos] = k[:, :, 0]
+                v_cache[rows, :, pos] = v[:, :, 0]
+            else:
+                k_cache.index_copy_(2, pos, k)
+                v_cache.index_copy_(2, pos, v)
             if length is not None:
                 k_cache, v_cache = k_cache[:, :, :length], v_cache[:, :, :length]
             a = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
@@ -224,6 +231,21 @@ class TextDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             k, v = cache.self_k[i], cache.self_v[i]
             x, _ = layer(x, k, v, cache.cross_k[i], cache.cross_v[i], pos, mask, length=length)
+        return self.logits(x)[:, 0]
+
+    def step_rows(self, tokens: Tensor, pos: Tensor, cache: KVCache, length: int) -> Tensor:
+        """One token per row (B,), each at its own position `pos` (B,); logits (B, V).
+
+        What greedy decoding continues with after draft verification, when rows accepted
+        drafts of different lengths: each row attends over [0, its position], the cache read
+        up to `length` (= the largest position + 1) with the rest of a row masked."""
+        x = self.embedding(tokens[:, None]) + self.positions.index_select(0, pos)[:, None]
+        mask = (self._arange[:length][None, :] <= pos[:, None])[:, None, None, :]
+        for i, layer in enumerate(self.layers):
+            k, v = cache.self_k[i], cache.self_v[i]
+            x, _ = layer(
+                x, k, v, cache.cross_k[i], cache.cross_v[i], pos, mask, length=length, per_row=True
+            )
         return self.logits(x)[:, 0]
 
     def forward_with_qk(

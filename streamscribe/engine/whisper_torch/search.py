@@ -10,6 +10,11 @@ The search rules are CTranslate2's, so results match the other backend: tokens i
 are never emitted, `suppress_begin` not as the first token; greedy scores sum the log
 probabilities including the end token; beam search keeps `2 * beam` candidates per step, moves
 finished hypotheses out, stops after `beam` of them and ranks by score / length.
+
+Draft-verified greedy (`greedy_from_drafts`, eager steps): a draft of expected tokens is run
+through the decoder with the prompt in one teacher-forced pass; the longest prefix whose every
+token is the argmax before it is what greedy would write, so it is kept and greedy continues from
+the first disagreement, each row of a batch at its own position. Same tokens, fewer passes.
 """
 
 from __future__ import annotations
@@ -23,10 +28,21 @@ from streamscribe.engine.whisper_torch.network import KVCache, TextDecoder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUCKETS", "DecodeSlots", "Hypothesis", "beam_search", "greedy", "prefill"]
+__all__ = [
+    "BUCKETS",
+    "DecodeSlots",
+    "Hypothesis",
+    "beam_search",
+    "draft_rows",
+    "greedy",
+    "greedy_from_drafts",
+    "prefill",
+]
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-CHECK_EVERY = 8  # greedy: look whether every row has finished every this many tokens
+# greedy on a GPU: look whether every row has finished every this many tokens (each look waits
+# for the device); on the CPU looking costs nothing, so it looks after every token
+CHECK_EVERY = 8
 
 
 @dataclass
@@ -34,6 +50,9 @@ class Hypothesis:
     tokens: list[int]  # without the end token
     cum_logprob: float  # including the end token's, when it was emitted
     score: float  # cum_logprob / len(tokens) (CTranslate2's normalised score)
+    drafted: int = 0  # draft tokens verified (greedy_from_drafts)
+    accepted: int = 0  # ... of which the model would have written the same
+    passes: int = 0  # decoder passes this row took part in (prefill/verification included)
 
 
 def bucket_for(n: int) -> int:
@@ -236,19 +255,118 @@ def greedy(
     slot.out[:, 0] = slot.cur
     slot.pos.fill_(prompt_len)
     slot.step_i.fill_(1)
+    check = 1 if slots.device.type == "cpu" else CHECK_EVERY
     done = 1
     while done < n_steps:
+        if done % check == 0 and bool(slot.finished[:n].all()):
+            break
         slots.run_greedy_step(slot, cross_len, prompt_len + done - 1)
         done += 1
-        if done % CHECK_EVERY == 0 and bool(slot.finished[:n].all()):
-            break
     out = slot.out[:n, :done].tolist()
     sums = slot.sum_lp[:n].tolist()
     hyps = []
     for row, cum in zip(out, sums, strict=True):
         tokens = row[: row.index(eot)] if eot in row else row
         score = cum / len(tokens) if tokens else float("-inf")
-        hyps.append(Hypothesis(tokens, cum, score))
+        hyps.append(Hypothesis(tokens, cum, score, passes=done))  # the prefill + done - 1 steps
+    return hyps
+
+
+def draft_rows(
+    prompts: list[list[int]], drafts: list[list[int]], eot: int, n_steps: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The verification pass's input: each prompt followed by its draft, padded to one width
+    (with `eot`; causal attention keeps padding from the positions before it), and the drafts
+    as used: text tokens only (cut at the first token that is not), at most n_steps - 1 (the
+    pass then predicts at most n_steps tokens, greedy's limit)."""
+    used = []
+    for d in drafts:
+        cut = next((k for k, t in enumerate(d) if not 0 <= t < eot), len(d))
+        used.append(list(d[: min(cut, n_steps - 1)]))
+    width = max(len(d) for d in used)
+    rows = [p + d + [eot] * (width - len(d)) for p, d in zip(prompts, used, strict=True)]
+    return rows, used
+
+
+def greedy_from_drafts(
+    slots: DecodeSlots,
+    slot: Slot,
+    cross_len: int,
+    logits: torch.Tensor,
+    prompt_len: int,
+    drafts: list[list[int]],
+    n_steps: int,
+    suppress_begin: torch.Tensor,
+) -> list[Hypothesis]:
+    """Greedy search that starts from a verified draft: the same tokens `greedy` writes, fewer
+    decoder passes when the draft is right.
+
+    `logits` (n, P + W, V) are the verification pass's over `draft_rows` (prompt, draft,
+    padding), whose keys/values fill the slot's first n rows. The logits at the prompt's last
+    position and at each draft token are greedy's predictions given the draft before them:
+    every draft token that equals the prediction before it is what greedy would have written,
+    so the longest such prefix is accepted, and the prediction after it (the first
+    disagreement, or the token after a draft wholly right) is greedy's next token. Greedy then
+    continues from there, each row at its own position (rows accept different lengths); the
+    end token is looked for after every step. Eager steps only (not the CUDA-graph path)."""
+    n = len(drafts)
+    eot = int(slots.eot)
+    decoder = slots.decoder
+    width = max(len(d) for d in drafts)
+    ver = logits[:n, prompt_len - 1 : prompt_len + width]  # predictions of tokens 0 .. width
+    first = torch.log_softmax(ver[:, 0] + slots.suppress + suppress_begin, dim=-1)
+    lp = torch.log_softmax(ver + slots.suppress, dim=-1)
+    lp[:, 0] = first
+    pred = lp.argmax(dim=-1)
+    pred_lp = lp.gather(-1, pred[..., None])[..., 0]
+    pred_l, pred_lp_l = pred.tolist(), pred_lp.tolist()
+
+    tokens: list[list[int]] = []
+    sums: list[float] = []
+    accepted: list[int] = []
+    active: list[int] = []
+    for i, d in enumerate(drafts):
+        a = 0
+        while a < len(d) and pred_l[i][a] == d[a]:
+            a += 1
+        accepted.append(a)
+        out = pred_l[i][: a + 1]  # the accepted draft and greedy's next token
+        sums.append(sum(pred_lp_l[i][: a + 1]))
+        tokens.append(out)
+        if out[-1] != eot and len(out) < n_steps:
+            active.append(i)
+    passes = [1] * n
+    # row i's next token (its last one) goes in at position prompt_len + len(tokens[i]) - 1
+    cache = slot.view(cross_len, n)
+    while active:
+        cur = torch.tensor([tokens[i][-1] for i in range(n)], device=logits.device)
+        # finished rows idle at their last position (what they compute is not used)
+        last = slot.cache.self_k.shape[3] - 1
+        positions = [min(last, prompt_len + len(t) - 1) for t in tokens]
+        if len(set(positions)) == 1:
+            pos = torch.tensor([positions[0]], device=logits.device)
+            step_logits = decoder.step(cur, pos, cache, positions[0] + 1)
+        else:
+            pos = torch.tensor(positions, device=logits.device)
+            step_logits = decoder.step_rows(cur, pos, cache, max(positions) + 1)
+        step_lp = torch.log_softmax(step_logits + slots.suppress, dim=-1)
+        nxt = step_lp.argmax(dim=-1)
+        nxt_lp = step_lp.gather(1, nxt[:, None])[:, 0]
+        nxt_l, nxt_lp_l = nxt.tolist(), nxt_lp.tolist()
+        still = []
+        for i in active:
+            tokens[i].append(nxt_l[i])
+            sums[i] += nxt_lp_l[i]
+            passes[i] += 1
+            if nxt_l[i] != eot and len(tokens[i]) < n_steps:
+                still.append(i)
+        active = still
+    hyps = []
+    for i in range(n):
+        row = tokens[i]
+        text = row[: row.index(eot)] if eot in row else row
+        score = sums[i] / len(text) if text else float("-inf")
+        hyps.append(Hypothesis(text, sums[i], score, len(drafts[i]), accepted[i], passes[i]))
     return hyps
 
 

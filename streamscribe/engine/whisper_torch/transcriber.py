@@ -7,12 +7,19 @@ it. What differs is where it runs: features, encoder and decoder all on the torc
 the decoding steps replayed from CUDA graphs there. A CUDA out-of-memory error halves the batch
 and retries instead of failing the sessions in it.
 
+A greedy request may carry a draft (the session's previous tokens over the same window start and
+prompt): on eager steps (the CPU) one decoder pass over prompt + draft verifies it and is the
+prefill; greedy continues from the first token the model would not have written
+(`search.greedy_from_drafts`). The output is plain greedy's; the passes saved are in each
+result's meta (draft, accepted, passes, new) with the time of each stage.
+
 What lives elsewhere: the rules shared with the CTranslate2 backend (grouping, prompts, language
 stickiness, word clean-up, guards) are `engine/whisper_rules.py`'s, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -25,7 +32,14 @@ from streamscribe.engine import whisper_rules
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult, RawWord, window_seconds
 from streamscribe.engine.whisper_torch.align import find_alignment
 from streamscribe.engine.whisper_torch.features import HOP, SAMPLE_RATE, log_mel_batch
-from streamscribe.engine.whisper_torch.search import DecodeSlots, beam_search, greedy, prefill
+from streamscribe.engine.whisper_torch.search import (
+    DecodeSlots,
+    beam_search,
+    draft_rows,
+    greedy,
+    greedy_from_drafts,
+    prefill,
+)
 from streamscribe.engine.whisper_torch.tokenizer import WhisperTokenizer, load_bpe
 from streamscribe.engine.whisper_torch.weights import load_whisper
 from streamscribe.errors import StreamscribeError
@@ -69,6 +83,7 @@ class WhisperTorchTranscriber:
         cuda_graphs: bool = True,
         compile_encoder: bool = False,
         static_shapes: bool = False,
+        encoder: str = "torch",
     ) -> None:
         self.device = resolve_device(device)
         if self.device.type == "cpu" and cpu_threads > 0:
@@ -102,6 +117,8 @@ class WhisperTorchTranscriber:
         self._encoder = self.model.encoder
         if compile_encoder and self.device.type == "cuda":
             self._encoder = torch.compile(self.model.encoder, dynamic=True)
+        self.encoder = encoder
+        self._ct2 = _ct2_encoder(encoder, Path(model), self.device, self.dtype, cpu_threads)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
@@ -177,14 +194,27 @@ class WhisperTorchTranscriber:
         n_steps = max(1, min(max_length // 2, max_length - (p_len - 1)))
         sot_index = prompts[0].index(tokenizers[0].sot)
 
-        row_prompts = [p for p in prompts for _ in range(beam)]
-        logits = prefill(self.model.decoder, slot, t_enc, row_prompts)
+        t_search = time.perf_counter()
+        drafts = [list(r.draft) for r in reqs] if self._drafts_apply(reqs, beam) else None
+        if drafts is not None:
+            # one pass over prompt + draft verifies the drafts (and is the prefill)
+            rows_in, drafts = draft_rows(prompts, drafts, self.eot, n_steps)
+            logits = prefill(self.model.decoder, slot, t_enc, rows_in)
+        else:
+            logits = prefill(
+                self.model.decoder, slot, t_enc, [p for p in prompts for _ in range(beam)]
+            )
         sot_logits = logits[::beam, sot_index]
         no_speech = torch.softmax(sot_logits, dim=-1)[:, self.no_speech].tolist()
-        last = logits[:, -1]
-        if beam == 1:
+        if drafts is not None:
+            hyps = greedy_from_drafts(
+                self.slots, slot, t_enc, logits, p_len, drafts, n_steps, self._suppress_begin
+            )
+        elif beam == 1:
+            last = logits[:, -1]
             hyps = greedy(self.slots, slot, t_enc, last, p_len, n_steps, self._suppress_begin)
         else:
+            last = logits[:, -1]
             hyps = beam_search(
                 self.slots, slot, t_enc, last, p_len, n_steps, self._suppress_begin, beam
             )
@@ -197,23 +227,52 @@ class WhisperTorchTranscriber:
             scores.append((float(avg_logprob), float(nsp)))
             token_lists.append(tokens)
 
+        t_align = time.perf_counter()
         content = [min(frames, max(2, len(c) // HOP)) for c in clips]
         aligned = self._align(slot, t_enc, beam, tokenizers, token_lists, content, languages)
         aligned = [
             [w for w in ws if w.start < len(r.audio) / SAMPLE_RATE - 0.1]
             for ws, r in zip(aligned, reqs, strict=True)
         ]
-        elapsed = (time.perf_counter() - t0) * 1000
-        return whisper_rules.guarded_results(
+        t_end = time.perf_counter()
+        meta = {
+            "backend": "torch",
+            "device": str(self.device),
+            "batch": n,
+            "encode_ms": round((t_search - t0) * 1000, 2),  # features, encoder, cross keys
+            "search_ms": round((t_align - t_search) * 1000, 2),  # prefill/verification + steps
+            "align_ms": round((t_end - t_align) * 1000, 2),
+        }
+        results = whisper_rules.guarded_results(
             scores,
             aligned,
             languages,
             multilingual=self.multilingual,
-            decode_ms=elapsed,
-            meta={"backend": "torch", "device": str(self.device)},
+            decode_ms=(t_end - t0) * 1000,
+            meta=meta,
         )
+        out = []
+        for res, h, tokens in zip(results, hyps, token_lists, strict=True):
+            res.meta.update(
+                draft=h.drafted,
+                accepted=h.accepted,
+                passes=h.passes,
+                new=max(0, len(tokens) - h.accepted),
+            )
+            out.append(dataclasses.replace(res, tokens=tuple(tokens)))
+        return out
+
+    def _drafts_apply(self, reqs: list[DecodeRequest], beam: int) -> bool:
+        """Greedy requests carrying a draft, decoded with eager steps (the CUDA-graph path
+        replays fixed-position steps: it decodes as if there were no draft)."""
+        return beam == 1 and not self.slots.use_graphs and any(r.draft for r in reqs)
 
     def _encode(self, mel: torch.Tensor) -> torch.Tensor:
+        if self._ct2 is not None:
+            import ctranslate2
+
+            features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.numpy()))
+            return torch.from_numpy(np.array(self._ct2.encode(features, to_cpu=True)))
         n = mel.shape[0]
         rows = self.slots.rows_for(n) if self._encoder is not self.model.encoder else n
         if rows > n:  # a compiled encoder sees few distinct batch sizes
@@ -259,6 +318,31 @@ class WhisperTorchTranscriber:
                     alignment, frames[i] * HOP / SAMPLE_RATE
                 )
         return out
+
+
+def _ct2_encoder(encoder: str, model: Path, device: torch.device, dtype, threads: int):
+    """CTranslate2's float32 encoder for `encoder="ct2"` (None for "torch").
+
+    On this project's 2-core CPU it costs ~20-25 % less CPU than ours in float32 and feeds the
+    torch decoder the same text and word times (113 of 113 replayed windows; a test holds it to
+    that); bfloat16 or int8 encoders are cheaper still but change words (bench/README.md)."""
+    if encoder == "torch":
+        return None
+    if encoder != "ct2":
+        raise StreamscribeError(f"encoder {encoder!r}: torch or ct2")
+    if device.type != "cpu" or dtype != torch.float32 or not (model / "model.bin").is_file():
+        raise StreamscribeError(
+            "the CTranslate2 encoder feeds the torch decoder on the CPU, in float32, "
+            "from a CTranslate2 model directory"
+        )
+    import ctranslate2
+
+    return ctranslate2.models.Whisper(
+        str(model),
+        device="cpu",
+        compute_type="float32",
+        intra_threads=threads or torch.get_num_threads(),
+    )
 
 
 def _dtype(compute_type: str, device: torch.device) -> torch.dtype:
