@@ -496,9 +496,9 @@ class Store:
         return _session_info(row)
 
     async def purge_older_than(self, cutoff: datetime) -> list[SessionInfo]:
-        """Delete ended sessions (and their turns) that started before `cutoff`, and tokens
-        that expired before it; returns the sessions deleted (recordings are the caller's).
-        A session still live is kept until it ends."""
+        """Delete ended sessions (and their turns) that started before `cutoff`, tokens that
+        expired before it and upload and call jobs that ended before it; returns the sessions
+        deleted (recordings are the caller's). A session still live is kept until it ends."""
         query = sa.select(*_session_columns).where(
             sessions.c.started < cutoff, sessions.c.ended.is_not(None)
         )
@@ -506,6 +506,8 @@ class Store:
             rows = (await conn.execute(query)).all()
             await self._delete_sessions(conn, [r.id for r in rows])
             await conn.execute(tokens.delete().where(tokens.c.expires < cutoff))
+            await conn.execute(upload_jobs.delete().where(upload_jobs.c.finished < cutoff))
+            await conn.execute(call_jobs.delete().where(call_jobs.c.ended < cutoff))
         return [_session_info(r) for r in rows]
 
     @staticmethod
