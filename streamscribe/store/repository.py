@@ -677,18 +677,32 @@ class Store:
         )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        return CallJobInfo(
-            key_id=row.key_id if row.key_id != ANONYMOUS else None,
-            call_id=row.call_id,
-            status=row.status,
-            session_id=row.session_id,
-            request=dict(row.request or {}),
-            result=dict(row.result) if row.result is not None else None,
-            created=row.created,
-            ended=row.ended,
+        return _call_job(row) if row is not None else None
+
+    async def list_call_jobs(self, key_id: str | None, limit: int = 1000) -> list[CallJobInfo]:
+        """A key's call jobs, newest first."""
+        query = (
+            sa.select(call_jobs)
+            .where(call_jobs.c.key_id == (key_id or ANONYMOUS))
+            .order_by(call_jobs.c.created.desc())
+            .limit(limit)
         )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_call_job(r) for r in rows]
+
+
+def _call_job(row: Any) -> CallJobInfo:
+    return CallJobInfo(
+        key_id=row.key_id if row.key_id != ANONYMOUS else None,
+        call_id=row.call_id,
+        status=row.status,
+        session_id=row.session_id,
+        request=dict(row.request or {}),
+        result=dict(row.result) if row.result is not None else None,
+        created=row.created,
+        ended=row.ended,
+    )
 
 
 def _upload_job(row: Any) -> UploadJobInfo:

@@ -195,6 +195,8 @@ def test_kill_during_a_call_reports_the_call_ended_after_restart(tmp_path: Path)
         assert call["status"] == "ended" and call["callConnectionId"] == call_id
         assert call["resultInformation"]["subCode"] == 8530
         assert "restarted" in call["resultInformation"]["message"]
+        listed = httpx.get(f"{again.http}/v1/calls", timeout=10).json()["calls"]
+        assert [c["status"] for c in listed if c["callConnectionId"] == call_id] == ["ended"]
         # the id is free again for a new job
         again_body = {**body, "transcriptionOptions": {**body["transcriptionOptions"]}}
         renewed = httpx.post(again.http + "/v1/calls", json=again_body, timeout=30)

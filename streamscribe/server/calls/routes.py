@@ -78,7 +78,15 @@ async def create_call(request: Request, principal: Principal = Depends(require_k
 
 @router.get("/v1/calls")
 async def list_calls(request: Request, principal: Principal = Depends(require_key)) -> dict:
-    return {"calls": [j.describe() for j in call_service(request.app).list(principal)]}
+    live = [j.describe() for j in call_service(request.app).list(principal)]
+    known = {j["callConnectionId"] for j in live}
+    store = request.app.state.streamscribe.store
+    earlier = [  # jobs from before a restart, ended by it
+        stored_call_json(j)
+        for j in await store.list_call_jobs(principal.key_id)
+        if j.call_id not in known and j.status == "ended" and j.result is not None
+    ]
+    return {"calls": live + earlier}
 
 
 @router.get("/v1/calls/{call_id}")
