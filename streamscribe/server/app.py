@@ -30,8 +30,10 @@ from streamscribe.errors import StreamscribeError
 from streamscribe.logs import configure as configure_logging
 from streamscribe.server import calls, dialects, rest
 from streamscribe.server.auth import is_loopback, open_mode, require_metrics_access
+from streamscribe.server.calls.job import end_interrupted_calls
 from streamscribe.server.decoder_choice import load_transcriber
 from streamscribe.server.rest.retention import retention_loop
+from streamscribe.server.rest.uploads import resume_uploads, stop_uploads
 from streamscribe.server.state import ServerState
 from streamscribe.server.tls import TlsRefused, tls_files, trust_hint
 from streamscribe.server.uvicorn_protocols import FlowControlledWebSocket, RequestDeadlineHttp
@@ -46,8 +48,11 @@ class StartupRefused(RuntimeError):
 
 async def _recover(store: Store) -> None:
     """Sessions a crash left open become 'abnormal': their recordings get a valid header and
-    their audio is metered (from the recording when there is one)."""
-    for session_id in await store.close_abandoned_sessions():
+    their audio is metered (from the recording when there is one). Sessions of upload jobs not
+    finished are left alone: the job resumes or fails at start (`resume_uploads`), and an upload
+    is metered only once its transcript is complete."""
+    unfinished = {job.id for job in await store.unfinished_upload_jobs()}
+    for session_id in await store.close_abandoned_sessions(keep=unfinished):
         detail = await store.get_session(session_id)
         if detail is None:
             continue
@@ -132,6 +137,8 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
                 settings.host,
                 settings.port,
             )
+        await resume_uploads(app, state)
+        await end_interrupted_calls(state)
         sweeper = asyncio.create_task(retention_loop(state)) if settings.retention_days else None
         log.info("streamscribe %s ready on %s:%s", __version__, settings.host, settings.port)
         try:
@@ -139,6 +146,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         finally:
             state.draining = True
             await _drain(state, settings.shutdown_grace_seconds)
+            await stop_uploads(app)  # left queued, their uploads kept: resumed at the next start
             if sweeper is not None:
                 sweeper.cancel()
             await state.models.stop()

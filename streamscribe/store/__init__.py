@@ -7,22 +7,26 @@ schema by the Alembic migrations shipped in `migrations/`. Everything above the 
 
 from streamscribe.store.records import (
     ABNORMAL,
+    CallJobInfo,
     KeyInfo,
     SessionDetail,
     SessionInfo,
     TokenGrant,
     TurnRecord,
+    UploadJobInfo,
     UsageRow,
 )
 from streamscribe.store.repository import Store
 
 __all__ = [
     "ABNORMAL",
+    "CallJobInfo",
     "KeyInfo",
     "SessionDetail",
     "SessionInfo",
     "Store",
     "TokenGrant",
     "TurnRecord",
+    "UploadJobInfo",
     "UsageRow",
 ]

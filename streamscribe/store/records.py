@@ -110,3 +110,37 @@ class UsageRow:
     key_id: str | None
     day: date
     audio_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class UploadJobInfo:
+    """An upload job as stored: it outlives the process that accepted it (see rest/uploads.py).
+
+    `status`: queued | decoding | transcribing | done | error | deleted; `finished` is None until
+    the job has ended, and `upload_path` names the saved upload until then."""
+
+    id: str
+    key_id: str | None
+    filename: str
+    params: dict[str, Any]
+    status: str
+    audio_seconds: float
+    done_seconds: float
+    error: str | None
+    upload_path: str | None
+    created: datetime
+    finished: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallJobInfo:
+    """A call-transcription job as stored: enough to say, after a restart, that it ended."""
+
+    key_id: str | None
+    call_id: str
+    status: str
+    session_id: str | None
+    request: dict[str, Any]
+    result: dict[str, Any] | None
+    created: datetime
+    ended: datetime | None

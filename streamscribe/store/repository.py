@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,14 +31,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from streamscribe.store import db
 from streamscribe.store.records import (
     ABNORMAL,
+    CallJobInfo,
     KeyInfo,
     SessionDetail,
     SessionInfo,
     TokenGrant,
     TurnRecord,
+    UploadJobInfo,
     UsageRow,
 )
-from streamscribe.store.tables import ANONYMOUS, api_keys, sessions, tokens, turns, usage
+from streamscribe.store.tables import (
+    ANONYMOUS,
+    api_keys,
+    call_jobs,
+    sessions,
+    tokens,
+    turns,
+    upload_jobs,
+    usage,
+)
 
 KEY_PREFIX = "sk_"
 TOKEN_PREFIX = "tk_"
@@ -352,9 +363,10 @@ class Store:
                 .values(ended=self.now(), end_reason=str(reason), audio_seconds=audio_seconds)
             )
 
-    async def close_abandoned_sessions(self) -> list[str]:
+    async def close_abandoned_sessions(self, keep: Collection[str] = ()) -> list[str]:
         """End every session left open by a server that died: reason "abnormal", ended at its
         last written turn (or its start), audio seconds at least up to that turn's end.
+        Sessions in `keep` (those of upload jobs that will be resumed) are left open.
 
         Call it once at start, before serving. (Sessions live in another server process sharing
         the database would be closed too: one store per database is assumed.)
@@ -383,6 +395,8 @@ class Store:
         closed: list[str] = []
         async with self.engine.begin() as conn:
             for row in (await conn.execute(query)).all():
+                if row.id in keep:
+                    continue
                 audio = max(float(row.audio_seconds), (row.last_end_ms or 0) / 1000)
                 await conn.execute(
                     sessions.update()
@@ -482,9 +496,9 @@ class Store:
         return _session_info(row)
 
     async def purge_older_than(self, cutoff: datetime) -> list[SessionInfo]:
-        """Delete ended sessions (and their turns) that started before `cutoff`, and tokens
-        that expired before it; returns the sessions deleted (recordings are the caller's).
-        A session still live is kept until it ends."""
+        """Delete ended sessions (and their turns) that started before `cutoff`, tokens that
+        expired before it and upload and call jobs that ended before it; returns the sessions
+        deleted (recordings are the caller's). A session still live is kept until it ends."""
         query = sa.select(*_session_columns).where(
             sessions.c.started < cutoff, sessions.c.ended.is_not(None)
         )
@@ -492,6 +506,8 @@ class Store:
             rows = (await conn.execute(query)).all()
             await self._delete_sessions(conn, [r.id for r in rows])
             await conn.execute(tokens.delete().where(tokens.c.expires < cutoff))
+            await conn.execute(upload_jobs.delete().where(upload_jobs.c.finished < cutoff))
+            await conn.execute(call_jobs.delete().where(call_jobs.c.ended < cutoff))
         return [_session_info(r) for r in rows]
 
     @staticmethod
@@ -545,3 +561,161 @@ class Store:
         )
         async with self.engine.connect() as conn:
             return float(await conn.scalar(query) or 0.0)
+
+    async def get_key(self, key_id: str) -> KeyInfo | None:
+        """The key with this id, revoked or not."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
+        return _key_info(row) if row is not None else None
+
+    # ------------------------------------------------------------------ upload jobs
+
+    async def add_upload_job(
+        self,
+        job_id: str,
+        key_id: str | None,
+        filename: str,
+        params: dict[str, Any],
+        upload_path: str,
+    ) -> None:
+        """Keep an accepted upload (status "queued") before it is answered 202."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                upload_jobs.insert().values(
+                    id=job_id,
+                    key_id=key_id,
+                    filename=filename,
+                    params=params,
+                    status="queued",
+                    audio_seconds=0.0,
+                    done_seconds=0.0,
+                    error=None,
+                    upload_path=upload_path,
+                    created=self.now(),
+                    finished=None,
+                )
+            )
+
+    async def update_upload_job(
+        self, job_id: str, *, finished: bool = False, **values: Any
+    ) -> None:
+        """Set a job's status, seconds, error or upload path; `finished=True` ends it (now)."""
+        unknown = set(values) - {"status", "audio_seconds", "done_seconds", "error", "upload_path"}
+        if unknown:
+            raise ValueError(f"not an upload job field: {sorted(unknown)}")
+        if finished:
+            values["finished"] = self.now()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                upload_jobs.update().where(upload_jobs.c.id == job_id).values(**values)
+            )
+
+    async def get_upload_job(self, job_id: str, key_id: str | None = None) -> UploadJobInfo | None:
+        """An upload job; with `key_id`, only if it is that key's."""
+        query = sa.select(upload_jobs).where(upload_jobs.c.id == job_id)
+        if key_id is not None:
+            query = query.where(upload_jobs.c.key_id == key_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _upload_job(row) if row is not None else None
+
+    async def unfinished_upload_jobs(self) -> list[UploadJobInfo]:
+        """Jobs a stopped or crashed server left queued or in progress, oldest first."""
+        query = (
+            sa.select(upload_jobs)
+            .where(upload_jobs.c.finished.is_(None))
+            .order_by(upload_jobs.c.created)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_upload_job(r) for r in rows]
+
+    # ------------------------------------------------------------------ call jobs
+
+    async def put_call_job(
+        self,
+        key_id: str | None,
+        call_id: str,
+        status: str,
+        session_id: str | None,
+        request: dict[str, Any],
+    ) -> None:
+        """Keep a call job's state (insert, or replace the same key's job of that id)."""
+        values = {
+            "key_id": key_id or ANONYMOUS,
+            "call_id": call_id,
+            "status": status,
+            "session_id": session_id,
+            "request": request,
+            "result": None,
+            "created": self.now(),
+            "ended": self.now() if status == "ended" else None,
+        }
+        insert = self._insert(call_jobs).values(**values)
+        kept = ("status", "session_id", "request", "result", "ended")
+        if status != "ended":  # a new job under an old id starts afresh
+            kept += ("created",)
+        upsert = insert.on_conflict_do_update(
+            index_elements=["key_id", "call_id"], set_={k: insert.excluded[k] for k in kept}
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(upsert)
+
+    async def end_unfinished_call_jobs(self, result: dict[str, Any]) -> int:
+        """Mark every call job not yet ended as ended with `result` (run once at start)."""
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                call_jobs.update()
+                .where(call_jobs.c.status != "ended")
+                .values(status="ended", result=result, ended=self.now())
+            )
+        return done.rowcount
+
+    async def get_call_job(self, key_id: str | None, call_id: str) -> CallJobInfo | None:
+        query = sa.select(call_jobs).where(
+            call_jobs.c.key_id == (key_id or ANONYMOUS), call_jobs.c.call_id == call_id
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _call_job(row) if row is not None else None
+
+    async def list_call_jobs(self, key_id: str | None, limit: int = 1000) -> list[CallJobInfo]:
+        """A key's call jobs, newest first."""
+        query = (
+            sa.select(call_jobs)
+            .where(call_jobs.c.key_id == (key_id or ANONYMOUS))
+            .order_by(call_jobs.c.created.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_call_job(r) for r in rows]
+
+
+def _call_job(row: Any) -> CallJobInfo:
+    return CallJobInfo(
+        key_id=row.key_id if row.key_id != ANONYMOUS else None,
+        call_id=row.call_id,
+        status=row.status,
+        session_id=row.session_id,
+        request=dict(row.request or {}),
+        result=dict(row.result) if row.result is not None else None,
+        created=row.created,
+        ended=row.ended,
+    )
+
+
+def _upload_job(row: Any) -> UploadJobInfo:
+    return UploadJobInfo(
+        id=row.id,
+        key_id=row.key_id,
+        filename=row.filename,
+        params=dict(row.params or {}),
+        status=row.status,
+        audio_seconds=float(row.audio_seconds),
+        done_seconds=float(row.done_seconds),
+        error=row.error,
+        upload_path=row.upload_path,
+        created=row.created,
+        finished=row.finished,
+    )

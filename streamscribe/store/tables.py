@@ -4,8 +4,10 @@ The migrations under `migrations/versions/` create this schema step by step and 
 thing that changes a database; this module is the current picture of it, used for queries and
 for `alembic revision --autogenerate`. Keep the two in step: a change here needs a new revision.
 
-Five tables: api_keys (hashes only), tokens (single-use, hashed), sessions, turns (one row per
-final turn, written as it becomes final) and usage (audio seconds per key per UTC day).
+Seven tables: api_keys (hashes only), tokens (single-use, hashed), sessions, turns (one row per
+final turn, written as it becomes final), usage (audio seconds per key per UTC day), upload_jobs
+(uploads accepted and not yet transcribed survive a restart) and call_jobs (call-transcription
+jobs, so a restart reports the calls it cut as ended).
 """
 
 from __future__ import annotations
@@ -147,4 +149,33 @@ usage = sa.Table(
     sa.Column("key_id", sa.String(36), primary_key=True),  # ANONYMOUS for no key
     sa.Column("day", sa.Date(), primary_key=True),
     sa.Column("audio_seconds", sa.Float(), nullable=False),
+)
+
+upload_jobs = sa.Table(
+    "upload_jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # also the stored session's id
+    sa.Column("key_id", sa.String(36), nullable=True, index=True),
+    sa.Column("filename", sa.String(200), nullable=False),
+    sa.Column("params", JSONType, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("audio_seconds", sa.Float(), nullable=False),
+    sa.Column("done_seconds", sa.Float(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("upload_path", sa.Text(), nullable=True),  # the saved upload, until the job ends
+    sa.Column("created", UTCDateTime(), nullable=False),
+    sa.Column("finished", UTCDateTime(), nullable=True, index=True),
+)
+
+call_jobs = sa.Table(
+    "call_jobs",
+    metadata,
+    sa.Column("key_id", sa.String(36), primary_key=True),  # ANONYMOUS for no key
+    sa.Column("call_id", sa.String(128), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("session_id", sa.String(36), nullable=True),
+    sa.Column("request", JSONType, nullable=False),  # the job as created (public fields)
+    sa.Column("result", JSONType, nullable=True),  # resultInformation once ended by a restart
+    sa.Column("created", UTCDateTime(), nullable=False),
+    sa.Column("ended", UTCDateTime(), nullable=True),
 )

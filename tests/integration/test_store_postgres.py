@@ -198,3 +198,22 @@ async def test_abandoned_sessions_usage_and_purge(pg_url: str, tmp_path: Path) -
         assert await store.get_session("live") is None
     finally:
         await store.close()
+
+
+async def test_upload_and_call_jobs(store: Store, clock: Clock) -> None:
+    """Migration 0003's tables on PostgreSQL: upload jobs kept and resumed, call jobs ended."""
+    await store.add_upload_job("up-1", None, "a.wav", {"keyterms": ["x"]}, "/x/up-1.wav")
+    await store.start_session("up-1", None, "upload", {}, None)
+    await store.start_session("live", None, "v3", {}, None)
+    keep = {j.id for j in await store.unfinished_upload_jobs()}
+    assert await store.close_abandoned_sessions(keep=keep) == ["live"]
+    await store.update_upload_job("up-1", status="done", done_seconds=3.0, finished=True)
+    job = await store.get_upload_job("up-1")
+    assert job is not None and job.status == "done" and job.params == {"keyterms": ["x"]}
+    assert job.finished is not None and await store.unfinished_upload_jobs() == []
+    await store.put_call_job(None, "c1", "active", None, {"callConnectionId": "c1"})
+    await store.put_call_job(None, "c1", "active", "s1", {"callConnectionId": "c1"})
+    assert await store.end_unfinished_call_jobs({"subCode": 8530}) == 1
+    call = await store.get_call_job(None, "c1")
+    assert call is not None and (call.status, call.session_id) == ("ended", "s1")
+    assert call.result == {"subCode": 8530}

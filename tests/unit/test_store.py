@@ -106,7 +106,7 @@ async def test_migrations_create_schema_and_reopen_is_idempotent(
         if r[2]  # unique
     ]
     assert ["session_id", "channel", "turn_order"] in turn_indexes  # also indexes session_id
-    assert raw(db, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert raw(db, "SELECT version_num FROM alembic_version") == [("0003",)]
     assert raw(db, "PRAGMA journal_mode") == [("wal",)]
 
     again = await Store.open(None, db, now=clock)
@@ -116,7 +116,7 @@ async def test_migrations_create_schema_and_reopen_is_idempotent(
             assert await conn.run_sync(schema_diff) == []
     finally:
         await again.close()
-    assert raw(db, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert raw(db, "SELECT version_num FROM alembic_version") == [("0003",)]
 
 
 def test_database_url_defaults_to_sqlite_file_and_picks_async_drivers(tmp_path: Path) -> None:

@@ -10,8 +10,11 @@ transcription runs) and which callback tells the customer what happened.
 States: created -> active -> stopping -> stopped -> active ...; active -> failed (the push socket
 is gone for good: results still go to the store) -> active (start again) or stopped; any ->
 ended (the call's media ended; final). Actions are serialised by the job's lock. Jobs live in
-memory (a table would add a migration for state that dies with the calls anyway); their
-transcripts live in the store as one session per call (participants as channels).
+memory, with a minimal record in the store (`call_jobs`: key, call id, status, session id): a
+restart cannot resume a call (its media socket is gone), so at start every job not ended before
+it is marked ended with a resultInformation naming the restart (`end_interrupted_calls`), and
+`GET /v1/calls/{id}` reads it there. Their transcripts live in the store as one session per call
+(participants as channels).
 
 A call connection id is the caller's own name for its call, so jobs are keyed by (key, id): two
 keys may use the same id without seeing, refusing or squatting each other's job, and nothing a
@@ -61,6 +64,7 @@ ENDED_JOB_TTL_S = 3600.0
 # socket's own (8501 unreachable, 8502 lost, 8503 refused) are in push.py
 SUB_MEDIA_INVALID = 8510
 SUB_ENGINE_FAILED = 8520
+SUB_SERVER_RESTARTED = 8530
 
 
 class CallError(Exception):
@@ -111,6 +115,15 @@ class CallJob:
     @property
     def key_id(self) -> str | None:
         return self.principal.key_id
+
+    async def persist(self) -> None:
+        """Keep the job's minimal record (a failed write is logged: the call goes on)."""
+        try:
+            await self.service.state.store.put_call_job(
+                self.key_id, self.id, self.status, self.session_id, self.request.public()
+            )
+        except Exception:
+            log.exception("call %s: storing its job failed", self.id)
 
     # ------------------------------------------------------------------ what the media side needs
     @property
@@ -213,6 +226,7 @@ class CallJob:
                     "serviceShutdown" if reason is EndReason.SHUTDOWN else "subscriptionStopped"
                 )
                 self._callback(STOPPED, details)
+        await self.persist()
         await self.callbacks.drain()
 
     async def deliver(self, update: TurnUpdate, participant: str, session_id: str) -> None:
@@ -360,6 +374,7 @@ class CallService:
         self.jobs[(job.key_id, job.id)] = job
         if request.options.start_transcription:
             await job.start()
+        await job.persist()
         return job
 
     def get(self, call_id: str, principal: Principal) -> CallJob:
@@ -416,3 +431,32 @@ class CallService:
         for ident, job in list(self.jobs.items()):
             if job.ended_at is not None and job.ended_at < cutoff:
                 del self.jobs[ident]
+
+
+async def end_interrupted_calls(state: ServerState) -> None:
+    """At start: calls being transcribed when the server stopped cannot be resumed (their media
+    sockets are gone); their jobs are marked ended, with a resultInformation that says so."""
+    ended = await state.store.end_unfinished_call_jobs(
+        result_information(
+            503,
+            SUB_SERVER_RESTARTED,
+            "Transcription ended: the server restarted during the call and a call's media "
+            "stream cannot be resumed; transcripts until the restart are in the store (sessionId): "
+            "create a new job to transcribe the rest of the call",
+        )
+    )
+    if ended:
+        log.warning("%d call jobs ended by the restart", ended)
+
+
+def stored_call_json(stored: Any) -> dict[str, Any]:
+    """A job known from the store only (one from before a restart)."""
+    return {
+        **stored.request,
+        "status": stored.status,
+        "resultInformation": stored.result,
+        "sessionId": stored.session_id,
+        "media": None,
+        "created": stored.created.isoformat(),
+        "ended": stored.ended.isoformat() if stored.ended else None,
+    }

@@ -19,7 +19,7 @@ from streamscribe.protocols.acs_transcription import parse_action
 from streamscribe.protocols.common import loads_json
 from streamscribe.server.admission import check_admission
 from streamscribe.server.auth import Principal, authenticate_stream, require_key
-from streamscribe.server.calls.job import CallError, CallJob, CallService
+from streamscribe.server.calls.job import CallError, CallJob, CallService, stored_call_json
 from streamscribe.server.calls.media import CallMedia, serve_media
 from streamscribe.server.stream.wire import deny
 
@@ -78,11 +78,24 @@ async def create_call(request: Request, principal: Principal = Depends(require_k
 
 @router.get("/v1/calls")
 async def list_calls(request: Request, principal: Principal = Depends(require_key)) -> dict:
-    return {"calls": [j.describe() for j in call_service(request.app).list(principal)]}
+    live = [j.describe() for j in call_service(request.app).list(principal)]
+    known = {j["callConnectionId"] for j in live}
+    store = request.app.state.streamscribe.store
+    earlier = [  # jobs from before a restart, ended by it
+        stored_call_json(j)
+        for j in await store.list_call_jobs(principal.key_id)
+        if j.call_id not in known and j.status == "ended" and j.result is not None
+    ]
+    return {"calls": live + earlier}
 
 
 @router.get("/v1/calls/{call_id}")
 async def get_call(call_id: str, request: Request, principal=Depends(require_key)) -> dict:
+    job = call_service(request.app).find(call_id, principal)
+    if job is None:  # a job from before a restart is known from the store
+        stored = await request.app.state.streamscribe.store.get_call_job(principal.key_id, call_id)
+        if stored is not None:
+            return stored_call_json(stored)
     return _job(request, call_id, principal).describe()
 
 
@@ -184,6 +197,7 @@ async def _media(ws: WebSocket, call_id: str) -> None:
         return
     media = CallMedia(job, state, principal, scheduler)
     job.attach(media)
+    await job.persist()  # with its session id
     await ws.accept()
     await media.open()
     reason, error = await serve_media(ws, media)

@@ -9,8 +9,17 @@ region by region through the decode scheduler of the chosen model, beside the li
 when done, the turns. The result is a stored session (protocol "upload", id = job id), so it
 appears in History with its exports and recording like any streamed session.
 
-Jobs are kept in memory (an hour after they finish); the session stays in the store. A key sees
-only its own jobs. Every refusal says what to change.
+Jobs are durable (issue 18): each is kept in the store (`upload_jobs`) from before its 202 until
+it ends, with its stage and the path of its saved upload, and `GET /v1/transcripts/{id}` falls back
+to the store when the job is not live in this process, so it answers after a restart. On SIGTERM a
+job being decoded or transcribed is stopped at once (the decode batch in flight is dropped; turns
+are only written when the whole file is done) and left queued with its upload kept; a job already
+writing its turns is let finish. On start (`resume_uploads`, after the crash recovery), queued or
+interrupted jobs whose upload is still there are transcribed again from the beginning (the
+interrupted attempt's session is deleted first, so no turn is stored twice); one whose upload is
+gone ends with status "error" and a reason saying to upload it again. Audio is metered only when a
+transcript is complete (`BatchTranscript.close`): an interrupted upload costs nothing, and the crash
+recovery does not bill its session. A key sees only its own jobs. Every refusal says what to change.
 
 Hostile uploads are bounded before they cost anything (issue 18): an upload takes one of the
 server's `max_active_uploads` slots from the moment its body starts arriving (not once it has
@@ -48,7 +57,7 @@ from streamscribe.audio.files import (
 from streamscribe.audio.wav import WavWriter
 from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
 from streamscribe.errors import AudioDecodeError, ProtocolError
-from streamscribe.events import SessionConfig
+from streamscribe.events import EndReason, SessionConfig
 from streamscribe.protocols.common import WHISPER_LANGUAGES
 from streamscribe.server.admission import session_scheduler
 from streamscribe.server.auth import Principal, require_key
@@ -95,6 +104,9 @@ class Job:
     deleted: bool = False
     upload: Path | None = None  # the uploaded file, until the job ends
     recording: Path | None = None
+    shutdown: bool = False  # stopped by the server's shutdown: resumed at the next start
+    storing: bool = False  # writing its turns: a shutdown lets it finish
+    state: Any = None  # the server's, to keep the job's end in the store
 
     async def stop_deleted(self) -> None:
         """Its session is being deleted: stop transcribing and wait for the job to wind up."""
@@ -107,6 +119,8 @@ class Job:
             if self.upload is not None:
                 self.upload.unlink(missing_ok=True)
             self.finished = time.time()
+            if self.state is not None:
+                await _persist(self.state, self, finished=True, upload_path=None)
 
     @property
     def progress(self) -> float:
@@ -134,9 +148,14 @@ class Job:
 
 
 def _jobs(request: Request) -> dict[str, Job]:
-    jobs = getattr(request.app.state, "upload_jobs", None)
+    return _app_jobs(request.app)
+
+
+def _app_jobs(app: Any) -> dict[str, Job]:
+    """The jobs live in this process (the store keeps every job until it ends, and after)."""
+    jobs = getattr(app.state, "upload_jobs", None)
     if jobs is None:
-        jobs = request.app.state.upload_jobs = {}
+        jobs = app.state.upload_jobs = {}
     now = time.time()
     stale = [j.id for j in jobs.values() if j.finished and now - j.finished > KEEP_FINISHED_S]
     for job_id in stale:
@@ -305,8 +324,13 @@ async def _accept(
         "keyterms": list(keyterms),
         "speech_model": model,
     }
+    try:
+        await state.store.add_upload_job(job.id, job.key_id, filename, params, str(path))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     jobs[job.id] = job
-    job.upload = path
+    job.upload, job.state = path, state
     job.task = asyncio.create_task(
         _transcribe(state, principal, job, path, params, scheduler_model, language, keyterms)
     )
@@ -330,13 +354,50 @@ async def get_transcript_job(
 ) -> dict[str, Any]:
     """The job's stage, progress and (when done) turns; the session itself is in /v1/sessions."""
     job = _jobs(request).get(job_id)
-    if job is None or (principal.key_id is not None and job.key_id != principal.key_id):
+    if job is not None and (principal.key_id is None or job.key_id == principal.key_id):
+        return job.json()
+    state: ServerState = request.app.state.streamscribe
+    stored = await state.store.get_upload_job(job_id, principal.key_id)
+    if stored is None:
         raise HTTPException(
             404,
-            f"no upload job {job_id!r} for this key (jobs are kept an hour after they finish): "
+            f"no upload job {job_id!r} for this key: "
             f"the transcript, if it finished, is at /v1/sessions/{job_id}",
         )
+    return await _stored_json(state, stored)
+
+
+async def _stored_json(state: ServerState, stored: Any) -> dict[str, Any]:
+    """A job known from the store only (another process's, or one from before a restart)."""
+    job = Job(
+        stored.id,
+        stored.key_id,
+        stored.filename,
+        status=stored.status,
+        audio_seconds=stored.audio_seconds,
+        done_seconds=stored.done_seconds,
+        error=stored.error,
+    )
+    if job.status == "done":
+        detail = await state.store.get_session(stored.id, stored.key_id)
+        job.turns = [turn_json(t) for t in detail.turns] if detail is not None else []
     return job.json()
+
+
+async def _persist(state: ServerState, job: Job, *, finished: bool = False, **extra: Any) -> None:
+    """Keep the job's stage in the store (a failed write is logged: the job goes on)."""
+    try:
+        await state.store.update_upload_job(
+            job.id,
+            status=job.status,
+            audio_seconds=job.audio_seconds,
+            done_seconds=job.done_seconds,
+            error=job.error,
+            finished=finished,
+            **extra,
+        )
+    except Exception:
+        log.exception("upload %s: storing its state failed", job.id)
 
 
 async def _transcribe(
@@ -350,8 +411,10 @@ async def _transcribe(
     keyterms: tuple[str, ...],
 ) -> None:
     record = BatchTranscript(state, principal, job.id, PROTOCOL, params)
+    interrupted = False
     try:
         job.status = "decoding"
+        await _persist(state, job)
         stop = threading.Event()  # a deleted job stops its decoding thread too
         try:
             audio = await asyncio.to_thread(
@@ -382,6 +445,7 @@ async def _transcribe(
         record.recording = str(recording) if recording else None
         await record.open()
         job.status = "transcribing"
+        await _persist(state, job)
 
         def progress(done: float, total: float) -> None:
             job.done_seconds = done
@@ -395,6 +459,7 @@ async def _transcribe(
             on_progress=progress,
             prompt=prompt,
         )
+        job.storing = True  # a shutdown now waits for the turns and the metering
         records = await record.close(turns, job.audio_seconds)
         job.turns = [turn_json(r) for r in records]
         job.status = "done"
@@ -402,6 +467,10 @@ async def _transcribe(
     except _JobError as exc:
         job.error, job.status = str(exc), "error"
     except asyncio.CancelledError:
+        if job.shutdown and not job.deleted:
+            interrupted = True
+            log.warning("upload %s: stopped by the shutdown while %s", job.id, job.status)
+            raise
         if not job.deleted:
             raise
         log.info("upload %s: deleted while %s; stopped", job.id, job.status)
@@ -413,15 +482,21 @@ async def _transcribe(
             log.exception("upload %s failed", job.id)
             job.error, job.status = "transcription failed on the server: see its log", "error"
     finally:
-        if job.deleted:
-            if job.recording is not None:
-                job.recording.unlink(missing_ok=True)
-        elif job.status != "done":
-            try:
-                await record.abandon(job.audio_seconds)
-            except Exception:
-                log.exception("store write failed")
-        path.unlink(missing_ok=True)
+        if interrupted:
+            # left for the next start: upload kept, session left open (not billed), job queued
+            job.status, job.done_seconds = "queued", 0.0
+            await _persist(state, job)
+        else:
+            if job.deleted:
+                if job.recording is not None:
+                    job.recording.unlink(missing_ok=True)
+            elif job.status != "done":
+                try:
+                    await record.abandon(job.audio_seconds)
+                except Exception:
+                    log.exception("store write failed")
+            path.unlink(missing_ok=True)
+            await _persist(state, job, finished=True, upload_path=None)
         job.finished = time.time()
 
 
@@ -441,3 +516,105 @@ async def _check_quota(state: ServerState, principal: Principal, seconds: float)
             f"day (UTC) and this file needs {seconds / 60:.1f} min more than is left; "
             "ask for a higher limit or try tomorrow"
         )
+
+
+async def stop_uploads(app: Any, timeout_s: float = 10.0) -> None:
+    """At shutdown: stop the jobs being decoded or transcribed (they stay queued, upload kept,
+    and resume at the next start); let those already writing their turns finish."""
+    live = [j for j in _app_jobs(app).values() if j.task is not None and not j.task.done()]
+    for job in live:
+        if not job.storing:
+            job.shutdown = True
+            job.task.cancel()  # type: ignore[union-attr]
+    if live:
+        log.info("shutting down: %d upload jobs left to resume at the next start", len(live))
+        await asyncio.wait([j.task for j in live if j.task is not None], timeout=timeout_s)
+
+
+async def resume_uploads(app: Any, state: ServerState) -> None:
+    """At start: resume the jobs a stop or a crash interrupted, or end them visibly."""
+    store = state.store
+    for stored in await store.unfinished_upload_jobs():
+        try:
+            await _resume(app, state, stored)
+        except Exception:
+            log.exception("upload %s: resuming it failed", stored.id)
+            await _fail_stored(
+                state,
+                stored,
+                "the server restarted and could not resume this job (see its "
+                "log): upload the file again",
+            )
+
+
+async def _fail_stored(state: ServerState, stored: Any, reason: str) -> None:
+    store = state.store
+    await store.update_upload_job(
+        stored.id, status="error", error=reason, finished=True, upload_path=None
+    )
+    await store.end_session(stored.id, str(EndReason.ERROR), 0.0)  # not billed: not transcribed
+    if stored.upload_path:
+        Path(stored.upload_path).unlink(missing_ok=True)
+    log.warning("upload %s: %s", stored.id, reason)
+
+
+async def _resume(app: Any, state: ServerState, stored: Any) -> None:
+    store = state.store
+    path = Path(stored.upload_path) if stored.upload_path else None
+    session = await store.get_session(stored.id)
+    if session is not None and session.info.end_reason == str(EndReason.TERMINATED):
+        # its transcript was complete (turns written, audio metered) when the server stopped
+        await store.update_upload_job(
+            stored.id,
+            status="done",
+            done_seconds=stored.audio_seconds,
+            finished=True,
+            upload_path=None,
+        )
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return
+    if path is None or not path.exists():
+        await _fail_stored(
+            state,
+            stored,
+            f"the server restarted while {stored.filename!r} was being transcribed and the "
+            "uploaded file is no longer on the server: upload it again",
+        )
+        return
+    principal = Principal(None)
+    if stored.key_id is not None:
+        key = await store.get_key(stored.key_id)
+        if key is None or key.revoked:
+            await _fail_stored(
+                state, stored, "the server restarted and this job's API key has been revoked"
+            )
+            return
+        principal = Principal(key)
+    params = stored.params
+    language = params.get("language")
+    keyterms = tuple(params.get("keyterms") or ())
+    model = params.get("speech_model")
+    config = SessionConfig(
+        turn={"language": language} if language else {},
+        model=model,
+        language_detection=language is None and state.transcriber.multilingual,
+    )
+    try:
+        scheduler = await session_scheduler(state, config)
+    except ProtocolError as exc:
+        await _fail_stored(state, stored, f"the server restarted and {exc.reason}")
+        return
+    if session is not None:  # the interrupted attempt: it starts again, so no turn twice
+        await store.delete_session(stored.id)
+    job = Job(stored.id, stored.key_id, stored.filename, created=stored.created.timestamp())
+    job.upload, job.state = path, state
+    _app_jobs(app)[job.id] = job
+    slots = upload_slots(app, state.settings)
+    took = slots.take()  # counted when there is room; a resumed job runs either way
+    job.task = asyncio.create_task(
+        _transcribe(state, principal, job, path, params, scheduler, language, keyterms)
+    )
+    if took:
+        job.task.add_done_callback(lambda _: slots.release())
+    log.warning("upload %s: resumed after a restart (%s)", job.id, stored.filename)
