@@ -6,6 +6,12 @@ routine partials; a newer partial of a session replaces its older one still queu
 caller gets `None`); requests of different sessions are decoded together in one batch. Model
 calls run in a worker thread so the event loop keeps serving sockets. `workers` > 1 runs several
 batches at once (a GPU with spare memory, or several CPU model replicas).
+
+Fair between tenants (the server passes the API key): within a priority class the next request
+is taken round-robin over tenants, the one served longest ago first, so a key with 31 streams
+gets the same turn as a key with one. While several tenants are active (submitted within the
+last `FAIR_WINDOW_S`), one tenant fills at most its share of a batch, so a batch the others'
+request must wait behind is not one tenant's eight. With one tenant it is plain FIFO per class.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +29,8 @@ from dataclasses import dataclass, field
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult, Transcriber
 
 log = logging.getLogger(__name__)
+
+FAIR_WINDOW_S = 5.0  # a tenant that submitted within this long is active (shares batches)
 
 
 @dataclass(order=True)
@@ -32,6 +41,7 @@ class _Item:
     request: DecodeRequest = field(compare=False, repr=False)
     future: asyncio.Future = field(compare=False, repr=False)
     queued_at: float = field(compare=False, default=0.0)
+    tenant: str = field(compare=False, default="")
 
 
 @dataclass
@@ -65,6 +75,9 @@ class DecodeScheduler:
         self.stats = SchedulerStats()
         self.on_batch: Callable[[int, float], None] | None = None  # (size, seconds) observer
         self.busy = 0
+        self._served = itertools.count()
+        self._last_served: dict[str, int] = {}  # tenant -> when it was last given a slot
+        self._last_seen: dict[str, float] = {}  # tenant -> when it last submitted
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -88,8 +101,13 @@ class DecodeScheduler:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def submit(self, request: DecodeRequest, key: str) -> DecodeResult | None:
-        """Decode `request`; None if a newer partial of the same `key` replaced it."""
+    async def submit(
+        self, request: DecodeRequest, key: str, tenant: str | None = None
+    ) -> DecodeResult | None:
+        """Decode `request`; None if a newer partial of the same `key` replaced it.
+
+        `tenant` (the API key behind the session) is what fairness is between; requests without
+        one share the anonymous tenant."""
         if not self._tasks:
             await self.start()
         loop = asyncio.get_running_loop()
@@ -103,20 +121,56 @@ class DecodeScheduler:
             priority=0 if request.final else max(1, request.urgency),
             seq=next(self._seq),
             key=key,
+            tenant=tenant or "",
             request=request,
             future=loop.create_future(),
             queued_at=time.perf_counter(),
         )
         self._queue.append(item)
+        self._last_seen[item.tenant] = item.queued_at
         assert self._wakeup is not None
         self._wakeup.set()
         return await item.future
 
+    def active_tenants(self, now: float | None = None) -> int:
+        """Tenants that submitted within the last `FAIR_WINDOW_S` (at least 1)."""
+        since = (time.perf_counter() if now is None else now) - FAIR_WINDOW_S
+        stale = [t for t, at in self._last_seen.items() if at < since]
+        for t in stale:  # forget tenants gone quiet (bounded memory)
+            del self._last_seen[t]
+            self._last_served.pop(t, None)
+        return max(1, len(self._last_seen))
+
     def _take_batch(self) -> list[_Item]:
+        """Priority classes in order; within a class, round-robin over tenants (least recently
+        served first, FIFO within a tenant); each tenant at most its share of the batch."""
         self._queue = [i for i in self._queue if not i.future.done()]
         self._queue.sort()
-        batch = self._queue[: self.max_batch_size]
-        self._queue = self._queue[self.max_batch_size :]
+        share = math.ceil(self.max_batch_size / self.active_tenants())
+        taken: dict[str, int] = defaultdict(int)
+        batch: list[_Item] = []
+        for priority in sorted({i.priority for i in self._queue}):
+            lanes: dict[str, deque[_Item]] = {}
+            for item in self._queue:
+                if item.priority == priority:
+                    lanes.setdefault(item.tenant, deque()).append(item)
+            order = sorted(lanes, key=lambda t: (self._last_served.get(t, -1), lanes[t][0].seq))
+            while len(batch) < self.max_batch_size:
+                progressed = False
+                for tenant in order:
+                    lane = lanes[tenant]
+                    if not lane or taken[tenant] >= share or len(batch) >= self.max_batch_size:
+                        continue
+                    batch.append(lane.popleft())
+                    taken[tenant] += 1
+                    self._last_served[tenant] = next(self._served)
+                    progressed = True
+                if not progressed:
+                    break
+            if len(batch) >= self.max_batch_size:
+                break
+        chosen = set(map(id, batch))
+        self._queue = [i for i in self._queue if id(i) not in chosen]
         return batch
 
     async def _worker(self) -> None:
