@@ -136,6 +136,7 @@ class LiveStream:
         self.error_sent = False
         self.pacer = self.host.pacer()
         self.paced_ms = 0.0  # audio received since the last pacing check
+        self.unfed_ms = 0  # the frame refused for the quota
 
     # ------------------------------------------------------------------ the whole session
     async def run(self, scheduler: DecodeScheduler, speakers: list | None) -> SessionEnded:
@@ -173,7 +174,7 @@ class LiveStream:
         if runner.failed is not None and error is None:
             reason = EndReason.ERROR
         ended = SessionEnded(
-            audio_ms=self.converter.audio_ms,
+            audio_ms=max(0, self.converter.audio_ms - self.unfed_ms),
             session_ms=int((time.monotonic() - self.started) * 1000),
             reason=reason,
         )
@@ -317,6 +318,7 @@ class LiveStream:
             added_ms = 1000 * len(channels[0]) / 16000 if channels else 0.0
             # the daily quota is metered as the audio comes, shared by the key's live sessions
             if refusal := quota_refusal(self.state, self.principal, added_ms / 1000):
+                self.unfed_ms = round(added_ms)  # refused, so neither decoded nor metered
                 raise _Ending(EndReason.ERROR, refusal)
             self.live.heard_audio = True
             self.paced_ms += added_ms
