@@ -136,6 +136,14 @@ class Settings(BaseSettings):
         "a key's own max_streams, set with `keys create --max-streams`, wins).",
         json_schema_extra=ENV_ONLY,
     )
+    fair_batch_share: int = Field(
+        default=1,
+        description="While sessions of several keys are decoding, the most decode requests of "
+        "one key in one model batch (0: an even share of max_batch_size). 1 suits a CPU, where "
+        "a batch costs about the sum of its requests, so another key's request never waits "
+        "behind one key's whole batch; on a GPU, where batching is nearly free, use 0.",
+        json_schema_extra=ENV_ONLY,
+    )
     fair_stream_speed: float = Field(
         default=1.5,
         description="While sessions of more than one key are live, the fastest a stream may "

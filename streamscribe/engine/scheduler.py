@@ -7,11 +7,14 @@ caller gets `None`); requests of different sessions are decoded together in one 
 calls run in a worker thread so the event loop keeps serving sockets. `workers` > 1 runs several
 batches at once (a GPU with spare memory, or several CPU model replicas).
 
-Fair between tenants (the server passes the API key): within a priority class the next request
-is taken round-robin over tenants, the one served longest ago first, so a key with 31 streams
-gets the same turn as a key with one. While several tenants are active (submitted within the
-last `FAIR_WINDOW_S`), one tenant fills at most its share of a batch, so a batch the others'
-request must wait behind is not one tenant's eight. With one tenant it is plain FIFO per class.
+Fair between tenants (the server passes the API key): the next request is taken round-robin
+over tenants, the one served longest ago first, and within a tenant by priority as above, so a
+key with 31 streams gets the same turn as a key with one, and one key's finals cannot hold back
+another key's partials. While several tenants are active (submitted within the
+last `FAIR_WINDOW_S`), one tenant fills at most its share of a batch (`tenant_batch_share`, else
+an even share), so a batch the others' request must wait behind is not one tenant's eight; on a
+CPU, where a batch costs about the sum of its requests, a share of 1 keeps that wait to one
+request. With one tenant it is the old order: by priority, FIFO within a class.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ class DecodeScheduler:
         self._served = itertools.count()
         self._last_served: dict[str, int] = {}  # tenant -> when it was last given a slot
         self._last_seen: dict[str, float] = {}  # tenant -> when it last submitted
+        # while several tenants are active, the most requests of one tenant in a batch
+        # (0: an even share of max_batch_size); the server sets it from its settings
+        self.tenant_batch_share = 0
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -142,35 +148,35 @@ class DecodeScheduler:
         return max(1, len(self._last_seen))
 
     def _take_batch(self) -> list[_Item]:
-        """Priority classes in order; within a class, round-robin over tenants (least recently
-        served first, FIFO within a tenant); each tenant at most its share of the batch."""
+        """Round-robin over tenants, the one served longest ago first; each turn takes that
+        tenant's most urgent request (finals, then urgent partials, then FIFO); each tenant at
+        most its share of the batch while several are active."""
         self._queue = [i for i in self._queue if not i.future.done()]
         self._queue.sort()
-        share = math.ceil(self.max_batch_size / self.active_tenants())
+        active = self.active_tenants()
+        share = math.ceil(self.max_batch_size / active)
+        if active > 1 and self.tenant_batch_share > 0:
+            share = min(share, self.tenant_batch_share)
+        lanes: dict[str, deque[_Item]] = {}
+        for item in self._queue:  # sorted: each lane is its tenant's requests, most urgent first
+            lanes.setdefault(item.tenant, deque()).append(item)
+        order = sorted(lanes, key=lambda t: (self._last_served.get(t, -1), lanes[t][0].seq))
         taken: dict[str, int] = defaultdict(int)
         batch: list[_Item] = []
-        for priority in sorted({i.priority for i in self._queue}):
-            lanes: dict[str, deque[_Item]] = {}
-            for item in self._queue:
-                if item.priority == priority:
-                    lanes.setdefault(item.tenant, deque()).append(item)
-            order = sorted(lanes, key=lambda t: (self._last_served.get(t, -1), lanes[t][0].seq))
-            while len(batch) < self.max_batch_size:
-                progressed = False
-                for tenant in order:
-                    lane = lanes[tenant]
-                    if not lane or taken[tenant] >= share or len(batch) >= self.max_batch_size:
-                        continue
-                    batch.append(lane.popleft())
-                    taken[tenant] += 1
-                    self._last_served[tenant] = next(self._served)
-                    progressed = True
-                if not progressed:
-                    break
-            if len(batch) >= self.max_batch_size:
-                break
+        progressed = True
+        while progressed and len(batch) < self.max_batch_size:
+            progressed = False
+            for tenant in order:
+                lane = lanes[tenant]
+                if not lane or taken[tenant] >= share or len(batch) >= self.max_batch_size:
+                    continue
+                batch.append(lane.popleft())
+                taken[tenant] += 1
+                self._last_served[tenant] = next(self._served)
+                progressed = True
         chosen = set(map(id, batch))
         self._queue = [i for i in self._queue if id(i) not in chosen]
+        batch.sort()  # finals first within the batch, as before
         return batch
 
     async def _worker(self) -> None:

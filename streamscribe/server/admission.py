@@ -107,9 +107,11 @@ async def session_scheduler(state: ServerState, config: SessionConfig) -> Decode
     Raises ProtocolError naming the fix when no served model fits the session."""
     name = choose_model(state.settings, config, state.transcriber.multilingual)
     try:
-        return await state.scheduler_for(name)
+        scheduler = await state.scheduler_for(name)
     except ModelNotFoundError as exc:
         raise PeerError(ErrorKind.BAD_REQUEST, f"Model {name!r} unavailable: {exc}") from None
+    scheduler.tenant_batch_share = state.settings.fair_batch_share  # fairness between keys
+    return scheduler
 
 
 async def session_speakers(state: ServerState, config: SessionConfig) -> list | None:

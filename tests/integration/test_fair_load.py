@@ -21,6 +21,7 @@ import httpx
 import pytest
 import websockets
 from conftest import RunningServer, start_server
+from speech import joined, speech_or_skip
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,7 +97,7 @@ class Client:
     async def _read(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for raw in self.ws:
-                self.messages.append(json.loads(raw))
+                self.messages.append({**json.loads(raw), "_at": time.monotonic()})
 
     async def first(self, timeout: float = 10) -> dict:
         deadline = time.monotonic() + timeout
@@ -114,6 +115,15 @@ class Client:
                 await self.ws.send(bytes(CHUNK))
             if speed:
                 await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.1 / speed - time.monotonic()))
+
+    async def send_audio_frames(self, frames: list[bytes], speed: float) -> None:
+        t0 = time.monotonic()
+        for k, frame in enumerate(frames):
+            if self.closed:
+                return
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(frame)
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.1 / speed - time.monotonic()))
 
     async def end(self, timeout: float = 30) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -269,3 +279,49 @@ async def test_a_sender_faster_than_real_time_is_paced_while_another_key_streams
         feeder.cancel()
         await close_all([other])
     assert other.ws.close_code == 1000
+
+
+async def test_a_real_time_stream_keeps_its_latency_beside_another_keys_flood(server):
+    """Four streams of one key send speech at 10x real time while another key's one stream
+    speaks in real time: that stream gets its final turn within a few seconds and ends 1000
+    (before: FIFO decoding put it behind every flood request, and it could be cut)."""
+    flood_key, good_key = make_key(server, "flood"), make_key(server, "good")
+    parts = speech_or_skip(3)
+    flood_frames = chunks(joined(parts, gap_s=0.3).pcm16())
+    stop = asyncio.Event()
+
+    async def flood(i: int) -> None:
+        client = await open_client(server, flood_key)
+        t0, k = time.monotonic(), 0
+        with contextlib.suppress(ConnectionClosed):
+            while not stop.is_set() and not client.closed:
+                await client.ws.send(flood_frames[(k + 17 * i) % len(flood_frames)])
+                k += 1
+                await asyncio.sleep(max(0.0, t0 + k * 0.01 - time.monotonic()))
+        await close_all([client])
+
+    flooders = [asyncio.create_task(flood(i)) for i in range(4)]
+    try:
+        await asyncio.sleep(3.0)  # the flood is under way (past its burst)
+        good = await open_client(server, good_key)
+        assert good.begun, good.messages
+        t0 = time.monotonic()
+        await good.send_audio_frames(chunks(parts[0].pcm16() + bytes(CHUNK * 15)), speed=1)
+        await good.end(60)
+    finally:
+        stop.set()
+        await asyncio.gather(*flooders, return_exceptions=True)
+    assert good.ws.close_code == 1000, (good.ws.close_code, good.ws.close_reason)
+    assert good.messages[-1]["type"] == "Termination"
+    finals = [
+        m for m in good.messages if m.get("type") == "Turn" and m["end_of_turn"] and m["words"]
+    ]
+    assert finals, good.messages
+    last_word_at = t0 + finals[0]["words"][-1]["end"] / 1000
+    latency_s = finals[0]["_at"] - last_word_at
+    assert latency_s < 6.0, latency_s
+
+
+def chunks(pcm: bytes) -> list[bytes]:
+    pcm += bytes(-len(pcm) % CHUNK)
+    return [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]

@@ -1,8 +1,9 @@
 """Fairness of the decode scheduler between tenants (API keys), with a fake model.
 
-One key with many streams must not starve another key's one stream: within a priority class
-the scheduler goes round-robin over tenants, and while several tenants are active none fills
-more than its share of a batch. Finals still go before partials whoever owns them.
+One key with many streams must not starve another key's one stream: the scheduler goes
+round-robin over tenants (each turn the tenant's most urgent request: finals before partials
+within a tenant), and while several tenants are active none fills more than its share of a
+batch.
 """
 
 from __future__ import annotations
@@ -63,19 +64,23 @@ async def test_round_robin_over_tenants_within_a_class():
         await scheduler.stop()
 
 
-async def test_finals_still_go_before_partials_across_tenants():
+async def test_finals_go_before_partials_within_a_tenant_not_across_tenants():
     model = FakeTranscriber()
     scheduler = await make(model, max_batch_size=1)
     try:
         first = await busy(scheduler, model)
         tasks = await queue_for(
             scheduler,
+            ("f-flood-1", "f1", "flooder", True),
+            ("p-flood", "f0", "flooder", False),
+            ("f-flood-2", "f2", "flooder", True),
             ("p-victim", "v", "victim", False),
-            ("f-flood", "f", "flooder", True),
         )
         model.release()
         await asyncio.gather(first, *tasks)
-        assert [b[0] for b in model.batches[1:]] == ["f-flood", "p-victim"]
+        order = [b[0] for b in model.batches[1:]]
+        # the flood's finals go before its own partial; the victim's partial is not behind them
+        assert order == ["f-flood-1", "p-victim", "f-flood-2", "p-flood"], order
     finally:
         await scheduler.stop()
 
