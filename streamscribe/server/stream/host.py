@@ -34,6 +34,7 @@ from streamscribe.store import TurnRecord
 log = logging.getLogger(__name__)
 
 BACKPRESSURE_POLL_S = 0.02
+REAL_TIME_SLACK_MS = 1000.0  # a stream this far ahead of real time still counts as real time
 PACE_SLICE_S = 0.25  # a paced stream re-checks whether it must stop this often
 
 
@@ -149,11 +150,24 @@ class StreamHost:
         return folder / f"{session_id}.wav"
 
     # ------------------------------------------------------------------ back-pressure
-    async def hold_back(self, lag_ms: Callable[[], int], failed: Callable[[], bool]) -> None:
+    async def hold_back(
+        self,
+        lag_ms: Callable[[], int],
+        failed: Callable[[], bool],
+        ahead_ms: Callable[[], float] | None = None,
+    ) -> None:
         """Wait while a stream's decodes lag more than `max_lag_ms` (the socket is not read
-        meanwhile, so a sender faster than real time is slowed, not buffered)."""
+        meanwhile, so a sender faster than real time is slowed, not buffered).
+
+        With `ahead_ms` (how far the stream's audio is ahead of the wall clock since its first
+        sample), a stream no more than `REAL_TIME_SLACK_MS` ahead is never held: holding a
+        real-time sender cannot slow it, only leave its socket unread, and a socket unread for
+        the keepalive timeout (uvicorn's 20 s ping) is cut with 1011 while others' load made
+        its decodes slow (issue 18). Its audio is read and waits in the engine instead."""
         limit = self.state.settings.max_lag_ms
         while (lag := lag_ms()) > limit and not failed():
+            if ahead_ms is not None and ahead_ms() <= REAL_TIME_SLACK_MS:
+                break
             await asyncio.sleep(BACKPRESSURE_POLL_S)
         self.state.max_lag_seen_ms = max(self.state.max_lag_seen_ms, lag)
 

@@ -137,6 +137,7 @@ class LiveStream:
         self.pacer = self.host.pacer()
         self.paced_ms = 0.0  # audio received since the last pacing check
         self.unfed_ms = 0  # the frame refused for the quota
+        self.first_audio_at: float | None = None  # when the first sample's frame came
 
     # ------------------------------------------------------------------ the whole session
     async def run(self, scheduler: DecodeScheduler, speakers: list | None) -> SessionEnded:
@@ -291,7 +292,7 @@ class LiveStream:
                 await self._command(command, progress_ms)
             if self.runner.failed is not None:
                 raise _Ending(EndReason.ERROR)
-            await self.host.hold_back(self._lag_ms, self._failed)
+            await self.host.hold_back(self._lag_ms, self._failed, self._ahead_ms)
             if self.paced_ms:
                 ms, self.paced_ms = self.paced_ms, 0
                 await self.host.pace(self.pacer, self.principal.key_id, ms, self._stopping)
@@ -301,6 +302,12 @@ class LiveStream:
 
     def _failed(self) -> bool:
         return self.runner.failed is not None
+
+    def _ahead_ms(self) -> float:
+        """How far the audio received runs ahead of the wall clock since its first sample."""
+        if self.first_audio_at is None:
+            return 0.0
+        return self.converter.audio_ms - (time.monotonic() - self.first_audio_at) * 1000
 
     def _stopping(self) -> bool:
         return self.state.draining or self.wire.closed or self.live.evicted is not None
@@ -321,6 +328,8 @@ class LiveStream:
                 self.unfed_ms = round(added_ms)  # refused, so neither decoded nor metered
                 raise _Ending(EndReason.ERROR, refusal)
             self.live.heard_audio = True
+            if self.first_audio_at is None:
+                self.first_audio_at = time.monotonic() - added_ms / 1000
             self.paced_ms += added_ms
             if self.recorder is not None:
                 _record(self.recorder, channels)
