@@ -7,14 +7,17 @@ caller gets `None`); requests of different sessions are decoded together in one 
 calls run in a worker thread so the event loop keeps serving sockets. `workers` > 1 runs several
 batches at once (a GPU with spare memory, or several CPU model replicas).
 
-Fair between tenants (the server passes the API key): the next request is taken round-robin
-over tenants, the one served longest ago first, and within a tenant by priority as above, so a
-key with 31 streams gets the same turn as a key with one, and one key's finals cannot hold back
-another key's partials. While several tenants are active (submitted within the
-last `FAIR_WINDOW_S`), one tenant fills at most its share of a batch (`tenant_batch_share`, else
-an even share), so a batch the others' request must wait behind is not one tenant's eight; on a
-CPU, where a batch costs about the sum of its requests, a share of 1 keeps that wait to one
-request. With one tenant it is the old order: by priority, FIFO within a class.
+Fair between tenants (the server passes the API key): the next batch goes to the tenant that
+has had the least decode time so far (deficit round-robin by time; a tenant that starts or comes
+back joins at the least time of those active, banking nothing), and within a tenant by priority
+as above. So a key with 31 streams, or with costly long-window finals, gets the same share of
+the model's time as a key with one stream, and one key's finals cannot hold back another key's
+partials. While several tenants are active (submitted within the last `FAIR_WINDOW_S`):
+with `tenant_batch_share` N > 0 (the server's default, 1, for a CPU, where a batch costs about
+the sum of its requests) a batch holds N requests of one tenant only, so another tenant waits
+for at most one such batch and never pays for a greedy tenant's requests inside its own; with 0
+(a GPU, where batching is nearly free) batches mix tenants, each at most an even share. With
+one tenant it is the old order: by priority, FIFO within a class, whole batches.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class DecodeScheduler:
         self._served = itertools.count()
         self._last_served: dict[str, int] = {}  # tenant -> when it was last given a slot
         self._last_seen: dict[str, float] = {}  # tenant -> when it last submitted
+        self._spent: dict[str, float] = {}  # tenant -> decode seconds charged to it
         # while several tenants are active, the most requests of one tenant in a batch
         # (0: an even share of max_batch_size); the server sets it from its settings
         self.tenant_batch_share = 0
@@ -133,6 +137,9 @@ class DecodeScheduler:
             queued_at=time.perf_counter(),
         )
         self._queue.append(item)
+        if item.tenant not in self._spent:  # joins at the least time of the active: no credit
+            active = [self._spent[t] for t in self._last_seen if t in self._spent]
+            self._spent[item.tenant] = min(active, default=0.0)
         self._last_seen[item.tenant] = item.queued_at
         assert self._wakeup is not None
         self._wakeup.set()
@@ -145,22 +152,28 @@ class DecodeScheduler:
         for t in stale:  # forget tenants gone quiet (bounded memory)
             del self._last_seen[t]
             self._last_served.pop(t, None)
+            if not any(i.tenant == t for i in (*self._queue, *self._in_flight)):
+                self._spent.pop(t, None)
         return max(1, len(self._last_seen))
 
     def _take_batch(self) -> list[_Item]:
-        """Round-robin over tenants, the one served longest ago first; each turn takes that
-        tenant's most urgent request (finals, then urgent partials, then FIFO); each tenant at
-        most its share of the batch while several are active."""
+        """The tenants by decode time had (least first); each tenant's requests most urgent
+        first. Several tenants active: one tenant's `tenant_batch_share` requests, or (share 0)
+        round-robin over tenants, each at most an even share; one tenant: a whole batch."""
         self._queue = [i for i in self._queue if not i.future.done()]
         self._queue.sort()
-        active = self.active_tenants()
-        share = math.ceil(self.max_batch_size / active)
-        if active > 1 and self.tenant_batch_share > 0:
-            share = min(share, self.tenant_batch_share)
         lanes: dict[str, deque[_Item]] = {}
         for item in self._queue:  # sorted: each lane is its tenant's requests, most urgent first
             lanes.setdefault(item.tenant, deque()).append(item)
-        order = sorted(lanes, key=lambda t: (self._last_served.get(t, -1), lanes[t][0].seq))
+        order = sorted(
+            lanes,
+            key=lambda t: (self._spent.get(t, 0.0), self._last_served.get(t, -1), lanes[t][0].seq),
+        )
+        active = self.active_tenants()
+        if active > 1 and self.tenant_batch_share > 0:
+            order, share = order[:1], min(self.tenant_batch_share, self.max_batch_size)
+        else:
+            share = math.ceil(self.max_batch_size / active)
         taken: dict[str, int] = defaultdict(int)
         batch: list[_Item] = []
         progressed = True
@@ -178,6 +191,12 @@ class DecodeScheduler:
         self._queue = [i for i in self._queue if id(i) not in chosen]
         batch.sort()  # finals first within the batch, as before
         return batch
+
+    def _charge(self, batch: list[_Item], seconds: float) -> None:
+        """Charge a batch's model time to its tenants, by their share of its requests."""
+        for item in batch:
+            if item.tenant in self._spent:
+                self._spent[item.tenant] += seconds / len(batch)
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -212,6 +231,7 @@ class DecodeScheduler:
             finally:
                 self.busy -= 1
                 self._in_flight = [i for i in self._in_flight if i not in batch]
+                self._charge(batch, time.perf_counter() - now)
             self.stats.batches += 1
             self.stats.requests += len(batch)
             self.stats.batch_sizes.append(len(batch))

@@ -1,17 +1,19 @@
 """Fairness of the decode scheduler between tenants (API keys), with a fake model.
 
-One key with many streams must not starve another key's one stream: the scheduler goes
-round-robin over tenants (each turn the tenant's most urgent request: finals before partials
-within a tenant), and while several tenants are active none fills more than its share of a
-batch.
+One key with many streams must not starve another key's one stream: the next batch goes to the
+tenant with the least decode time so far (each tenant's most urgent request first: finals before
+partials within a tenant), a tenant that comes back banks no credit, and while several tenants
+are active a batch holds one tenant's share (`tenant_batch_share`) or an even share of each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from test_scheduler import FakeTranscriber, busy, make, req, text
 
+from streamscribe.engine.decoding import DecodeRequest, DecodeResult
 from streamscribe.engine.scheduler import DecodeScheduler
 
 
@@ -42,24 +44,69 @@ async def test_one_stream_of_a_quiet_key_is_not_queued_behind_a_floods_31():
         await scheduler.stop()
 
 
-async def test_round_robin_over_tenants_within_a_class():
-    model = FakeTranscriber()
+class CostlyTranscriber(FakeTranscriber):
+    """Requests named 'slow...' take 60 ms of model time, the others 5 ms."""
+
+    def transcribe_batch(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+        if any(r.prompt.startswith("slow") for r in requests):
+            time.sleep(0.055)
+        return super().transcribe_batch(requests)
+
+
+async def test_the_tenant_with_the_least_decode_time_goes_next():
+    model = CostlyTranscriber()
     scheduler = await make(model, max_batch_size=1)
     try:
         first = await busy(scheduler, model)
         tasks = await queue_for(
             scheduler,
-            ("a1", "a1", "A", True),
-            ("a2", "a2", "A", True),
-            ("a3", "a3", "A", True),
-            ("b1", "b1", "B", True),
-            ("b2", "b2", "B", True),
-            ("c1", "c1", "C", True),
+            ("slow1", "a1", "A", True),
+            ("slow2", "a2", "A", True),
+            ("slow3", "a3", "A", True),
+            ("q1", "b1", "B", True),
+            ("q2", "b2", "B", True),
+            ("q3", "b3", "B", True),
         )
         model.release()
         await asyncio.gather(first, *tasks)
         order = [b[0] for b in model.batches[1:]]
-        assert order == ["a1", "b1", "c1", "a2", "b2", "a3"], order
+        # A's first costly request spent more than B's three cheap ones: B goes on first
+        assert order == ["slow1", "q1", "q2", "q3", "slow2", "slow3"], order
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_tenant_that_comes_back_banks_no_credit():
+    model = FakeTranscriber()
+    scheduler = await make(model, max_batch_size=1)
+    try:
+        for i in range(3):  # A alone for a while: its time grows
+            await scheduler.submit(req(f"a{i}"), "a", tenant="A")
+        first = await busy(scheduler, model)
+        tasks = await queue_for(
+            scheduler, ("b1", "b1", "B", True), ("b2", "b2", "B", True), ("a3", "a", "A", True)
+        )
+        model.release()
+        await asyncio.gather(first, *tasks)
+        order = [b[0] for b in model.batches[4:]]
+        assert order.index("a3") <= 1, order  # B joined at A's time, not at zero
+    finally:
+        await scheduler.stop()
+
+
+async def test_with_a_batch_share_of_one_batches_hold_one_tenant_while_several_are_active():
+    model = FakeTranscriber()
+    scheduler = await make(model, max_batch_size=8)
+    scheduler.tenant_batch_share = 1
+    try:
+        first = await busy(scheduler, model)
+        flood = [(f"f{i}", f"flood-{i}", "flooder", True) for i in range(6)]
+        tasks = await queue_for(scheduler, *flood, ("victim", "v", "victim", False))
+        model.release()
+        await asyncio.gather(first, *tasks)
+        batches = model.batches[1:]
+        assert all(len(b) == 1 for b in batches), batches
+        assert [b[0] for b in batches].index("victim") <= 1, batches
     finally:
         await scheduler.stop()
 

@@ -327,8 +327,8 @@ class LiveStream:
             if refusal := quota_refusal(self.state, self.principal, added_ms / 1000):
                 self.unfed_ms = round(added_ms)  # refused, so neither decoded nor metered
                 raise _Ending(EndReason.ERROR, refusal)
-            self.live.heard_audio = True
-            if self.first_audio_at is None:
+            if added_ms and self.first_audio_at is None:
+                self.live.heard_audio = True
                 self.first_audio_at = time.monotonic() - added_ms / 1000
             self.paced_ms += added_ms
             if self.recorder is not None:
