@@ -8,8 +8,9 @@ calls run in a worker thread so the event loop keeps serving sockets. `workers` 
 batches at once (a GPU with spare memory, or several CPU model replicas).
 
 Fair between tenants (the server passes the API key): the next batch goes to the tenant that
-has had the least decode time so far (deficit round-robin by time; a tenant that starts or comes
-back joins at the least time of those active, banking nothing), and within a tenant by priority
+has had the least decode time so far (fair queuing by time: a tenant that starts, or comes back
+with nothing queued, joins at the time of the tenant served last, so being idle banks nothing),
+and within a tenant by priority
 as above. So a key with 31 streams, or with costly long-window finals, gets the same share of
 the model's time as a key with one stream, and one key's finals cannot hold back another key's
 partials. While several tenants are active (submitted within the last `FAIR_WINDOW_S`):
@@ -85,6 +86,7 @@ class DecodeScheduler:
         self._last_served: dict[str, int] = {}  # tenant -> when it was last given a slot
         self._last_seen: dict[str, float] = {}  # tenant -> when it last submitted
         self._spent: dict[str, float] = {}  # tenant -> decode seconds charged to it
+        self._vtime = 0.0  # the decode time of the tenant served last: where a returner joins
         # while several tenants are active, the most requests of one tenant in a batch
         # (0: an even share of max_batch_size); the server sets it from its settings
         self.tenant_batch_share = 0
@@ -136,14 +138,19 @@ class DecodeScheduler:
             future=loop.create_future(),
             queued_at=time.perf_counter(),
         )
+        if not self._backlogged(item.tenant):  # (re)joins at the current time: banks no credit
+            self._spent[item.tenant] = max(self._spent.get(item.tenant, 0.0), self._vtime)
         self._queue.append(item)
-        if item.tenant not in self._spent:  # joins at the least time of the active: no credit
-            active = [self._spent[t] for t in self._last_seen if t in self._spent]
-            self._spent[item.tenant] = min(active, default=0.0)
         self._last_seen[item.tenant] = item.queued_at
         assert self._wakeup is not None
         self._wakeup.set()
         return await item.future
+
+    def _backlogged(self, tenant: str) -> bool:
+        """Whether the tenant has a request queued or being decoded."""
+        return any(
+            i.tenant == tenant and not i.future.done() for i in (*self._queue, *self._in_flight)
+        )
 
     def active_tenants(self, now: float | None = None) -> int:
         """Tenants that submitted within the last `FAIR_WINDOW_S` (at least 1)."""
@@ -169,6 +176,8 @@ class DecodeScheduler:
             lanes,
             key=lambda t: (self._spent.get(t, 0.0), self._last_served.get(t, -1), lanes[t][0].seq),
         )
+        if order:
+            self._vtime = max(self._vtime, self._spent.get(order[0], 0.0))
         active = self.active_tenants()
         if active > 1 and self.tenant_batch_share > 0:
             order, share = order[:1], min(self.tenant_batch_share, self.max_batch_size)
