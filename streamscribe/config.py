@@ -145,7 +145,7 @@ class Settings(BaseSettings):
         json_schema_extra=ENV_ONLY,
     )
     fair_stream_speed: float = Field(
-        default=1.5,
+        default=1.0,
         description="While sessions of more than one key are live, the fastest a stream may "
         "send audio, in times real time, once it is fair_stream_burst_seconds ahead of real "
         "time (the server stops reading its socket meanwhile); 0: no pacing.",
