@@ -292,7 +292,7 @@ async def run(args, url: str) -> dict:
         await asyncio.sleep(3.0)  # the attack takes hold first
         phases[attack] = await good_phase(attack, url, good, clips, pcm)
         attacks[attack] = stop_child(child)
-        attacks[attack]["sessions_left_after"] = await drain(base, 30)
+        attacks[attack]["sessions_left_after"] = await drain(base, 180)
     return {"phases": phases, "attacks": attacks}
 
 

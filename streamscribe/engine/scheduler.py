@@ -37,7 +37,7 @@ from streamscribe.engine.decoding import DecodeRequest, DecodeResult, Transcribe
 
 log = logging.getLogger(__name__)
 
-FAIR_WINDOW_S = 5.0  # a tenant that submitted within this long is active (shares batches)
+FAIR_WINDOW_S = 30.0  # a tenant that submitted within this long is active (shares batches)
 
 
 @dataclass(order=True)
@@ -153,15 +153,16 @@ class DecodeScheduler:
         )
 
     def active_tenants(self, now: float | None = None) -> int:
-        """Tenants that submitted within the last `FAIR_WINDOW_S` (at least 1)."""
+        """Tenants with a request queued or being decoded, or that submitted within the last
+        `FAIR_WINDOW_S` (at least 1): a tenant waiting long on its request stays active."""
         since = (time.perf_counter() if now is None else now) - FAIR_WINDOW_S
-        stale = [t for t, at in self._last_seen.items() if at < since]
+        waiting = {i.tenant for i in (*self._queue, *self._in_flight) if not i.future.done()}
+        stale = [t for t, at in self._last_seen.items() if at < since and t not in waiting]
         for t in stale:  # forget tenants gone quiet (bounded memory)
             del self._last_seen[t]
             self._last_served.pop(t, None)
-            if not any(i.tenant == t for i in (*self._queue, *self._in_flight)):
-                self._spent.pop(t, None)
-        return max(1, len(self._last_seen))
+            self._spent.pop(t, None)
+        return max(1, len(set(self._last_seen) | waiting))
 
     def _take_batch(self) -> list[_Item]:
         """The tenants by decode time had (least first); each tenant's requests most urgent

@@ -165,3 +165,23 @@ async def test_one_tenant_alone_keeps_whole_batches():
         assert [len(b) for b in model.batches] == [1, 8]
     finally:
         await scheduler.stop()
+
+
+async def test_a_tenant_waiting_on_its_request_stays_active_past_the_window(monkeypatch):
+    import streamscribe.engine.scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "FAIR_WINDOW_S", 0.01)
+    model = FakeTranscriber()
+    scheduler = await make(model, max_batch_size=8)
+    scheduler.tenant_batch_share = 1
+    try:
+        first = await busy(scheduler, model)
+        flood = [(f"f{i}", f"flood-{i}", "flooder", True) for i in range(4)]
+        tasks = await queue_for(scheduler, *flood, ("victim", "v", "victim", True))
+        await asyncio.sleep(0.05)  # every submit is now older than the window
+        model.release()
+        await asyncio.gather(first, *tasks)
+        assert all(len(b) == 1 for b in model.batches[1:3]), model.batches
+        assert [b[0] for b in model.batches[1:]].index("victim") <= 1, model.batches
+    finally:
+        await scheduler.stop()
