@@ -44,7 +44,14 @@ def http_base(ws_url: str) -> str:
 class ServerProcess:
     """`python -m streamscribe serve` on a free loopback port, logging to a file."""
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = env  # extra environment (STREAMSCRIBE_* settings) for the server
         self.port = port or free_port()
         self.data_dir = data_dir
         self.log_path = log_path
@@ -65,7 +72,12 @@ class ServerProcess:
         ]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
+            )
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
         """Block until GET /readyz answers 200; return the seconds it took."""

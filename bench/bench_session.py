@@ -339,7 +339,11 @@ async def _read(ws: ClientConnection, analyzer: SessionAnalyzer) -> None:
 
 
 async def stream_session(
-    url: str, chunks: Iterable[bytes], analyzer: SessionAnalyzer, phase_s: float = 0.0
+    url: str,
+    chunks: Iterable[bytes],
+    analyzer: SessionAnalyzer,
+    phase_s: float = 0.0,
+    headers: dict[str, str] | None = None,
 ) -> SessionOutcome:
     """Open `url`, stream `chunks` in real time, Terminate, and read until the server closes.
 
@@ -351,7 +355,11 @@ async def stream_session(
     reader: asyncio.Task | None = None
     try:
         async with connect(
-            url, max_size=None, write_limit=WRITE_LIMIT, open_timeout=BEGIN_TIMEOUT_S
+            url,
+            max_size=None,
+            write_limit=WRITE_LIMIT,
+            open_timeout=BEGIN_TIMEOUT_S,
+            additional_headers=headers,
         ) as ws:
             _shrink_send_buffer(ws)
             first = await asyncio.wait_for(ws.recv(), BEGIN_TIMEOUT_S)

@@ -162,7 +162,13 @@ def _turn_json(turn) -> dict:
 
 
 async def run_stream(
-    i: int, n: int, clips: list[Clip], pcm: dict[str, bytes], url: str, trailing_s: float
+    i: int,
+    n: int,
+    clips: list[Clip],
+    pcm: dict[str, bytes],
+    url: str,
+    trailing_s: float,
+    headers: dict[str, str] | None = None,
 ) -> list[FileResult]:
     """Stream i: every clip, its list rotated by i, one session per clip, back to back."""
     order = clips[i % len(clips) :] + clips[: i % len(clips)]
@@ -172,7 +178,7 @@ async def run_stream(
         chunks = to_chunks(pcm[clip.id] + silence(trailing_s))
         # the first sessions start out of phase, so chunks of different streams interleave
         phase = i * CHUNK_S / n if k == 1 else 0.0
-        outcome = await stream_session(url, chunks, analyzer, phase)
+        outcome = await stream_session(url, chunks, analyzer, phase, headers)
         results.append(FileResult(i, clip, outcome))
         log(progress_line(n, i, k, len(order), clip, outcome))
     return results

@@ -144,6 +144,49 @@ class Settings(BaseSettings):
         json_schema_extra=ENV_ONLY,
     )
 
+    # fair shares under load: between keys, idle sessions, metered quotas (issue 18)
+    max_streams_per_key: int = Field(
+        default=16,
+        description="Concurrent sessions one API key may hold when the key sets no max_streams "
+        "of its own, so that one key cannot take every slot of max_sessions (0: no limit; "
+        "a key's own max_streams, set with `keys create --max-streams`, wins).",
+        json_schema_extra=ENV_ONLY,
+    )
+    fair_batch_share: int = Field(
+        default=1,
+        description="While sessions of several keys are decoding, the most decode requests of "
+        "one key in one model batch (0: an even share of max_batch_size). 1 suits a CPU, where "
+        "a batch costs about the sum of its requests, so another key's request never waits "
+        "behind one key's whole batch; on a GPU, where batching is nearly free, use 0.",
+        json_schema_extra=ENV_ONLY,
+    )
+    fair_stream_speed: float = Field(
+        default=1.0,
+        description="While sessions of more than one key are live, the fastest a stream may "
+        "send audio, in times real time, once it is fair_stream_burst_seconds ahead of real "
+        "time (the server stops reading its socket meanwhile); 0: no pacing.",
+        json_schema_extra=ENV_ONLY,
+    )
+    fair_stream_burst_seconds: float = Field(
+        default=10.0,
+        description="Audio seconds a stream may run ahead of real time before "
+        "fair_stream_speed paces it.",
+        json_schema_extra=ENV_ONLY,
+    )
+    idle_timeout_before_audio_seconds: float = Field(
+        default=30.0,
+        description="A session that has sent no audio yet is ended after this long without a "
+        "message (idle_timeout_seconds applies once audio has come).",
+        json_schema_extra=ENV_ONLY,
+    )
+    evict_idle_after_seconds: float = Field(
+        default=5.0,
+        description="When the server is at max_sessions, a new session ends the session that "
+        "has been quiet the longest without ever sending audio, if it has been quiet this "
+        "long, instead of being refused (0: never end one).",
+        json_schema_extra=ENV_ONLY,
+    )
+
     # platform: storage, access, retention, shutdown
     database_url: str | None = Field(
         default=None,

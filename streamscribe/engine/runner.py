@@ -43,9 +43,11 @@ class SessionRunner:
         key: str | None = None,
         enricher: TurnEnricher | None = None,
         deliver: Callable[[Event], None] | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.key = key or uuid.uuid4().hex
+        self.tenant = tenant  # whose share of the model this stream's decodes use (an API key)
         self.sessions = [StreamingSession(c, settings) for c in range(channels)]
         # where events go, in order: the caller's own outbox, or this runner's queue
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -138,7 +140,9 @@ class SessionRunner:
     async def _decode(self, session: StreamingSession, ticket: DecodeTicket) -> None:
         t0 = time.perf_counter()
         try:
-            result = await self.scheduler.submit(ticket.request, f"{self.key}:{session.channel}")
+            result = await self.scheduler.submit(
+                ticket.request, f"{self.key}:{session.channel}", tenant=self.tenant
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -6,6 +6,19 @@ routine partials; a newer partial of a session replaces its older one still queu
 caller gets `None`); requests of different sessions are decoded together in one batch. Model
 calls run in a worker thread so the event loop keeps serving sockets. `workers` > 1 runs several
 batches at once (a GPU with spare memory, or several CPU model replicas).
+
+Fair between tenants (the server passes the API key): the next batch goes to the tenant that
+has had the least decode time so far (fair queuing by time: a tenant that starts, or comes back
+with nothing queued, joins at the time of the tenant served last, so being idle banks nothing),
+and within a tenant by priority
+as above. So a key with 31 streams, or with costly long-window finals, gets the same share of
+the model's time as a key with one stream, and one key's finals cannot hold back another key's
+partials. While several tenants are active (submitted within the last `FAIR_WINDOW_S`):
+with `tenant_batch_share` N > 0 (the server's default, 1, for a CPU, where a batch costs about
+the sum of its requests) a batch holds N requests of one tenant only, so another tenant waits
+for at most one such batch and never pays for a greedy tenant's requests inside its own; with 0
+(a GPU, where batching is nearly free) batches mix tenants, each at most an even share. With
+one tenant it is the old order: by priority, FIFO within a class, whole batches.
 """
 
 from __future__ import annotations
@@ -13,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +36,8 @@ from dataclasses import dataclass, field
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult, Transcriber
 
 log = logging.getLogger(__name__)
+
+FAIR_WINDOW_S = 30.0  # a tenant that submitted within this long is active (shares batches)
 
 
 @dataclass(order=True)
@@ -32,6 +48,7 @@ class _Item:
     request: DecodeRequest = field(compare=False, repr=False)
     future: asyncio.Future = field(compare=False, repr=False)
     queued_at: float = field(compare=False, default=0.0)
+    tenant: str = field(compare=False, default="")
 
 
 @dataclass
@@ -65,6 +82,14 @@ class DecodeScheduler:
         self.stats = SchedulerStats()
         self.on_batch: Callable[[int, float], None] | None = None  # (size, seconds) observer
         self.busy = 0
+        self._served = itertools.count()
+        self._last_served: dict[str, int] = {}  # tenant -> when it was last given a slot
+        self._last_seen: dict[str, float] = {}  # tenant -> when it last submitted
+        self._spent: dict[str, float] = {}  # tenant -> decode seconds charged to it
+        self._vtime = 0.0  # the decode time of the tenant served last: where a returner joins
+        # while several tenants are active, the most requests of one tenant in a batch
+        # (0: an even share of max_batch_size); the server sets it from its settings
+        self.tenant_batch_share = 0
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -88,8 +113,13 @@ class DecodeScheduler:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def submit(self, request: DecodeRequest, key: str) -> DecodeResult | None:
-        """Decode `request`; None if a newer partial of the same `key` replaced it."""
+    async def submit(
+        self, request: DecodeRequest, key: str, tenant: str | None = None
+    ) -> DecodeResult | None:
+        """Decode `request`; None if a newer partial of the same `key` replaced it.
+
+        `tenant` (the API key behind the session) is what fairness is between; requests without
+        one share the anonymous tenant."""
         if not self._tasks:
             await self.start()
         loop = asyncio.get_running_loop()
@@ -103,21 +133,80 @@ class DecodeScheduler:
             priority=0 if request.final else max(1, request.urgency),
             seq=next(self._seq),
             key=key,
+            tenant=tenant or "",
             request=request,
             future=loop.create_future(),
             queued_at=time.perf_counter(),
         )
+        if not self._backlogged(item.tenant):  # (re)joins at the current time: banks no credit
+            self._spent[item.tenant] = max(self._spent.get(item.tenant, 0.0), self._vtime)
         self._queue.append(item)
+        self._last_seen[item.tenant] = item.queued_at
         assert self._wakeup is not None
         self._wakeup.set()
         return await item.future
 
+    def _backlogged(self, tenant: str) -> bool:
+        """Whether the tenant has a request queued or being decoded."""
+        return any(
+            i.tenant == tenant and not i.future.done() for i in (*self._queue, *self._in_flight)
+        )
+
+    def active_tenants(self, now: float | None = None) -> int:
+        """Tenants with a request queued or being decoded, or that submitted within the last
+        `FAIR_WINDOW_S` (at least 1): a tenant waiting long on its request stays active."""
+        since = (time.perf_counter() if now is None else now) - FAIR_WINDOW_S
+        waiting = {i.tenant for i in (*self._queue, *self._in_flight) if not i.future.done()}
+        stale = [t for t, at in self._last_seen.items() if at < since and t not in waiting]
+        for t in stale:  # forget tenants gone quiet (bounded memory)
+            del self._last_seen[t]
+            self._last_served.pop(t, None)
+            self._spent.pop(t, None)
+        return max(1, len(set(self._last_seen) | waiting))
+
     def _take_batch(self) -> list[_Item]:
+        """The tenants by decode time had (least first); each tenant's requests most urgent
+        first. Several tenants active: one tenant's `tenant_batch_share` requests, or (share 0)
+        round-robin over tenants, each at most an even share; one tenant: a whole batch."""
         self._queue = [i for i in self._queue if not i.future.done()]
         self._queue.sort()
-        batch = self._queue[: self.max_batch_size]
-        self._queue = self._queue[self.max_batch_size :]
+        lanes: dict[str, deque[_Item]] = {}
+        for item in self._queue:  # sorted: each lane is its tenant's requests, most urgent first
+            lanes.setdefault(item.tenant, deque()).append(item)
+        order = sorted(
+            lanes,
+            key=lambda t: (self._spent.get(t, 0.0), self._last_served.get(t, -1), lanes[t][0].seq),
+        )
+        if order:
+            self._vtime = max(self._vtime, self._spent.get(order[0], 0.0))
+        active = self.active_tenants()
+        if active > 1 and self.tenant_batch_share > 0:
+            order, share = order[:1], min(self.tenant_batch_share, self.max_batch_size)
+        else:
+            share = math.ceil(self.max_batch_size / active)
+        taken: dict[str, int] = defaultdict(int)
+        batch: list[_Item] = []
+        progressed = True
+        while progressed and len(batch) < self.max_batch_size:
+            progressed = False
+            for tenant in order:
+                lane = lanes[tenant]
+                if not lane or taken[tenant] >= share or len(batch) >= self.max_batch_size:
+                    continue
+                batch.append(lane.popleft())
+                taken[tenant] += 1
+                self._last_served[tenant] = next(self._served)
+                progressed = True
+        chosen = set(map(id, batch))
+        self._queue = [i for i in self._queue if id(i) not in chosen]
+        batch.sort()  # finals first within the batch, as before
         return batch
+
+    def _charge(self, batch: list[_Item], seconds: float) -> None:
+        """Charge a batch's model time to its tenants, by their share of its requests."""
+        for item in batch:
+            if item.tenant in self._spent:
+                self._spent[item.tenant] += seconds / len(batch)
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -152,6 +241,7 @@ class DecodeScheduler:
             finally:
                 self.busy -= 1
                 self._in_flight = [i for i in self._in_flight if i not in batch]
+                self._charge(batch, time.perf_counter() - now)
             self.stats.batches += 1
             self.stats.requests += len(batch)
             self.stats.batch_sizes.append(len(batch))

@@ -21,32 +21,72 @@ from streamscribe.server.state import ServerState
 
 
 async def check_admission(state: ServerState, principal: Principal) -> None:
-    """Refuse a new session the server or the key has no room for (reason names the limit)."""
+    """Refuse a new session the server or the key has no room for (reason names the limit).
+
+    Fair between keys: a key holds at most its own `max_streams` (else the server's
+    `max_streams_per_key`); when every slot is taken, the session quiet the longest that never
+    sent audio is ended to make room (`evict_idle_after_seconds`) before anyone is refused; and a
+    long decode queue refuses only keys that already hold their share of the live sessions."""
     if state.draining:
         raise ServerRefusal(ErrorKind.BUSY, "Server shutting down: reconnect to another server")
-    if state.at_capacity:
-        raise ServerRefusal(
-            ErrorKind.BUSY, "Server busy: at session capacity; try again shortly or another server"
-        )
     key = principal.key
-    if key is None:
-        return
-    if key.max_streams is not None:
-        live = sum(1 for s in state.sessions.values() if s.key_id == key.id and not s.ending)
-        if live >= key.max_streams:
+    if key is not None:
+        cap = key.max_streams
+        if cap is None and state.settings.max_streams_per_key > 0:
+            cap = state.settings.max_streams_per_key
+        if cap is not None and state.live_of(key.id) >= cap:
+            where = "" if key.max_streams is not None else "; server max_streams_per_key"
             raise ServerRefusal(
                 ErrorKind.LIMIT,
                 f"Unauthorized Connection: Too many concurrent sessions "
-                f"(key {key.name!r} allows {key.max_streams})",
+                f"(key {key.name!r} allows {cap}{where})",
             )
-    if key.max_audio_hours_per_day is not None:
-        used = await state.store.audio_seconds_today(key.id)
-        if used >= key.max_audio_hours_per_day * 3600:
-            raise ServerRefusal(
-                ErrorKind.LIMIT,
-                f"Daily audio limit reached: key {key.name!r} allows "
-                f"{key.max_audio_hours_per_day:g} h per day (UTC)",
-            )
+        await check_quota(state, principal)
+    if (
+        state.full
+        and state.evict_idle(
+            state.settings.evict_idle_after_seconds,
+            "Session ended to make room: no audio was sent; send audio within "
+            f"{state.settings.evict_idle_after_seconds:g} s when the server is full",
+        )
+        is None
+    ):
+        raise ServerRefusal(
+            ErrorKind.BUSY, "Server busy: at session capacity; try again shortly or another server"
+        )
+    if state.queue_too_long and state.holds_fair_share(principal.key_id):
+        raise ServerRefusal(
+            ErrorKind.BUSY,
+            "Server busy: decodes queue too long; try again shortly or another server",
+        )
+
+
+async def check_quota(state: ServerState, principal: Principal) -> None:
+    """Refuse when the key's audio today (stored, and its live sessions so far) is at its daily
+    allowance; the stored figure is read afresh here (uploads meter there too)."""
+    key = principal.key
+    if key is None or key.max_audio_hours_per_day is None:
+        return
+    state.note_usage(key.id, await state.store.audio_seconds_today(key.id), stored_total=True)
+    if refusal := quota_refusal(state, principal):
+        raise refusal
+
+
+def quota_refusal(state: ServerState, principal: Principal, more_s: float = 0.0):
+    """A LIMIT refusal if `more_s` more audio would take the key past its daily allowance
+    (shared by every live session of the key), else None. Metered as the audio streams."""
+    key = principal.key
+    if key is None or key.max_audio_hours_per_day is None:
+        return None
+    allowed = key.max_audio_hours_per_day * 3600
+    used = state.metered_today(key.id)
+    if (used + more_s > allowed) if more_s else (used >= allowed):
+        return ServerRefusal(
+            ErrorKind.LIMIT,
+            f"Daily audio limit reached: key {key.name!r} allows "
+            f"{key.max_audio_hours_per_day:g} h per day (UTC)",
+        )
+    return None
 
 
 def session_limit_s(state: ServerState, principal: Principal, config: SessionConfig) -> float:
@@ -67,9 +107,11 @@ async def session_scheduler(state: ServerState, config: SessionConfig) -> Decode
     Raises ProtocolError naming the fix when no served model fits the session."""
     name = choose_model(state.settings, config, state.transcriber.multilingual)
     try:
-        return await state.scheduler_for(name)
+        scheduler = await state.scheduler_for(name)
     except ModelNotFoundError as exc:
         raise PeerError(ErrorKind.BAD_REQUEST, f"Model {name!r} unavailable: {exc}") from None
+    scheduler.tenant_batch_share = state.settings.fair_batch_share  # fairness between keys
+    return scheduler
 
 
 async def session_speakers(state: ServerState, config: SessionConfig) -> list | None:

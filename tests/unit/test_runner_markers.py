@@ -42,7 +42,9 @@ class OracleScheduler:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def submit(self, request: DecodeRequest, key: str) -> DecodeResult | None:
+    async def submit(
+        self, request: DecodeRequest, key: str, tenant: str | None = None
+    ) -> DecodeResult | None:
         await self.gate.wait()
         await asyncio.sleep(0)
         start_ms = int(request.audio[0]) * 1000 // RATE

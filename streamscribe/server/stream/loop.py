@@ -46,7 +46,12 @@ from streamscribe.events import (
 )
 from streamscribe.logs import session_context
 from streamscribe.protocols.common import Outgoing
-from streamscribe.server.admission import session_limit_s, session_scheduler, session_speakers
+from streamscribe.server.admission import (
+    quota_refusal,
+    session_limit_s,
+    session_scheduler,
+    session_speakers,
+)
 from streamscribe.server.auth import Principal
 from streamscribe.server.state import ServerState
 from streamscribe.server.stream.host import StreamHost
@@ -129,6 +134,10 @@ class LiveStream:
         self.final_turns = 0
         self.client_failed = False  # an Error event was sent: the session is over for the client
         self.error_sent = False
+        self.pacer = self.host.pacer()
+        self.paced_ms = 0.0  # audio received since the last pacing check
+        self.unfed_ms = 0  # the frame refused for the quota
+        self.first_audio_at: float | None = None  # when the first sample's frame came
 
     # ------------------------------------------------------------------ the whole session
     async def run(self, scheduler: DecodeScheduler, speakers: list | None) -> SessionEnded:
@@ -166,7 +175,7 @@ class LiveStream:
         if runner.failed is not None and error is None:
             reason = EndReason.ERROR
         ended = SessionEnded(
-            audio_ms=self.converter.audio_ms,
+            audio_ms=max(0, self.converter.audio_ms - self.unfed_ms),
             session_ms=int((time.monotonic() - self.started) * 1000),
             reason=reason,
         )
@@ -210,19 +219,25 @@ class LiveStream:
             channels=fmt.channels,
             speakers=speakers,
             deliver=self.outbox.put_nowait,
+            tenant=self.principal.key_id,
         )
-        self.host.register(self.session_id, self.protocol, runner, self.principal.key_id)
+        self.live = self.host.register(
+            self.session_id, self.protocol, runner, self.principal.key_id, socket=True
+        )
         return runner
 
     # ------------------------------------------------------------------ receiving
     async def _receive_loop(self, max_s: float) -> None:
         state = self.state
-        idle_limit = self.config.inactivity_timeout_s or state.settings.idle_timeout_seconds
+        idle_after_audio = self.config.inactivity_timeout_s or state.settings.idle_timeout_seconds
+        # a session that never sent audio holds a slot for less (issue 18)
+        idle_before_audio = min(idle_after_audio, state.settings.idle_timeout_before_audio_seconds)
         last_activity = time.monotonic()
         progress_ms = self.config.progress_interval_ms or 0
         self.next_progress_ms = progress_ms
         while True:
             now = time.monotonic()
+            idle_limit = idle_after_audio if self.live.heard_audio else idle_before_audio
             until_idle = idle_limit - (now - last_activity)
             until_expiry = max_s - (now - self.started)
             if until_expiry <= 0:
@@ -233,13 +248,17 @@ class LiveStream:
                     ),
                 )
             if until_idle <= 0:
+                why = (
+                    f"no audio or KeepAlive for {idle_limit:.0f} s"
+                    if self.live.heard_audio
+                    else f"no audio sent, nor any message, for {idle_limit:.0f} s"
+                )
                 raise _Ending(
                     EndReason.INACTIVITY,
-                    ServerRefusal(
-                        ErrorKind.TIMEOUT,
-                        f"Session idle for too long: no audio or KeepAlive for {idle_limit:.0f} s",
-                    ),
+                    ServerRefusal(ErrorKind.TIMEOUT, f"Session idle for too long: {why}"),
                 )
+            if self.live.evicted is not None:  # ended to make room for a new session
+                raise _Ending(EndReason.INACTIVITY, self.live.evicted)
             if self.wire.closed:
                 raise _Ending(EndReason.ERROR if self.client_failed else EndReason.CLIENT_GONE)
             if state.draining:
@@ -254,7 +273,7 @@ class LiveStream:
                 raise _Ending(EndReason.CLIENT_GONE) from None
             if message["type"] == "websocket.disconnect":
                 raise _Ending(EndReason.CLIENT_GONE)
-            last_activity = time.monotonic()
+            last_activity = self.live.last_message = time.monotonic()
             try:
                 if message.get("bytes") is not None:
                     commands = self.dialect.receive_bytes(message["bytes"])
@@ -273,13 +292,25 @@ class LiveStream:
                 await self._command(command, progress_ms)
             if self.runner.failed is not None:
                 raise _Ending(EndReason.ERROR)
-            await self.host.hold_back(self._lag_ms, self._failed)
+            await self.host.hold_back(self._lag_ms, self._failed, self._ahead_ms)
+            if self.paced_ms:
+                ms, self.paced_ms = self.paced_ms, 0
+                await self.host.pace(self.pacer, self.principal.key_id, ms, self._stopping)
 
     def _lag_ms(self) -> int:
         return self.runner.lag_ms
 
     def _failed(self) -> bool:
         return self.runner.failed is not None
+
+    def _ahead_ms(self) -> float:
+        """How far the audio received runs ahead of the wall clock since its first sample."""
+        if self.first_audio_at is None:
+            return 0.0
+        return self.converter.audio_ms - (time.monotonic() - self.first_audio_at) * 1000
+
+    def _stopping(self) -> bool:
+        return self.state.draining or self.wire.closed or self.live.evicted is not None
 
     async def _command(self, command: Command, progress_ms: int) -> None:
         if isinstance(command, AudioFormatSettled):
@@ -291,6 +322,15 @@ class LiveStream:
                 raise _Ending(
                     EndReason.ERROR, PeerError(ErrorKind.BAD_AUDIO, f"Invalid audio: {exc}")
                 ) from None
+            added_ms = 1000 * len(channels[0]) / 16000 if channels else 0.0
+            # the daily quota is metered as the audio comes, shared by the key's live sessions
+            if refusal := quota_refusal(self.state, self.principal, added_ms / 1000):
+                self.unfed_ms = round(added_ms)  # refused, so neither decoded nor metered
+                raise _Ending(EndReason.ERROR, refusal)
+            if added_ms and self.first_audio_at is None:
+                self.live.heard_audio = True
+                self.first_audio_at = time.monotonic() - added_ms / 1000
+            self.paced_ms += added_ms
             if self.recorder is not None:
                 _record(self.recorder, channels)
             for channel, samples in enumerate(channels):
