@@ -234,7 +234,13 @@ class CallMedia:
         await self.host.hold_back(
             lambda: max((p.stream.runner.lag_ms for p in self._streaming()), default=0),
             lambda: any(p.stream.runner.failed for p in self._streaming()),
+            self._ahead_ms,
         )
+
+    def _ahead_ms(self) -> float:
+        """How far the call's audio runs ahead of the wall clock since the media opened: a call
+        in real time is never held (its socket unread, it would miss its keepalive pongs)."""
+        return self.clock.now_ms - (time.monotonic() - self.started) * 1000
 
     def _streaming(self) -> list[Participant]:
         return [p for p in self.participants.values() if p.stream is not None]
@@ -243,7 +249,7 @@ class CallMedia:
     def _open_stream(self, participant: Participant, start_ms: float) -> ParticipantStream:
         config = SessionConfig(turn={"language": self.job.language, "format_turns": True})
         live_id = f"{self.session_id}/{participant.channel}/{uuid.uuid4().hex[:6]}"
-        runner = self.host.runner(self.scheduler, config, live_id)
+        runner = self.host.runner(self.scheduler, config, live_id, tenant=self.principal.key_id)
         stream = ParticipantStream(runner, int(round(start_ms)), live_id)
         self.host.register(live_id, PROTOCOL, runner, self.principal.key_id)
         stream.forwarder = asyncio.create_task(self._forward(participant, stream))
