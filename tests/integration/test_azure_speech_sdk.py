@@ -122,18 +122,30 @@ def test_recognize_once_walks_a_file_utterance_by_utterance(server, two_utteranc
         speech_config=speech_config(server.ws),
         audio_config=speechsdk.audio.AudioConfig(filename=str(path)),
     )
-    results = [recognizer.recognize_once_async().get() for _ in range(3)]
-    reasons = [r.reason for r in results]
-    assert reasons[:2] == [speechsdk.ResultReason.RecognizedSpeech] * 2, [
+    # each call returns the next phrase; the server may end a phrase at a pause inside an
+    # utterance (as the cloud does), so the phrases are grouped by where they start in the file
+    results = []
+    for _ in range(8):
+        results.append(recognizer.recognize_once_async().get())
+        if results[-1].reason != speechsdk.ResultReason.RecognizedSpeech:
+            break
+    spoken = results[:-1]
+    assert results[-1].reason == speechsdk.ResultReason.NoMatch, [  # only silence is left
         (r.reason, r.text) for r in results
     ]
-    for part, result in zip(parts, results, strict=False):
-        assert wer(part.text, result.text) <= 0.35, (part.text, result.text)
+    assert len(spoken) >= 2, [(r.reason, r.text) for r in results]
+    for result in spoken:
         assert result.text[0].isupper() and result.text[-1] in ".?!", result.text
     # the second utterance starts after the first one and the gap, on the file's clock
     second_start = (len(parts[0].audio) / RATE + 1.6) * TICKS
-    assert abs(results[1].offset - second_start) < 1.0 * TICKS, results[1].offset
-    assert results[2].reason == speechsdk.ResultReason.NoMatch  # only silence is left
+    offsets = [r.offset for r in spoken]
+    assert offsets == sorted(offsets), offsets
+    first = [r.text for r in spoken if r.offset < second_start - 0.5 * TICKS]
+    second = [r for r in spoken if r.offset >= second_start - 0.5 * TICKS]
+    assert first and second, offsets
+    assert abs(second[0].offset - second_start) < 1.0 * TICKS, second[0].offset
+    for part, texts in ((parts[0], first), (parts[1], [r.text for r in second])):
+        assert wer(part.text, " ".join(texts)) <= 0.35, (part.text, texts)
 
 
 def test_continuous_detailed_with_word_timestamps_at_8khz(server, two_utterances):
