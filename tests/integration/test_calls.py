@@ -169,7 +169,10 @@ class Consumer:
     _server: Any = None
 
     async def start(self) -> Consumer:
-        self._server = await websockets.serve(self._handle, "127.0.0.1", self.port)
+        # a consumer that drops after reading N finals reads no further ahead than its handler
+        # (max_queue=0): what it "read" is what its WebSocket stack acknowledged with a pong
+        queue = 0 if self.drop_after_finals is not None else 16
+        self._server = await websockets.serve(self._handle, "127.0.0.1", self.port, max_queue=queue)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -1,10 +1,11 @@
 """Delivery when the customer's socket misbehaves, and a language switch mid-call.
 
 A drop (no close frame) followed by an outage: the server reconnects with back-off, starts the
-new connection with TranscriptionMetadata and delivers every final produced meanwhile, in order,
-each exactly once. A socket that never returns: a TranscriptionFailed callback says why and the
-store still holds every transcript. An update to German mid-call moves the call onto the
-multilingual model and the German speech after it comes out German."""
+new connection with TranscriptionMetadata and delivers every final produced meanwhile, in order;
+only the one final in flight at the drop may come twice. A socket that never returns: a
+TranscriptionFailed callback says why and the store still holds every transcript. An update to
+German mid-call moves the call onto the multilingual model and the German speech after it comes
+out German."""
 
 from __future__ import annotations
 
@@ -58,9 +59,15 @@ async def test_a_dropped_socket_gets_every_final_once_in_order_after_it_returns(
     for conn in consumer.connections:
         assert conn[0][1]["kind"] == "TranscriptionMetadata"
         assert all(m["kind"] == "TranscriptionData" for _, m in conn[1:])
-    received = finals(consumer.frames)
-    keys = [(r["participantRawID"], r["offset"]) for r in received]
-    assert len(keys) == len(set(keys))  # no duplicates
+    first, second = (finals(conn) for conn in consumer.connections)
+    key = lambda r: (r["participantRawID"], r["offset"])  # noqa: E731
+    # only the final in flight when the socket dropped may come again, first on the new one
+    repeated = [r for r in second if key(r) in {key(f) for f in first}]
+    assert repeated in ([], [second[0]])
+    assert not repeated or key(second[0]) == key(first[-1])
+    received = first + [r for r in second if r not in repeated]
+    keys = [key(r) for r in received]
+    assert len(keys) == len(set(keys))
     for pid in {k[0] for k in keys}:
         offsets = [o for p, o in keys if p == pid]
         assert offsets == sorted(offsets)  # each participant's phrases in order

@@ -3,16 +3,20 @@
 Why this exists: here streamscribe is the client. `TranscriptPusher` keeps one WebSocket to the
 customer's server for a job: `TranscriptionMetadata` first on every connection, then the frames
 in order. If the socket drops it reconnects with back-off and delivers what was produced
-meanwhile, in order, without duplicates; if it stays away longer than the job's reconnect window
+meanwhile, in order (see Delivery below); if it stays away longer than the job's reconnect window
 it reports a failure (the transcripts are in the store all along). `CallbackPoster` POSTs the
 ACS CloudEvents to the callback URL in order, with a few retries, never blocking transcription.
 
 Delivery (the ACS format has no acknowledgements, so exactly-once cannot be proven; this is the
 policy): a ping follows every frame, and its pong proves the customer's WebSocket stack read the
-frame. When the customer closes or resets the connection, it was alive and reading until then:
-every frame written before that counts as delivered, and only frames not yet written go out on
-the next connection, so nothing arrives twice. When the customer went silent instead (the
-keepalive ping timed out: a network partition), frames it never confirmed are sent again.
+frame. One frame is in flight at a time: the next is written only after the pong of the one
+before, so a burst of finals (a call's last turns flushed together) never sits unread in the
+customer's socket buffers when the connection drops (a loopback round trip costs well under a
+millisecond; at 50 ms a call still gets 20 frames a second, several times what it produces).
+When the connection drops, however it drops, the final in flight (written, its pong not back)
+goes again on the next connection: a final is never lost, and at most that one frame can arrive
+twice — when the drop fell between the customer reading it and its pong coming back; it repeats
+the same participant and offset, so a consumer can tell.
 Finals produced while the socket is down are queued (up to `MAX_BACKLOG`) and sent in order after
 the metadata of the new connection; intermediate results are neither queued nor replayed (a later
 result of the phrase replaces them). Frame rendering is `protocols.acs_transcription`.
@@ -70,7 +74,6 @@ class _Frame:
     text: str
     final: bool
     pong: Awaitable[float] | None = None
-    written: bool = False  # handed to the socket (send() returned)
 
 
 class _Permanent(Exception):
@@ -200,8 +203,7 @@ class TranscriptPusher:
                 finished = await self._serve(ws)
             finally:
                 self.connected = False
-                sent = ws.protocol.close_sent  # websockets closes 1011 when pings go unanswered
-                self._requeue(silent=sent is not None and "keepalive" in sent.reason)
+                self._requeue()
             if finished:
                 break
             down_since = time.monotonic()
@@ -274,10 +276,11 @@ class TranscriptPusher:
                     if reader in done:
                         return False
                     continue
+                if await self._previous_unconfirmed():
+                    continue  # its pong came back: look at what is pending again
                 frame = self._pending.popleft()
                 self._unacked.append(frame)
                 await ws.send(frame.text)
-                frame.written = True
                 frame.pong = await ws.ping()
         except ConnectionClosed:
             return False
@@ -286,6 +289,17 @@ class TranscriptPusher:
             with contextlib.suppress(BaseException):
                 await reader
             self._ws = None
+
+    async def _previous_unconfirmed(self) -> bool:
+        """Wait for the pong of the frame in flight, if any (True when there was one). A drop
+        raises ConnectionClosed here; a silent peer is closed by the keepalive."""
+        if not self._unacked or self._unacked[-1].pong is None:
+            return False
+        pong = self._unacked[-1].pong
+        if pong.done():
+            return False
+        await asyncio.shield(pong)
+        return True
 
     async def _await_acks(self, ws: ClientConnection) -> None:
         if self._unacked and self._unacked[-1].pong is not None:
@@ -302,21 +316,17 @@ class TranscriptPusher:
             self._unacked.popleft()
             self.delivered += 1
 
-    def _requeue(self, silent: bool) -> None:
-        """After a drop: finals that must go again return to the front, in order. A peer that
-        closed or reset the connection read what was written before; one that went silent
-        gets again everything it did not confirm."""
+    def _requeue(self) -> None:
+        """After a drop: finals written but not confirmed by their pong, then the finals not yet
+        written, return to the front in order; intermediate results are dropped."""
         self._settle()
-        if not silent:
-            self.delivered += sum(1 for f in self._unacked if f.written)
-            self._unacked = deque(f for f in self._unacked if not f.written)
         again = [f for f in self._unacked if f.final]
         self.dropped_intermediate += len(self._unacked) - len(again)
         self._unacked.clear()
         kept = [f for f in self._pending if f.final]
         self.dropped_intermediate += len(self._pending) - len(kept)
         for f in again:
-            f.pong, f.written = None, False
+            f.pong = None
         self._pending = deque([*again, *kept])
 
     async def _fail(self, failure: PushFailure) -> None:
