@@ -487,9 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-encoder", action="store_true", help="torch: torch.compile")
     parser.add_argument(
         "--encoder",
-        choices=("torch", "ct2"),
+        choices=("auto", "torch", "ct2"),
         default="torch",
-        help="torch: whose encoder (ct2: CTranslate2's float32 one, CPU)",
+        help="torch: whose encoder (ct2: CTranslate2's float32 one, CPU; auto: ct2 where it "
+        "can run, as the server does)",
     )
     parser.add_argument(
         "--warmup",

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="Model engine: ct2 (CTranslate2; CPU or CUDA 12) or torch (PyTorch: CUDA "
         "graphs on any CUDA version PyTorch supports; needs the gpu extra).",
     )
+    torch_encoder: str = Field(
+        default="auto",
+        description="Encoder of the torch backend: auto (CTranslate2's float32 encoder on the "
+        "CPU where ctranslate2 is installed: cheaper, same words), torch, or ct2.",
+        json_schema_extra=ENV_ONLY,
+    )
     device: str = Field(default="cpu", description="Where the model runs: cpu or cuda.")
     compute_type: str = Field(
         default="int8", description="CTranslate2 compute type, e.g. int8, int8_float16, float16."

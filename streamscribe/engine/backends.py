@@ -60,4 +60,5 @@ def _load_torch(path: str, settings: Settings) -> Transcriber:
         device=settings.device,
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
+        encoder=settings.torch_encoder,
     )

@@ -9,10 +9,11 @@ CFG is a JSON object: base_url (ws://host:port), api_key, pcm (a file of 16 kHz 
 null), speed (1.0: real time), chunk_ms, token (mint one with create_temporary_token first),
 word_boost, threshold (end_utterance_silence_threshold), session_info (ask for
 SessionInformation), force_after_speech (force_end_utterance after the speech, and again after
-`force_gap_s` of silence), silence_close_s (the AssemblyAI cookbook's rule: close the session
-once empty partials have come for this long since the last words), max_silence_s (silence sent
-after the speech, if the rule has not closed the session first), frames (extra raw frames, as
-byte counts of zeros, sent after the speech), wait_s (how long to wait for the session to end).
+`force_gap_s` of silence once a final with text has come), silence_close_s (the AssemblyAI
+cookbook's rule: close the session once empty partials have come for this long since the last
+words), max_silence_s (silence sent after the speech, if the rule has not closed the session
+first), frames (extra raw frames, as byte counts of zeros, sent after the speech), wait_s (how
+long to wait for the session to end).
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def main() -> None:
     def on_open(opened: aai.RealtimeSessionOpened) -> None:
         out("SessionBegins", **dump(opened))
 
+    spoken_final = threading.Event()
+
     def on_data(transcript: aai.RealtimeTranscript) -> None:
         out(type(transcript).__name__, **dump(transcript))
+        if isinstance(transcript, aai.RealtimeFinalTranscript) and transcript.text:
+            spoken_final.set()
         limit = cfg.get("silence_close_s")
         if limit is None or state["terminated"]:
             return
@@ -122,6 +127,9 @@ def main() -> None:
         out("force_sent")
         gap = cfg.get("force_gap_s", 2.0)
         transcriber.stream(paced(bytes(int(32000 * gap)), chunk_ms, speed))
+        # the second force must find nothing to end: wait for the first one's final (a loaded
+        # machine may take longer than the gap to decode it)
+        spoken_final.wait(cfg.get("force_final_wait_s", 30))
         transcriber.force_end_utterance()
         out("force_sent")
     for size in cfg.get("frames") or []:

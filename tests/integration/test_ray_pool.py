@@ -298,7 +298,8 @@ async def test_a_pool_gone_mid_session_ends_it_with_an_error_and_keeps_its_turns
         assert done.returncode == 0, done.stderr[-2000:]
 
     gap = np.zeros(int(2.0 * RATE), dtype=np.float32)
-    tail = np.concatenate([clips[1].audio] * 2)
+    # long enough to outlast `pool down` on a loaded machine; the server's error ends the sending
+    tail = np.concatenate([clips[1].audio] * 8)
     audio = np.concatenate([clips[0].audio, gap, tail])
     remover = asyncio.create_task(remove_pool_after_first_turn())
     messages, _ = await stream(server, audio, pace_s=0.1, on_message=watch)

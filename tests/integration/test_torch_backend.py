@@ -46,7 +46,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def torch_model(model_dir: Path) -> WhisperTorchTranscriber:
-    return WhisperTorchTranscriber(model_dir, device="cpu", cpu_threads=1)
+    return WhisperTorchTranscriber(model_dir, device="cpu", cpu_threads=1, encoder="torch")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,9 @@ def test_graph_step_bodies_decode_like_the_eager_path(torch_model, model_dir: Pa
     views, every step attending over the whole masked 448-position cache, the step counter and
     position advanced on the device; greedy and beam search must decode exactly as the
     exact-size path does."""
-    static = WhisperTorchTranscriber(model_dir, device="cpu", cpu_threads=1, static_shapes=True)
+    static = WhisperTorchTranscriber(
+        model_dir, device="cpu", cpu_threads=1, static_shapes=True, encoder="torch"
+    )
     assert static.slots.static and not static.slots.use_graphs
     utts = speech_or_skip(3)
     for beam in (1, 2):
@@ -179,7 +181,7 @@ def test_int8_copy_decodes_like_the_original(torch_model, model_dir: Path, tmp_p
     for name in ("config.json", "tokenizer.json"):
         shutil.copy(model_dir / name, tmp_path / name)
     assert (tmp_path / "model.bin").stat().st_size < 0.6 * (model_dir / "model.bin").stat().st_size
-    int8 = WhisperTorchTranscriber(tmp_path, device="cpu", cpu_threads=1)
+    int8 = WhisperTorchTranscriber(tmp_path, device="cpu", cpu_threads=1, encoder="torch")
     utts = speech_or_skip(2)
     requests = [DecodeRequest(u.audio) for u in utts]
     for u, a, b in zip(
@@ -216,7 +218,7 @@ def test_multilingual_detection_hint_and_translation(tmp_path_factory) -> None:
         base = resolve_model("base", tmp_path_factory.mktemp("models"))
     except ModelNotFoundError as exc:
         pytest.skip(str(exc))
-    ours = WhisperTorchTranscriber(base, device="cpu", cpu_threads=1)
+    ours = WhisperTorchTranscriber(base, device="cpu", cpu_threads=1, encoder="torch")
     assert ours.multilingual
     theirs = WhisperCT2Transcriber(base, compute_type="float32", cpu_threads=1)
     requests = [

@@ -44,7 +44,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(model_dir: Path) -> WhisperTorchTranscriber:
-    return WhisperTorchTranscriber(model_dir, device="cpu", cpu_threads=1)
+    return WhisperTorchTranscriber(model_dir, device="cpu", cpu_threads=1, encoder="torch")
 
 
 def assert_same(plain: DecodeResult, drafted: DecodeResult, context: str) -> None:

@@ -20,6 +20,7 @@ stickiness, word clean-up, guards) are `engine/whisper_rules.py`'s, so they cann
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import threading
 import time
@@ -83,7 +84,7 @@ class WhisperTorchTranscriber:
         cuda_graphs: bool = True,
         compile_encoder: bool = False,
         static_shapes: bool = False,
-        encoder: str = "torch",
+        encoder: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
         if self.device.type == "cpu" and cpu_threads > 0:
@@ -117,8 +118,8 @@ class WhisperTorchTranscriber:
         self._encoder = self.model.encoder
         if compile_encoder and self.device.type == "cuda":
             self._encoder = torch.compile(self.model.encoder, dynamic=True)
-        self.encoder = encoder
-        self._ct2 = _ct2_encoder(encoder, Path(model), self.device, self.dtype, cpu_threads)
+        self.encoder = _pick_encoder(encoder, Path(model), self.device, self.dtype)
+        self._ct2 = _ct2_encoder(self.encoder, Path(model), self.device, self.dtype, cpu_threads)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
@@ -320,6 +321,25 @@ class WhisperTorchTranscriber:
         return out
 
 
+ENCODERS = ("auto", "torch", "ct2")
+
+
+def _pick_encoder(encoder: str, model: Path, device: torch.device, dtype) -> str:
+    """`auto`: CTranslate2's float32 encoder where it can run (CPU, float32, a CTranslate2 model
+    directory, ctranslate2 installed) since it is cheaper with the same output; ours otherwise."""
+    if encoder not in ENCODERS:
+        raise StreamscribeError(f"encoder {encoder!r}: pass one of {', '.join(ENCODERS)}")
+    if encoder != "auto":
+        return encoder
+    usable = (
+        device.type == "cpu"
+        and dtype == torch.float32
+        and (model / "model.bin").is_file()
+        and importlib.util.find_spec("ctranslate2") is not None
+    )
+    return "ct2" if usable else "torch"
+
+
 def _ct2_encoder(encoder: str, model: Path, device: torch.device, dtype, threads: int):
     """CTranslate2's float32 encoder for `encoder="ct2"` (None for "torch").
 
@@ -328,8 +348,6 @@ def _ct2_encoder(encoder: str, model: Path, device: torch.device, dtype, threads
     that); bfloat16 or int8 encoders are cheaper still but change words (bench/README.md)."""
     if encoder == "torch":
         return None
-    if encoder != "ct2":
-        raise StreamscribeError(f"encoder {encoder!r}: torch or ct2")
     if device.type != "cpu" or dtype != torch.float32 or not (model / "model.bin").is_file():
         raise StreamscribeError(
             "the CTranslate2 encoder feeds the torch decoder on the CPU, in float32, "
