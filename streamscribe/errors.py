@@ -7,8 +7,9 @@ StreamscribeError
 │   ├── PeerError          the peer broke its protocol: bad request, bad audio, bad credentials
 │   │                      (kinds AUTH, BAD_REQUEST, BAD_AUDIO)
 │   └── ServerRefusal      a condition on our side ends or refuses the session: busy, a limit or
-│                          rate the server enforces, expiry, idle timeout, an internal fault
-│                          (kinds BUSY, LIMIT, RATE, EXPIRED, TIMEOUT, INTERNAL)
+│                          rate the server enforces, a spent daily quota, expiry, idle timeout,
+│                          an internal fault (kinds BUSY, LIMIT, QUOTA, RATE, EXPIRED, TIMEOUT,
+│                          INTERNAL)
 ├── LocalProtocolError     we (the server) tried to step a dialect in a state where that step is
 │                          illegal: a bug of ours, never the client's; deliberately not a
 │                          ProtocolError, so no `except ProtocolError` renders it as the peer's

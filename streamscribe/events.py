@@ -213,7 +213,10 @@ class ErrorKind(StrEnum):
     BAD_REQUEST = "bad_request"
     BAD_AUDIO = "bad_audio"
     RATE = "rate"
-    LIMIT = "limit"
+    LIMIT = "limit"  # too many at once (concurrent sessions): worth retrying soon
+    # the key's daily audio allowance is spent: retrying before the reset (00:00 UTC) is futile,
+    # so each dialect renders it as its own quota / billing error, never as its rate limit
+    QUOTA = "quota"
     TIMEOUT = "timeout"
     BUSY = "busy"
     EXPIRED = "expired"

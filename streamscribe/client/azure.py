@@ -319,6 +319,7 @@ def _error_code(code: int | None) -> CancellationErrorCode:
         3007: CancellationErrorCode.BadRequest,
         429: CancellationErrorCode.TooManyRequests,
         3009: CancellationErrorCode.TooManyRequests,
+        4002: CancellationErrorCode.Forbidden,  # daily audio spent: the SDK's quota code
         3008: CancellationErrorCode.ServiceTimeout,
         1013: CancellationErrorCode.ServiceUnavailable,
         503: CancellationErrorCode.ServiceUnavailable,

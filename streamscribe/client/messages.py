@@ -42,6 +42,7 @@ _CLOSE_TEXT = {
     3007: "input duration violation: send 50-1000 ms of audio per message, in real time",
     3008: "session expired: maximum session duration exceeded",
     3009: "too many concurrent sessions",
+    4002: "insufficient funds: the key's daily audio allowance is spent (it resets at 00:00 UTC)",
 }
 
 

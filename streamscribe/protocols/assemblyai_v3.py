@@ -107,6 +107,11 @@ BAD_MESSAGE = 3006
 BAD_AUDIO = 3007
 EXPIRED = 3008
 TOO_MANY_SESSIONS = 3009
+# A spent daily audio allowance. The v3 error table has no row for an account out of balance (it
+# falls under 1008 "Unauthorized Connection: <reason>", the same code as a bad key); the v3 SDK's
+# own table (assemblyai 1.8 `RealTimeErrorCodes`, and the JS SDK's `InsufficientFunds`) keeps the
+# v2 code 4002 "Insufficient Funds", so a client can tell it from a bad key and from 3009.
+INSUFFICIENT_FUNDS = 4002
 IDLE = 4031
 
 CLOSE_CODES = {
@@ -115,6 +120,7 @@ CLOSE_CODES = {
     ErrorKind.BAD_AUDIO: BAD_AUDIO,
     ErrorKind.RATE: BAD_AUDIO,
     ErrorKind.LIMIT: TOO_MANY_SESSIONS,
+    ErrorKind.QUOTA: INSUFFICIENT_FUNDS,
     ErrorKind.EXPIRED: EXPIRED,
     ErrorKind.TIMEOUT: IDLE,
     ErrorKind.BUSY: TRY_AGAIN_LATER,

@@ -83,6 +83,12 @@ CLOSE_CODES = {
     ErrorKind.BAD_AUDIO: BAD_REQUEST_CLOSE,
     ErrorKind.RATE: TOO_MANY_REQUESTS,
     ErrorKind.LIMIT: TOO_MANY_REQUESTS,
+    # A spent daily allowance. The SDK's own quota code, CancellationErrorCode.Forbidden ("the
+    # free subscription used by the request ran out of quota"), is not reachable by a close
+    # code: HTTP 403 at the upgrade reads as AuthenticationFailure, other 4xxx closes as
+    # ConnectionFailure, and a `speech.phrase` with RecognitionStatus Forbidden did not cancel
+    # (SDK 1.53, tried). 4429 ends it at once; the reason in `error_details` names the quota.
+    ErrorKind.QUOTA: TOO_MANY_REQUESTS,
     ErrorKind.BUSY: TOO_MANY_REQUESTS,
     ErrorKind.TIMEOUT: CONNECTION_FAILURE,
     ErrorKind.EXPIRED: CONNECTION_FAILURE,

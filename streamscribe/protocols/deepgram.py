@@ -123,6 +123,11 @@ SERVER_ERROR = 1011
 DATA_ERROR = "DATA-0000"
 NET_ERROR = "NET-0000"
 NET_TIMEOUT = "NET-0001"
+# A spent daily audio allowance mid-stream. Deepgram refuses a project out of credit with HTTP
+# 402 `ASR_PAYMENT_REQUIRED` (before the upgrade, `deepgram_options.HTTP_STATUS`); no close code
+# for it is documented, so the close is a policy close (not 1011, which clients retry) whose
+# reason starts with that same err_code.
+PAYMENT_REQUIRED = "ASR_PAYMENT_REQUIRED"
 
 
 def parse_query(params: Params) -> SessionConfig:
@@ -593,6 +598,8 @@ def _configure_failure(code: str, description: str) -> dict[str, Any]:
 def _close_for(exc: ProtocolError) -> tuple[int, str]:
     if exc.kind is ErrorKind.TIMEOUT:
         return SERVER_ERROR, NET_TIMEOUT
+    if exc.kind is ErrorKind.QUOTA:
+        return POLICY, PAYMENT_REQUIRED
     if exc.kind in (ErrorKind.BAD_AUDIO, ErrorKind.BAD_REQUEST, ErrorKind.RATE, ErrorKind.AUTH):
         return POLICY, DATA_ERROR
     return SERVER_ERROR, NET_ERROR

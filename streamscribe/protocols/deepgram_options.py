@@ -76,6 +76,7 @@ HTTP_STATUS = {
     ErrorKind.BAD_REQUEST: 400,
     ErrorKind.BAD_AUDIO: 400,
     ErrorKind.LIMIT: 429,
+    ErrorKind.QUOTA: 402,  # Deepgram: 402 ASR_PAYMENT_REQUIRED, out of credits
     ErrorKind.RATE: 429,
     ErrorKind.BUSY: 503,
     ErrorKind.EXPIRED: 401,
@@ -84,6 +85,7 @@ HTTP_STATUS = {
 }
 _ERR_CODES = {
     401: "INVALID_AUTH",
+    402: "ASR_PAYMENT_REQUIRED",  # developers.deepgram.com/docs/errors: insufficient credits
     400: "Bad Request",
     408: "REQUEST_TIMEOUT",
     413: "PAYLOAD_TOO_LARGE",

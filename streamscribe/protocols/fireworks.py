@@ -97,12 +97,15 @@ TOO_BIG = 1009
 INTERNAL = 1011
 TRY_AGAIN_LATER = 1013
 
+PAYMENT_REQUIRED = "payment_required"  # the error type of a spent daily audio allowance
+
 CLOSE_CODES = {
     ErrorKind.AUTH: POLICY,
     ErrorKind.BAD_REQUEST: UNSUPPORTED,
     ErrorKind.BAD_AUDIO: UNSUPPORTED,
     ErrorKind.RATE: POLICY,
     ErrorKind.LIMIT: POLICY,
+    ErrorKind.QUOTA: POLICY,
     ErrorKind.EXPIRED: POLICY,
     ErrorKind.TIMEOUT: POLICY,
     ErrorKind.BUSY: TRY_AGAIN_LATER,
@@ -114,6 +117,9 @@ HTTP_STATUS = {
     ErrorKind.BAD_REQUEST: (400, "invalid_request_error"),
     ErrorKind.BAD_AUDIO: (400, "invalid_request_error"),
     ErrorKind.LIMIT: (429, "rate_limit_error"),
+    # Fireworks' error table: 402 Payment Required, "not on a paid plan or has exceeded usage
+    # limits" (the body's type is unverified; named after the status)
+    ErrorKind.QUOTA: (402, PAYMENT_REQUIRED),
     ErrorKind.RATE: (429, "rate_limit_error"),
     ErrorKind.BUSY: (503, "server_busy"),
 }
@@ -123,6 +129,7 @@ ERROR_TYPES = {
     ErrorKind.BAD_AUDIO: "invalid_audio",
     ErrorKind.RATE: "rate_limit_error",
     ErrorKind.LIMIT: "rate_limit_error",
+    ErrorKind.QUOTA: PAYMENT_REQUIRED,
     ErrorKind.EXPIRED: "session_expired",
     ErrorKind.TIMEOUT: "timeout",
     ErrorKind.BUSY: "server_busy",

@@ -20,6 +20,12 @@ from streamscribe.events import ErrorKind, Word
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
+# OpenAI's billing error: HTTP 429 with error.type and error.code "insufficient_quota" ("You
+# exceeded your current quota, please check your plan and billing details"); its docs say a retry
+# will not help. The SDK retries 429s unless told not to (`x-should-retry: false`, or a
+# Retry-After over two minutes), which `RETRY_HEADERS` does.
+INSUFFICIENT_QUOTA = "insufficient_quota"
+RETRY_HEADERS = {"x-should-retry": "false"}
 
 _KIND_STATUS = {
     ErrorKind.AUTH: 401,
@@ -27,6 +33,7 @@ _KIND_STATUS = {
     ErrorKind.BAD_AUDIO: 400,
     ErrorKind.RATE: 429,
     ErrorKind.LIMIT: 429,
+    ErrorKind.QUOTA: 429,  # OpenAI's status for insufficient_quota too: the code tells them apart
     ErrorKind.TIMEOUT: 408,
     ErrorKind.EXPIRED: 400,
     ErrorKind.BUSY: 503,
@@ -38,6 +45,7 @@ _KIND_CODE = {
     ErrorKind.BAD_AUDIO: "invalid_audio",
     ErrorKind.RATE: "rate_limit_exceeded",
     ErrorKind.LIMIT: "rate_limit_exceeded",
+    ErrorKind.QUOTA: INSUFFICIENT_QUOTA,
     ErrorKind.TIMEOUT: "session_idle_timeout",
     ErrorKind.EXPIRED: "session_expired",
     ErrorKind.BUSY: "server_busy",
@@ -66,7 +74,15 @@ class OpenAIError(ProtocolError):
         self.param = param
         self.error_code = code
         self.status = status
-        self.error_type = SERVER_ERROR if status >= 500 else INVALID_REQUEST
+        if kind is ErrorKind.QUOTA:
+            self.error_type = INSUFFICIENT_QUOTA
+        else:
+            self.error_type = SERVER_ERROR if status >= 500 else INVALID_REQUEST
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers for the error response: a spent quota tells the SDK not to retry."""
+        return dict(RETRY_HEADERS) if self.kind is ErrorKind.QUOTA else {}
 
     def body(self) -> dict[str, Any]:
         """The `error` object, as OpenAI sends it."""

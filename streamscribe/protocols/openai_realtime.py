@@ -111,6 +111,7 @@ CLOSE_CODES = {
     ErrorKind.BAD_AUDIO: POLICY,
     ErrorKind.RATE: POLICY,
     ErrorKind.LIMIT: POLICY,
+    ErrorKind.QUOTA: POLICY,  # the error event before it says insufficient_quota
     ErrorKind.TIMEOUT: NORMAL,  # the error event says why; the SDK's iterator ends cleanly
     ErrorKind.EXPIRED: NORMAL,
     ErrorKind.BUSY: TRY_AGAIN_LATER,

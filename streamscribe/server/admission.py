@@ -11,6 +11,8 @@ it into its own refusal. What a live stream needs while it runs is in `stream/ho
 from __future__ import annotations
 
 import asyncio
+import math
+from datetime import UTC, datetime, time, timedelta
 
 from streamscribe.engine.scheduler import DecodeScheduler
 from streamscribe.errors import ModelNotFoundError, PeerError, ServerRefusal
@@ -73,7 +75,7 @@ async def check_quota(state: ServerState, principal: Principal) -> None:
 
 
 def quota_refusal(state: ServerState, principal: Principal, more_s: float = 0.0):
-    """A LIMIT refusal if `more_s` more audio would take the key past its daily allowance
+    """A QUOTA refusal if `more_s` more audio would take the key past its daily allowance
     (shared by every live session of the key), else None. Metered as the audio streams."""
     key = principal.key
     if key is None or key.max_audio_hours_per_day is None:
@@ -81,12 +83,29 @@ def quota_refusal(state: ServerState, principal: Principal, more_s: float = 0.0)
     allowed = key.max_audio_hours_per_day * 3600
     used = state.metered_today(key.id)
     if (used + more_s > allowed) if more_s else (used >= allowed):
-        return ServerRefusal(
-            ErrorKind.LIMIT,
-            f"Daily audio limit reached: key {key.name!r} allows "
-            f"{key.max_audio_hours_per_day:g} h per day (UTC)",
-        )
+        return ServerRefusal(ErrorKind.QUOTA, quota_message(key.name, key.max_audio_hours_per_day))
     return None
+
+
+def quota_message(name: str, hours: float, detail: str = "", now: datetime | None = None) -> str:
+    """What every dialect says when a key's daily audio is spent: the limit, the key, when it
+    resets and the fix, most important first (close reasons keep only 123 bytes)."""
+    now = now or datetime.now(UTC)
+    left = seconds_to_reset(now)
+    hours_left, minutes_left = divmod(math.ceil(left / 60), 60)
+    until = f"{hours_left} h {minutes_left} min" if hours_left else f"{minutes_left} min"
+    return (
+        f"Daily audio limit reached: key {name!r} allows {hours:g} h of audio a day{detail}; "
+        f"it resets at 00:00 UTC (in {until}); for more today use a key with a larger allowance "
+        "(streamscribe keys create NAME --max-audio-hours-per-day H)"
+    )
+
+
+def seconds_to_reset(now: datetime | None = None) -> int:
+    """Seconds until the daily allowances reset (the next 00:00 UTC), at least 1."""
+    now = now or datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+    return max(1, math.ceil((midnight - now).total_seconds()))
 
 
 def session_limit_s(state: ServerState, principal: Principal, config: SessionConfig) -> float:

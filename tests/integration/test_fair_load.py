@@ -237,15 +237,18 @@ async def test_the_daily_quota_is_metered_while_streaming(server):
     with contextlib.suppress(ConnectionClosed):
         await client.ws.send(json.dumps({"type": "Terminate"}))
     await client.wait_closed(20)
-    assert client.ws.close_code == 3009, (client.ws.close_code, client.messages[-2:])
+    # v3's quota error (4002 Insufficient Funds), not its concurrency limit (3009)
+    assert client.ws.close_code == 4002, (client.ws.close_code, client.messages[-2:])
     assert "Daily audio limit" in client.ws.close_reason, client.ws.close_reason
-    assert client.error and client.error["error_code"] == 3009
+    assert client.error and client.error["error_code"] == 4002
+    for words in ("'metered' allows 0.001 h", "resets at 00:00 UTC", "--max-audio-hours-per-day"):
+        assert words in client.error["error"], client.error
     await asyncio.sleep(0.5)
     used = usage_today(server, secret)
     assert 3.0 <= used <= 3.6 + 1e-6, used
     again = await open_client(server, secret)
     await again.wait_closed(10)
-    assert again.ws.close_code == 3009 and not again.begun
+    assert again.ws.close_code == 4002 and not again.begun
 
 
 async def test_concurrent_sessions_of_one_key_share_the_allowance(server):
@@ -255,9 +258,61 @@ async def test_concurrent_sessions_of_one_key_share_the_allowance(server):
     await asyncio.gather(*(c.send_audio(3, speed=10) for c in clients))
     await close_all(clients)
     codes = sorted(c.ws.close_code for c in clients)
-    assert 3009 in codes, codes
+    assert 4002 in codes, codes
     await asyncio.sleep(0.5)
     assert usage_today(server, secret) <= 3.6 + 1e-6
+
+
+def wav_bytes(seconds: float) -> bytes:
+    data = bytes(round(seconds * 16000) * 2)
+    header = b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt "
+    header += (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    header += (16000).to_bytes(4, "little") + (32000).to_bytes(4, "little")
+    header += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    return header + b"data" + len(data).to_bytes(4, "little") + data
+
+
+async def test_a_spent_quota_is_each_dialects_own_quota_error(server):
+    """Deepgram live mid-stream and at connect, Deepgram pre-recorded, OpenAI batch and uploads:
+    each says quota (402, or 429 with insufficient_quota), never its too-many-at-once error."""
+    secret = make_key(server, "spent", max_audio_hours_per_day=0.001)  # 3.6 s a day
+    url = f"{server.ws}/v1/listen?encoding=linear16&sample_rate=16000"
+    token = {"Authorization": f"Token {secret}"}
+    ws = await websockets.connect(url, additional_headers=token, open_timeout=10)
+    live = Client(ws)
+    live.reader = asyncio.create_task(live._read())
+    await live.send_audio(10, speed=20)
+    await live.wait_closed(20)
+    assert ws.close_code == 1008, (ws.close_code, ws.close_reason)
+    assert ws.close_reason.startswith("ASR_PAYMENT_REQUIRED Daily audio limit"), ws.close_reason
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, additional_headers=token, open_timeout=10)
+    assert refused.value.response.status_code == 402
+    assert json.loads(refused.value.response.body)["err_code"] == "ASR_PAYMENT_REQUIRED"
+    async with httpx.AsyncClient(base_url=server.http, timeout=20) as http:
+        wav = wav_bytes(1.0)
+        r = await http.post(
+            "/v1/listen",
+            content=wav,
+            headers={**token, "Content-Type": "audio/wav"},
+        )
+        assert r.status_code == 402 and r.json()["err_code"] == "ASR_PAYMENT_REQUIRED", r.text
+        assert "Daily audio limit" in r.json()["err_msg"]
+        r = await http.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", wav, "audio/wav")},
+            data={"model": "whisper-1"},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == r.json()["error"]["type"] == "insufficient_quota"
+        assert r.headers["x-should-retry"] == "false"
+        r = await http.post(
+            "/v1/transcripts",
+            files={"file": ("a.wav", wav, "audio/wav")},
+            headers={"Authorization": secret},
+        )
+        assert r.status_code == 402 and "Daily audio limit" in r.json()["detail"], r.text
 
 
 # ------------------------------------------------------------------ item 3: pacing between keys

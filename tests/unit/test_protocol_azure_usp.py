@@ -409,6 +409,7 @@ def test_audio_before_context_and_bad_text_frames():
     [
         (ErrorKind.BAD_AUDIO, 1007),
         (ErrorKind.LIMIT, 4429),
+        (ErrorKind.QUOTA, 4429),
         (ErrorKind.BUSY, 4429),
         (ErrorKind.TIMEOUT, 4000),
         (ErrorKind.INTERNAL, 4000),

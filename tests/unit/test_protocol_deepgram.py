@@ -303,6 +303,10 @@ def test_http_refusals_use_deepgrams_body():
     assert status == 401 and body["err_code"] == "INVALID_AUTH"
     status, body = http_error(ErrorKind.BAD_REQUEST, "bad")
     assert status == 400 and body["err_msg"] == "bad" and len(body["request_id"]) == 36
+    # out of credit is 402, not the 429 of too many concurrent requests
+    status, body = http_error(ErrorKind.QUOTA, "Daily audio limit reached")
+    assert status == 402 and body["err_code"] == "ASR_PAYMENT_REQUIRED"
+    assert http_error(ErrorKind.LIMIT, "too many")[0] == 429
 
 
 def test_plain_words_are_lower_case_without_punctuation():
@@ -612,6 +616,7 @@ def test_the_end_is_metadata_then_close_1000():
         (ErrorKind.INTERNAL, 1011, "NET-0000"),
         (ErrorKind.EXPIRED, 1011, "NET-0000"),
         (ErrorKind.BAD_AUDIO, 1008, "DATA-0000"),
+        (ErrorKind.QUOTA, 1008, "ASR_PAYMENT_REQUIRED"),
     ],
 )
 def test_errors_close_with_deepgrams_codes(kind, code, prefix):

@@ -9,6 +9,7 @@ its own internal-error close.
 from __future__ import annotations
 
 import dataclasses
+import json
 from enum import Enum
 
 import pytest
@@ -35,13 +36,17 @@ from streamscribe.protocols.common import (
     coded,
 )
 from streamscribe.protocols.deepgram import DeepgramProtocol, parse_options, session_config
+from streamscribe.protocols.deepgram_options import http_error as deepgram_http_error
 from streamscribe.protocols.fireworks import FireworksOptions, FireworksProtocol
+from streamscribe.protocols.fireworks import http_error as fireworks_http_error
+from streamscribe.protocols.openai_common import OpenAIError
 from streamscribe.protocols.openai_realtime import RealtimeProtocol
 
 PEER = [ErrorKind.AUTH, ErrorKind.BAD_REQUEST, ErrorKind.BAD_AUDIO]
 SERVER = [
     ErrorKind.BUSY,
     ErrorKind.LIMIT,
+    ErrorKind.QUOTA,
     ErrorKind.RATE,
     ErrorKind.EXPIRED,
     ErrorKind.TIMEOUT,
@@ -113,6 +118,7 @@ def test_a_dialect_keeps_its_close_code_on_its_own_error_type():
         (coded(ErrorKind.BAD_REQUEST, "unsupported", 1003), 1003),
         (PeerError(ErrorKind.BAD_AUDIO, "Invalid audio: odd bytes"), 1007),
         (ServerRefusal(ErrorKind.LIMIT, "too many"), 1008),
+        (ServerRefusal(ErrorKind.QUOTA, "daily audio spent"), 1008),
     ],
 )
 def test_acs_media_closes_with_its_code_or_by_kind(exc, code):
@@ -166,3 +172,51 @@ def test_the_machine_follows_its_table_and_names_the_state_of_an_illegal_step():
         m.move(Step.RENDER)
     assert str(info.value) == "Lamp: tried to render an event in state ON"
     assert m.move(Step.END) is Light.OFF
+
+
+# ------------------------------------------------------------------ a spent daily quota
+
+# What each dialect says when a key's daily audio allowance is spent, beside what it says for too
+# many concurrent sessions (LIMIT): never the same (clients retry the one, stop at the other).
+QUOTA_CLOSES = {  # dialect: (quota close code, limit close code)
+    "v3": (4002, 3009),  # Insufficient Funds / Too many concurrent sessions
+    "v2": (4002, 4102),  # Insufficient Funds / too many streams
+    "deepgram": (1008, 1011),  # ASR_PAYMENT_REQUIRED reason / NET-0000
+    "fireworks": (1008, 1008),  # the error object's type tells them apart
+    "openai": (1008, 1008),  # the error event's code tells them apart
+}
+
+
+@pytest.mark.parametrize("name", list(QUOTA_CLOSES))
+def test_each_dialect_renders_a_spent_quota_as_its_own_quota_error(name):
+    quota_close, limit_close = QUOTA_CLOSES[name]
+    reason = "Daily audio limit reached: key 'k' allows 1 h of audio a day; resets at 00:00 UTC"
+    quota = _dialects()[name][0].error(ServerRefusal(ErrorKind.QUOTA, reason))
+    limit = _dialects()[name][0].error(ServerRefusal(ErrorKind.LIMIT, "too many"))
+    assert isinstance(quota[-1], Close) and quota[-1].code == quota_close
+    assert limit[-1].code == limit_close
+    assert quota[:-1] != limit[:-1] or quota[-1].reason != limit[-1].reason
+    said = " ".join(getattr(o, "text", "") or "" for o in quota) + quota[-1].reason
+    assert "Daily audio limit" in said
+    if name == "deepgram":
+        assert quota[-1].reason.startswith("ASR_PAYMENT_REQUIRED Daily audio limit")
+    if name == "fireworks":
+        assert json.loads(quota[0].text)["error"]["type"] == "payment_required"
+    if name == "openai":
+        error = json.loads(quota[0].text)["error"]
+        assert error["type"] == error["code"] == "insufficient_quota"
+        assert quota[-1].reason == "insufficient_quota"
+
+
+def test_http_quota_refusals_are_the_vendors_billing_errors():
+    reason = "Daily audio limit reached"
+    assert deepgram_http_error(ErrorKind.QUOTA, reason)[0] == 402
+    assert deepgram_http_error(ErrorKind.QUOTA, reason)[1]["err_code"] == "ASR_PAYMENT_REQUIRED"
+    status, body = fireworks_http_error(ServerRefusal(ErrorKind.QUOTA, reason))
+    assert status == 402 and body["error"]["type"] == "payment_required"
+    quota = OpenAIError.from_protocol(ServerRefusal(ErrorKind.QUOTA, reason))
+    assert quota.status == 429 and quota.body()["type"] == quota.body()["code"]
+    assert quota.body()["code"] == "insufficient_quota"
+    assert quota.headers == {"x-should-retry": "false"}  # the SDK retries other 429s
+    limit = OpenAIError.from_protocol(ServerRefusal(ErrorKind.LIMIT, "too many"))
+    assert limit.body()["code"] == "rate_limit_exceeded" and limit.headers == {}

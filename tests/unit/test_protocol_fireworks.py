@@ -187,7 +187,7 @@ def test_a_sampling_temperature_is_accepted_and_decoding_stays_deterministic():
 
 @pytest.mark.parametrize(
     ("kind", "status"),
-    [(ErrorKind.AUTH, 401), (ErrorKind.LIMIT, 429), (ErrorKind.BUSY, 503)],
+    [(ErrorKind.AUTH, 401), (ErrorKind.LIMIT, 429), (ErrorKind.QUOTA, 402), (ErrorKind.BUSY, 503)],
 )
 def test_refusals_before_the_upgrade_are_http_errors(kind, status):
     got, body = http_error(ProtocolError(kind, "why"))
@@ -388,6 +388,7 @@ def test_end_closes_1000_and_shutdown_1001():
         (ErrorKind.EXPIRED, 1008, "session_expired"),
         (ErrorKind.BUSY, 1013, "server_busy"),
         (ErrorKind.INTERNAL, 1011, "server_error"),
+        (ErrorKind.QUOTA, 1008, "payment_required"),
     ],
 )
 def test_errors_send_the_error_object_then_close(kind, code, kind_name):

@@ -580,6 +580,7 @@ def test_a_client_close_ends_quietly_and_a_shutdown_says_why():
         (ErrorKind.INTERNAL, 1011, "server_error"),
         (ErrorKind.BUSY, 1013, "server_busy"),
         (ErrorKind.AUTH, 1008, "invalid_api_key"),
+        (ErrorKind.QUOTA, 1008, "insufficient_quota"),
     ],
 )
 def test_fatal_errors_render_an_error_event_then_the_close(kind, close, code):

@@ -417,6 +417,7 @@ def test_end_without_information_and_on_shutdown():
         (ErrorKind.EXPIRED, 4008),
         (ErrorKind.TIMEOUT, 4031),
         (ErrorKind.LIMIT, 4102),
+        (ErrorKind.QUOTA, 4002),
         (ErrorKind.RATE, 4029),
         (ErrorKind.BUSY, 1013),
         (ErrorKind.INTERNAL, 1011),

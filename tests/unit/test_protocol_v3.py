@@ -1019,6 +1019,7 @@ EXPECTED_CLOSE = {
     ErrorKind.BAD_AUDIO: 3007,
     ErrorKind.RATE: 3007,
     ErrorKind.LIMIT: 3009,
+    ErrorKind.QUOTA: 4002,  # Insufficient Funds: not 3009, which clients retry
     ErrorKind.EXPIRED: 3008,
     ErrorKind.TIMEOUT: 4031,
     ErrorKind.BUSY: 1013,

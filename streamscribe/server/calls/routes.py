@@ -187,7 +187,7 @@ async def _media(ws: WebSocket, call_id: str) -> None:
         await check_admission(state, principal)
         scheduler = await service.scheduler(job.model)
     except ProtocolError as exc:
-        await _deny(ws, 429 if exc.kind is ErrorKind.LIMIT else 503, exc.reason)
+        await _deny(ws, _DENY_STATUS.get(exc.kind, 503), exc.reason)
         return
     except CallError as exc:
         await _deny(ws, exc.status, exc.message)
@@ -202,6 +202,12 @@ async def _media(ws: WebSocket, call_id: str) -> None:
     await media.open()
     reason, error = await serve_media(ws, media)
     await job.media_ended(reason, error)
+
+
+# A refused media stream's HTTP status by kind (else 503). A spent daily allowance is 403, as
+# Azure's Cognitive Services answer a key out of quota ("Out of call volume quota"; the ACS
+# transcription status detail for it is `forbidden`), not 429, which reads as "retry soon".
+_DENY_STATUS = {ErrorKind.LIMIT: 429, ErrorKind.QUOTA: 403}
 
 
 async def _deny(ws: WebSocket, status: int, reason: str) -> None:

@@ -76,8 +76,8 @@ def _slots(request: Request) -> asyncio.Semaphore:
 
 
 def _error(exc: ProtocolError) -> JSONResponse:
-    status = OpenAIError.from_protocol(exc).status
-    return JSONResponse(error_body(exc), status_code=status)
+    error = OpenAIError.from_protocol(exc)
+    return JSONResponse(error_body(exc), status_code=error.status, headers=error.headers)
 
 
 def _too_large() -> OpenAIError:

@@ -59,7 +59,7 @@ from streamscribe.engine.offline import scheduler_batch, transcribe_audio_async
 from streamscribe.errors import AudioDecodeError, ProtocolError
 from streamscribe.events import EndReason, SessionConfig
 from streamscribe.protocols.common import WHISPER_LANGUAGES
-from streamscribe.server.admission import session_scheduler
+from streamscribe.server.admission import check_quota, quota_message, session_scheduler
 from streamscribe.server.auth import Principal, require_key
 from streamscribe.server.rest.sessions import turn_json
 from streamscribe.server.state import ServerState
@@ -74,6 +74,10 @@ from streamscribe.server.upload_limits import (
 )
 
 log = logging.getLogger(__name__)
+
+# A key whose daily audio allowance is spent: 402, as Deepgram and Fireworks answer an account out
+# of credit (not 429, which clients retry within seconds; the allowance resets at 00:00 UTC)
+QUOTA_STATUS = 402
 router = APIRouter(prefix="/v1")
 
 RATE = 16000
@@ -260,6 +264,10 @@ async def create_transcript(
         raise HTTPException(
             400, "send the file as multipart/form-data in a field named 'file' (curl -F file=@X)"
         )
+    try:  # a key whose allowance is already spent is refused before its body is read
+        await check_quota(state, principal)
+    except ProtocolError as exc:
+        raise HTTPException(QUOTA_STATUS, exc.reason) from None
     slots = upload_slots(request.app, settings)
     if not slots.take():  # a slot from the first body byte on, so slow bodies count too
         raise HTTPException(503, f"server busy: {slots.busy()}")
@@ -511,10 +519,13 @@ async def _check_quota(state: ServerState, principal: Principal, seconds: float)
     used = await state.store.audio_seconds_today(key.id)
     allowed = key.max_audio_hours_per_day * 3600
     if used + seconds > allowed:
+        left = max(0.0, allowed - used)
         raise _JobError(
-            f"daily audio limit: key {key.name!r} allows {key.max_audio_hours_per_day:g} h per "
-            f"day (UTC) and this file needs {seconds / 60:.1f} min more than is left; "
-            "ask for a higher limit or try tomorrow"
+            quota_message(
+                key.name,
+                key.max_audio_hours_per_day,
+                f" and this file needs {seconds / 60:.1f} min, {left / 60:.1f} min are left",
+            )
         )
 
 
