@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -347,10 +348,12 @@ async def run_session(
     tail_min_s: float,
     tail_max_s: float,
     phase_s: float = 0.0,
+    quiet_s: float = 2.0,
 ) -> SessionResult:
-    """Stream pcm (s16le) in real time, then silence until nothing is pending (at least
-    tail_min_s, at most tail_max_s), then the end-of-stream message; read until the server is
-    done. Never raises for a server failure: the result carries it."""
+    """Stream pcm (s16le) in real time, then silence (as a live microphone would) for at least
+    tail_min_s, until no text is pending or the shown text has not changed for quiet_s, at most
+    tail_max_s; then the end-of-stream message, and read until the server is done. Never raises
+    for a server failure: the result carries it."""
     result = SessionResult(session.tracker)
     pcm += bytes(-len(pcm) % CHUNK_BYTES)
     n_file = len(pcm) // CHUNK_BYTES
@@ -359,9 +362,12 @@ async def run_session(
     def chunks() -> Iterator[bytes]:
         for k in range(n_file):
             yield session.encode(pcm[k * CHUNK_BYTES : (k + 1) * CHUNK_BYTES])
+        tracker = session.tracker
         for k in range(int(round(tail_max_s / CHUNK_S))):
-            if k * CHUNK_S >= tail_min_s and not session.tracker.pending:
-                return
+            if k * CHUNK_S >= tail_min_s:
+                last_change = tracker.changes[-1][0] if tracker.changes else 0.0
+                if not tracker.pending or time.monotonic() - last_change >= quiet_s:
+                    return
             result.tail_s = (k + 1) * CHUNK_S
             yield zero
 
@@ -542,7 +548,10 @@ def failure_reason(server: ServerProcess | None, exc: BaseException) -> str:
     if server is None:
         return reason
     lines = [ln.strip() for ln in server.log_tail(60).splitlines() if ln.strip()]
-    marks = ("Error", "error", "ERROR", "No module", "Traceback")
-    telling = [ln for ln in lines if any(m in ln for m in marks) and ln != "Traceback"]
+    raised = [ln for ln in lines if re.match(r"[\w.]*(Error|Exception)\b[^:]*:", ln)]
+    marks = ("Error", "error", "ERROR", "No module")
+    telling = raised or [
+        ln for ln in lines if any(m in ln for m in marks) and not ln.startswith("Traceback")
+    ]
     pick = telling[-1] if telling else (lines[-1] if lines else "")
     return f"{reason}; log: {pick[:200]}" if pick else reason
