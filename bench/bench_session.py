@@ -304,13 +304,13 @@ class SessionOutcome:
     error: str | None = None
 
 
-def _shrink_send_buffer(ws: ClientConnection) -> None:
+def shrink_send_buffer(ws: ClientConnection) -> None:
     with contextlib.suppress(Exception):
         sock = ws.transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
 
 
-async def _send_paced(
+async def send_paced(
     ws: ClientConnection, chunks: Iterable[bytes], t_send0: float, outcome: SessionOutcome
 ) -> None:
     """Send chunk k at t_send0 + k * CHUNK_S (absolute schedule, so no drift accumulates)."""
@@ -361,7 +361,7 @@ async def stream_session(
             open_timeout=BEGIN_TIMEOUT_S,
             additional_headers=headers,
         ) as ws:
-            _shrink_send_buffer(ws)
+            shrink_send_buffer(ws)
             first = await asyncio.wait_for(ws.recv(), BEGIN_TIMEOUT_S)
             t_begin = time.monotonic()
             outcome.connect_ms = (t_begin - t_open) * 1000
@@ -369,7 +369,7 @@ async def stream_session(
             t_send0 = time.monotonic() + phase_s
             analyzer.t_audio0 = t_send0 - CHUNK_S
             reader = asyncio.create_task(_read(ws, analyzer))
-            await _send_paced(ws, chunks, t_send0, outcome)
+            await send_paced(ws, chunks, t_send0, outcome)
             analyzer.terminate_sent_at = time.monotonic()
             await ws.send(json.dumps({"type": "Terminate"}))
             await asyncio.wait_for(reader, TERMINATION_TIMEOUT_S)
