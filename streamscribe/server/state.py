@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
@@ -62,6 +63,9 @@ class ServerState:
     models: SchedulerRegistry | None = None  # every model in use; `scheduler` is the default's
     # audio seconds metered today per key, as last read from the store plus what ended since
     usage_today: dict[str, tuple[date, float]] = field(default_factory=dict)
+    # live calls' audio so far (session id -> key id, seconds on the call clock), metered like
+    # a socket session's until the call's books close
+    call_audio: dict[str, tuple[str | None, Callable[[], float]]] = field(default_factory=dict)
 
     async def scheduler_for(self, model: str | None) -> DecodeScheduler:
         if self.models is None:
@@ -130,7 +134,8 @@ class ServerState:
             for s in self.sessions.values()
             if s.key_id == key_id and s.socket and not s.metered
         )
-        return base + live_ms / 1000
+        calls_s = sum(seconds() for key, seconds in self.call_audio.values() if key == key_id)
+        return base + live_ms / 1000 + calls_s
 
     def note_usage(self, key_id: str, seconds: float, *, stored_total: bool = False) -> None:
         """The store's total for today (`stored_total`), or audio just added to it."""

@@ -22,6 +22,15 @@ import pytest
 import websockets
 from conftest import RunningServer, start_server
 from speech import joined, speech_or_skip
+from test_calls import (
+    CallbackSink,
+    Consumer,
+    create_job,
+    metadata_frame,
+    mono_frames,
+    send_frames,
+    wait_status,
+)
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(120)
@@ -399,3 +408,39 @@ async def test_a_real_time_stream_keeps_its_latency_beside_another_keys_flood(se
 def chunks(pcm: bytes) -> list[bytes]:
     pcm += bytes(-len(pcm) % CHUNK)
     return [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]
+
+
+async def test_a_call_is_metered_while_it_runs_and_ends_with_a_quota_failure(server):
+    """A call's media counts against its key's daily allowance as it streams (not only when
+    the media connects): past it, the media socket closes 1008 naming the limit, the job ends
+    with resultInformation 403 / 8540 and a TranscriptionFailed callback (`forbidden`), and the
+    usage stays at the allowance."""
+    secret = make_key(server, "call-quota", max_audio_hours_per_day=0.001)  # 3.6 s a day
+    consumer = await Consumer().start()
+    sink = await CallbackSink().start()
+    auth = {"Authorization": secret}
+    try:
+        async with httpx.AsyncClient(base_url=server.http, timeout=30, headers=auth) as http:
+            job = await create_job(http, consumer.url, callbackUri=sink.url)
+            call_id = job["callConnectionId"]
+            async with websockets.connect(
+                server.ws + job["mediaUrl"], additional_headers=auth, max_queue=None
+            ) as ws:
+                await ws.send(metadata_frame("PCM", 16000))
+                with contextlib.suppress(ConnectionClosed):
+                    await send_frames(ws, mono_frames(bytes(10 * 32000)), speed=10.0)
+                    await asyncio.wait_for(ws.wait_closed(), 20)
+            assert ws.close_code == 1008, (ws.close_code, ws.close_reason)
+            assert "Daily audio limit" in ws.close_reason, ws.close_reason
+            ended = await wait_status(http, call_id, "ended", timeout=60)
+        info = ended["resultInformation"]
+        assert (info["code"], info["subCode"]) == (403, 8540), info
+        assert "'call-quota' allows 0.001 h" in info["message"], info
+        failed = await sink.wait_for("TranscriptionFailed")
+        details = failed["data"]["transcriptionUpdate"]["transcriptionStatusDetails"]
+        assert details == "forbidden"
+        await asyncio.sleep(0.5)
+        assert 3.0 <= usage_today(server, secret) <= 3.6 + 0.1
+    finally:
+        await consumer.stop()
+        await sink.stop()

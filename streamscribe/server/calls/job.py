@@ -65,6 +65,7 @@ ENDED_JOB_TTL_S = 3600.0
 SUB_MEDIA_INVALID = 8510
 SUB_ENGINE_FAILED = 8520
 SUB_SERVER_RESTARTED = 8530
+SUB_QUOTA = 8540  # the key's daily audio allowance ran out during the call
 
 
 class CallError(Exception):
@@ -214,7 +215,11 @@ class CallJob:
             failed = self.status == "failed"  # already told (TranscriptionFailed)
             self.status = "ended"
             self.ended_at = time.time()
-            if error is not None and error.kind is not ErrorKind.TIMEOUT:
+            if error is not None and error.kind is ErrorKind.QUOTA:
+                # 403 and `forbidden`, as Azure answers a key out of quota (routes.py)
+                self.result = result_information(403, SUB_QUOTA, error.reason)
+                self._callback(FAILED, "forbidden")
+            elif error is not None and error.kind is not ErrorKind.TIMEOUT:
                 self.result = result_information(400, SUB_MEDIA_INVALID, error.reason)
                 self._callback(FAILED, "badRequest")
             elif running and not failed:

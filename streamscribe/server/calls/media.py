@@ -50,6 +50,7 @@ from streamscribe.protocols.acs_media import (
     close_for,
 )
 from streamscribe.protocols.acs_transcription import MIXED_PARTICIPANT
+from streamscribe.server.admission import quota_refusal
 from streamscribe.server.auth import Principal
 from streamscribe.server.state import ServerState
 from streamscribe.server.stream.host import StreamHost
@@ -181,6 +182,11 @@ class CallMedia:
         await self.host.begin(
             self.session_id, self.principal, PROTOCOL, self.job.stored_params(), path
         )
+        # metered while it runs (the daily quota), as a socket session is
+        self.state.call_audio[self.session_id] = (
+            self.principal.key_id,
+            lambda: self.clock.now_ms / 1000,
+        )
 
     async def close(self, reason: EndReason) -> None:
         """Flush every stream, close the recording and the stored session."""
@@ -188,6 +194,7 @@ class CallMedia:
         audio_s = self.clock.now_ms / 1000
         if self.recorder is not None:
             self.recorder.close()
+        self.state.call_audio.pop(self.session_id, None)
         await self.host.end(self.session_id, self.principal, str(reason), audio_s)
         self.host.ended(PROTOCOL, str(reason), audio_s)
 
@@ -212,6 +219,8 @@ class CallMedia:
         place = self.clock.place(raw_id, packet.timestamp_ms, fmt.duration_ms(len(packet.data)))
         if place.dropped:
             return
+        if refusal := quota_refusal(self.state, self.principal):
+            raise refusal  # the key's daily audio is spent (this call's counted as it came)
         try:
             samples = participant.converter.convert(packet.data)[0]
         except ValueError as exc:
