@@ -74,16 +74,24 @@ async def check_quota(state: ServerState, principal: Principal) -> None:
         raise refusal
 
 
-def quota_refusal(state: ServerState, principal: Principal, more_s: float = 0.0):
+def quota_refusal(
+    state: ServerState, principal: Principal, more_s: float = 0.0, what: str = ""
+) -> ServerRefusal | None:
     """A QUOTA refusal if `more_s` more audio would take the key past its daily allowance
-    (shared by every live session of the key), else None. Metered as the audio streams."""
+    (shared by every live session of the key), else None. Metered as the audio streams. With
+    `what` (e.g. "this file") the message says how much it needs and how much is left."""
     key = principal.key
     if key is None or key.max_audio_hours_per_day is None:
         return None
     allowed = key.max_audio_hours_per_day * 3600
     used = state.metered_today(key.id)
     if (used + more_s > allowed) if more_s else (used >= allowed):
-        return ServerRefusal(ErrorKind.QUOTA, quota_message(key.name, key.max_audio_hours_per_day))
+        detail = ""
+        if what:
+            left = max(0.0, allowed - used)
+            detail = f" and {what} needs {more_s / 60:.1f} min, {left / 60:.1f} min are left"
+        hours = key.max_audio_hours_per_day
+        return ServerRefusal(ErrorKind.QUOTA, quota_message(key.name, hours, detail))
     return None
 
 

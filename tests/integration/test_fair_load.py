@@ -444,3 +444,28 @@ async def test_a_call_is_metered_while_it_runs_and_ends_with_a_quota_failure(ser
     finally:
         await consumer.stop()
         await sink.stop()
+
+
+async def test_a_file_longer_than_what_is_left_today_is_refused_before_transcription(server):
+    """Deepgram pre-recorded and OpenAI batch: a file that does not fit in the key's allowance
+    left today is refused with the quota error saying how much it needs and how much is left,
+    and costs nothing; a file that fits is transcribed."""
+    secret = make_key(server, "fits", max_audio_hours_per_day=0.001)  # 3.6 s a day
+    async with httpx.AsyncClient(base_url=server.http, timeout=60) as http:
+        deepgram = {"Authorization": f"Token {secret}", "Content-Type": "audio/wav"}
+        r = await http.post("/v1/listen", content=wav_bytes(5.0), headers=deepgram)
+        assert r.status_code == 402 and r.json()["err_code"] == "ASR_PAYMENT_REQUIRED", r.text
+        assert "this file needs 0.1 min, 0.1 min are left" in r.json()["err_msg"], r.text
+        r = await http.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("long.wav", wav_bytes(5.0), "audio/wav")},
+            data={"model": "whisper-1"},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "insufficient_quota", r.text
+        assert "this file needs" in r.json()["error"]["message"]
+        assert usage_today(server, secret) == 0
+        r = await http.post("/v1/listen", content=wav_bytes(2.0), headers=deepgram)
+        assert r.status_code == 200, r.text
+    assert 1.9 <= usage_today(server, secret) <= 2.1

@@ -51,7 +51,12 @@ from streamscribe.protocols.deepgram_options import (
     session_config,
 )
 from streamscribe.protocols.deepgram_prerecorded import parse_prerecorded, response
-from streamscribe.server.admission import check_admission, session_scheduler, session_speakers
+from streamscribe.server.admission import (
+    check_admission,
+    quota_refusal,
+    session_scheduler,
+    session_speakers,
+)
 from streamscribe.server.auth import Principal, mint_token, require_key
 from streamscribe.server.state import ServerState
 from streamscribe.server.transcripts import store_transcript, turn_json
@@ -162,6 +167,11 @@ async def _transcribe_body(
         except AudioDecodeError as exc:
             reason = str(exc).replace(tmp.name, "the uploaded audio")
             return refusal(400, f"Bad Request: failed to process audio: {reason}", request_id)
+    seconds = max((len(c) for c in channels), default=0) / TARGET_RATE
+    # the whole file must fit in what is left of the key's allowance today
+    if quota := quota_refusal(state, principal, seconds, "this file"):
+        status, body = http_error(quota.kind, quota.reason, request_id)
+        return JSONResponse(body, status_code=status)
     created = datetime.now(UTC)
     prompt = (", ".join(options.keyterms) + ".") if options.keyterms else ""
     if options.filler_words:

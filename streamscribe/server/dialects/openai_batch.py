@@ -41,7 +41,7 @@ from streamscribe.events import ErrorKind, TurnUpdate, Word
 from streamscribe.formats import to_srt, to_vtt
 from streamscribe.protocols import openai_batch
 from streamscribe.protocols.openai_common import OpenAIError, error_body
-from streamscribe.server.admission import check_admission, session_scheduler
+from streamscribe.server.admission import check_admission, quota_refusal, session_scheduler
 from streamscribe.server.auth import Principal, require_key
 from streamscribe.server.state import ServerState
 from streamscribe.server.transcripts import store_transcript
@@ -289,6 +289,10 @@ async def _batch(request: Request, translation: bool) -> Response:
         _slots(request).release()
         return _error(_too_long(max_audio_s))
     duration = len(audio) / RATE
+    # the whole file must fit in what is left of the key's allowance today
+    if quota := quota_refusal(state, principal, duration, "this file"):
+        _slots(request).release()
+        return _error(quota)
     if req.stream:
         _slots(request).release()  # the event stream takes its own slot once it starts
         return StreamingResponse(
