@@ -211,6 +211,16 @@ def analyse(f: FileRun, bounds: tuple[float, float]) -> dict:
     return out
 
 
+def held(failed: int, first_text: dict, settled: dict, held_s: float) -> bool:
+    """Held in real time: no failed session, and for 95 % of files the text both shows up
+    within `held_s` of the speech and settles within `held_s` of its end (a server that drops
+    audio it cannot keep up with settles early, but its text comes late or not at all)."""
+    limit = held_s * 1000
+    return failed == 0 and all(
+        d["p95"] is not None and d["p95"] <= limit for d in (first_text, settled)
+    )
+
+
 def summarise(system: str, n: int, run: dict, bounds: dict, offline_wer, held_s: float) -> dict:
     files: list[FileRun] = run["files"]
     per_file = [analyse(f, bounds[f.clip.id]) for f in files]
@@ -244,7 +254,7 @@ def summarise(system: str, n: int, run: dict, bounds: dict, offline_wer, held_s:
         "cores_busy": None if cpu is None else round(cpu / run["wall_s"], 2),
         "wall_s": run["wall_s"],
         "rss_peak_mb": run["rss_peak_mb"],
-        "held": failed == 0 and settled["p95"] is not None and settled["p95"] <= held_s * 1000,
+        "held": held(failed, dist([p["first_text_ms"] for p in per_file]), settled, held_s),
         "per_file": per_file,
     }
 
@@ -336,7 +346,8 @@ def print_table(h: dict, rows: list[dict]) -> None:
     print(
         f"\nWER offline (same model, whole files, beam 5): {fmt_pct(h['wer_offline'])}; "
         f"CPU per second of audio streamed (files and the silence after them); "
-        f"held: no failed session and 95 % of files settled within {h['held_within_s']} s"
+        f"held: no failed session, and 95 % of files with their first text and settled "
+        f"within {h['held_within_s']} s"
     )
     for r in rows:
         if "failed" in r:
