@@ -167,9 +167,9 @@ async def _transcribe_body(
         except AudioDecodeError as exc:
             reason = str(exc).replace(tmp.name, "the uploaded audio")
             return refusal(400, f"Bad Request: failed to process audio: {reason}", request_id)
-    seconds = max((len(c) for c in channels), default=0) / TARGET_RATE
+    duration_ms = max((len(c) for c in channels), default=0) * 1000 // TARGET_RATE
     # the whole file must fit in what is left of the key's allowance today
-    if quota := quota_refusal(state, principal, seconds, "this file"):
+    if quota := quota_refusal(state, principal, duration_ms / 1000, "this file"):
         status, body = http_error(quota.kind, quota.reason, request_id)
         return JSONResponse(body, status_code=status)
     created = datetime.now(UTC)
@@ -209,7 +209,6 @@ async def _transcribe_body(
                 )
             )
         )
-    duration_ms = max((len(c) for c in channels), default=0) * 1000 // TARGET_RATE
     params = {"audio": {"channels": len(channels)}, "turn": turn_json(config.turn)}
     all_turns = [turn for channel in turns for turn in channel]
     await store_transcript(
