@@ -94,8 +94,12 @@ def raw_exchange(
     reads, then the end of the head; return what the server answered and the bytes sent."""
     sent = 0
     reply = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # a small fixed send buffer: otherwise the kernel grows it (to tcp_wmem's maximum, 4 MB
+        # on the CI machine) and `sent` measures this client's buffer, not what the server read
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
         sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
         try:
             sock.sendall(head)
             sent += len(head)
