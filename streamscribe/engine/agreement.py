@@ -84,7 +84,7 @@ class LocalAgreement:
         self._previous = []
         self.tentative = []
 
-    def _after_final(self, hyp: list[HypWord]) -> list[HypWord]:
+    def after_final(self, hyp: list[HypWord]) -> list[HypWord]:
         """The part of `hyp` after the words already final.
 
         Normally the hypothesis repeats the final words first; if the model changed its mind
@@ -111,7 +111,7 @@ class LocalAgreement:
         are shown as tentative and the hypothesis does not count towards agreement.
         """
         hyp = [w for w in hyp if w.norm]
-        rest = self._after_final(hyp)
+        rest = self.after_final(hyp)
         if not may_finalize:
             self._previous = []
             self.tentative = rest
@@ -126,9 +126,17 @@ class LocalAgreement:
         self.tentative = rest[k:]
         return newly
 
+    def accept(self, words: list[HypWord], until_ms: int) -> None:
+        """Make `words` (the start of a hypothesis after the final words) final without a
+        second, agreeing hypothesis (a session catching up under load); what was tentative or
+        waiting for agreement before `until_ms` is dropped with them."""
+        self.final.extend(w for w in words if w.norm)
+        self._previous = [w for w in self._previous if w.start_ms >= until_ms]
+        self.tentative = [w for w in self.tentative if w.start_ms >= until_ms]
+
     def finish(self, hyp: list[HypWord] | None) -> list[HypWord]:
         """End of turn: everything in the last hypothesis becomes final."""
-        rest = self.tentative if hyp is None else self._after_final([w for w in hyp if w.norm])
+        rest = self.tentative if hyp is None else self.after_final([w for w in hyp if w.norm])
         self.final.extend(rest)
         self._previous = []
         self.tentative = []

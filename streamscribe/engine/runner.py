@@ -128,7 +128,11 @@ class SessionRunner:
 
     # ------------------------------------------------------------------ decoding
     def _pump(self, session: StreamingSession) -> None:
-        if session.channel in self._tasks or self.failed is not None:
+        if self.failed is not None:
+            return
+        if session.channel in self._tasks:
+            if session.wants_sooner():  # the queued partial gives way to the end-of-speech decode
+                self.scheduler.withdraw(self._decode_key(session))
             return
         ticket = session.next_request()
         if ticket is None:
@@ -141,7 +145,7 @@ class SessionRunner:
         t0 = time.perf_counter()
         try:
             result = await self.scheduler.submit(
-                ticket.request, f"{self.key}:{session.channel}", tenant=self.tenant
+                ticket.request, self._decode_key(session), tenant=self.tenant
             )
         except asyncio.CancelledError:
             raise
@@ -163,6 +167,9 @@ class SessionRunner:
             self._emit(session.apply(ticket, result))
             self._acknowledge_markers()
         self._pump(session)
+
+    def _decode_key(self, session: StreamingSession) -> str:
+        return f"{self.key}:{session.channel}"
 
     def _acknowledge_markers(self) -> None:
         """Emit `Flushed` for each marker whose forced turns have all been emitted as final.

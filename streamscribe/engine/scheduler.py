@@ -146,6 +146,19 @@ class DecodeScheduler:
         self._wakeup.set()
         return await item.future
 
+    def withdraw(self, key: str) -> bool:
+        """Take back `key`'s partial that is still queued (not yet decoding): its caller gets
+        None, as when a newer partial supersedes it. True if there was one. A session whose
+        speaker just paused uses it so its end-of-speech decode does not wait behind its own
+        partial that is about to be stale."""
+        for item in self._queue:
+            if item.key == key and not item.request.final and not item.future.done():
+                item.future.set_result(None)
+                self.stats.superseded += 1
+                self._queue = [i for i in self._queue if i is not item]
+                return True
+        return False
+
     def _backlogged(self, tenant: str) -> bool:
         """Whether the tenant has a request queued or being decoded."""
         return any(

@@ -28,6 +28,16 @@ next `DecodeRequest` (at most one in flight) and hands back the `DecodeResult` (
 scheduler superseded it, `release`s it; when the model failed, `fail`s it); the calls return
 the events to send. Memory is bounded: the window budget plus one pre-roll.
 
+Catching up under load. A session whose decodes come back slowly (`under_load`) and that has
+fallen well behind (`CATCH_UP_BEHIND_MS` of audio no hypothesis covered, in a window longer than
+`CATCH_UP_AFTER_MS`) does not ask for one ever-longer window: it decodes
+its backlog oldest first in "catchup" windows of `CATCH_UP_WINDOW_MS`, and the words one such
+decode hears (all but those near its end) become final at once, without a second, agreeing
+hypothesis. So no single decode of a lagging session costs more than a short window, and the
+shared model is never held for seconds by one session while another key's stream waits
+(issue 18: fair shares), at the price of single-hypothesis finality for that session while it
+is behind.
+
 What lives elsewhere: word agreement (`agreement.py`), speech detection (`vad.py`), the
 hallucination guards (`guards.py`), the decode contract (`decoding.py`), the async driving and
 event ordering (`runner.py`), and speakers/translation (`enrichment.py`).
@@ -78,6 +88,14 @@ CADENCE_ROUND_TRIPS = 2
 # weight of the newest decode in the round-trip average: a few decodes move it, one does not
 ROUND_TRIP_WEIGHT = 0.3
 MIN_LOADED_WINDOW_MS = 4000  # under load the window budget halves, but never below this
+# under load, a window to decode longer than CATCH_UP_AFTER_MS, of which more than
+# CATCH_UP_BEHIND_MS no hypothesis has covered yet, is decoded in catch-up windows of
+# CATCH_UP_WINDOW_MS, oldest first; words ending within CATCH_UP_MARGIN_MS of a catch-up window's
+# end may be cut and wait for the next window
+CATCH_UP_AFTER_MS = 10000
+CATCH_UP_BEHIND_MS = 5000
+CATCH_UP_WINDOW_MS = 8000
+CATCH_UP_MARGIN_MS = 1000
 REPEATED_TAIL_WORDS = 8  # a continuation turn longer than this is never a mere repeat
 CLOSING_MARKS = ("…", '"', ")")  # a formatted turn ending in one of these needs no full stop
 TRAILING_MARKS = ",;:-"  # dropped before the full stop a formatted turn gets
@@ -163,7 +181,7 @@ class DecodeTicket:
     """What the session asked for; handed back with the result."""
 
     id: int
-    kind: str  # "partial" | "eager" | "final"
+    kind: str  # "partial" | "eager" | "final" | "catchup" (a bounded window while behind)
     turn_order: int
     window_start_ms: int
     window_end_ms: int
@@ -423,8 +441,12 @@ class StreamingSession:
             return None
         s = self.settings
         if self.state is TurnState.ENDING:
+            if (catch_up := self._catch_up_end(self._end_at_ms)) is not None:
+                return self._ticket("catchup", catch_up, s.partial_beam_size)
             return self._ticket("final", self._end_at_ms, self._final_beam())
         self._maybe_commit()
+        if (catch_up := self._catch_up_end(self.audio_ms)) is not None:
+            return self._ticket("catchup", catch_up, s.partial_beam_size)
         since = self.audio_ms - self._last_request_end_ms
         speech_ms = self.audio_ms - self.vad.state.speech_start_ms
         first = self._last_request_end_ms <= self._turn_start_ms
@@ -460,6 +482,55 @@ class StreamingSession:
         self._window_start_ms = cut
         self._trim()
 
+    def _catch_up_end(self, end_ms: int) -> int | None:
+        """The end of a catch-up window, when the session is under load and behind: the window
+        up to `end_ms` is longer than `CATCH_UP_AFTER_MS` and more than `CATCH_UP_BEHIND_MS` of it
+        was never decoded; else None (a window the partials kept up with is decoded whole)."""
+        if not self.under_load or end_ms - self._window_start_ms <= CATCH_UP_AFTER_MS:
+            return None
+        if end_ms - max(self._last_hyp_end_ms, self._window_start_ms) <= CATCH_UP_BEHIND_MS:
+            return None
+        return self._window_start_ms + CATCH_UP_WINDOW_MS
+
+    def _caught_up(self, ticket: DecodeTicket, hyp: list[HypWord]) -> list[Event]:
+        """Take a catch-up decode: the words it heard before its last `CATCH_UP_MARGIN_MS`
+        become final and leave the window with their audio (the window always moves on)."""
+        cut = ticket.window_end_ms - CATCH_UP_MARGIN_MS
+        rest = self.agreement.after_final(hyp)
+        heard = [w for w in rest if w.end_ms <= cut]
+        if heard:
+            start = heard[-1].end_ms
+        elif rest and ticket.window_start_ms < rest[0].start_ms < cut:
+            start = rest[0].start_ms  # a word running past the cut: keep all of its audio
+        else:
+            start = cut
+        if start <= ticket.window_start_ms:
+            start = cut
+        self.agreement.accept(heard, start)
+        self._committed.extend(self.agreement.commit_before(start))
+        self.agreement.context = list(self._committed)
+        self._window_start_ms = start
+        self._last_hyp = []
+        self._last_hyp_end_ms = max(self._last_hyp_end_ms, start)
+        self._last_hyp_kind = ticket.kind
+        self._draft_source = None
+        self._trim()
+        return self._partial_update()
+
+    def _partial_update(self) -> list[Event]:
+        """The turn so far (final and tentative words), if it changed since the last update."""
+        update = self._update(
+            [*self._committed, *self.agreement.final], self.agreement.tentative, False
+        )
+        if not update.words or (
+            self.last_update is not None
+            and [(w.text, w.final) for w in update.words]
+            == [(w.text, w.final) for w in self.last_update.words]
+        ):
+            return []
+        self.last_update = update
+        return [update]
+
     def _draft(self, kind: str, start_ms: int) -> tuple[int, ...]:
         """A partial's draft (`DecodeRequest.draft`): the tokens of the last hypothesis over the
         same turn, window start and prompt, most of which the model writes again; none when
@@ -488,7 +559,7 @@ class StreamingSession:
             language_hint=self.session_language,
             switch_confidence=s.language_switch_confidence,
             min_window_s=0.0 if kind == "partial" or self.under_load else s.final_window_s,
-            urgency=1 if kind == "eager" or first else 2,
+            urgency=1 if kind == "eager" or first or self.state is TurnState.ENDING else 2,
             draft=self._draft(kind, start),
         )
         ticket = DecodeTicket(next(_ticket_ids), kind, self.turn_order, start, end_ms, request)
@@ -516,6 +587,8 @@ class StreamingSession:
             return self._finalize(hyp)
         if ticket.window_start_ms != self._window_start_ms:
             return []  # the window moved while this was decoding
+        if ticket.kind == "catchup":
+            return self._caught_up(ticket, hyp)
         self._last_hyp = hyp
         self._last_hyp_end_ms = ticket.window_end_ms
         self._last_hyp_kind = ticket.kind
@@ -535,17 +608,7 @@ class StreamingSession:
         # words heard in a very short window are often wrong: they are shown, not finalized
         trusted = ticket.window_end_ms - ticket.window_start_ms >= self.settings.min_final_window_ms
         self.agreement.insert(hyp, may_finalize=trusted)
-        update = self._update(
-            [*self._committed, *self.agreement.final], self.agreement.tentative, False
-        )
-        if not update.words or (
-            self.last_update is not None
-            and [(w.text, w.final) for w in update.words]
-            == [(w.text, w.final) for w in self.last_update.words]
-        ):
-            return []
-        self.last_update = update
-        return [update]
+        return self._partial_update()
 
     @staticmethod
     def _to_stream_time(ticket: DecodeTicket, result: DecodeResult) -> list[HypWord]:
@@ -652,6 +715,20 @@ class StreamingSession:
         self.vad.set_threshold(self.settings.vad_threshold)
 
     # ------------------------------------------------------------------ decodes that never return
+    def wants_sooner(self) -> bool:
+        """Whether the decode in flight is a routine partial while a more urgent one is due:
+        the speaker paused (the end-of-speech decode) or the turn is ending (its final). The
+        runner then withdraws the partial if it has not started decoding yet."""
+        if self.in_flight is None or self.in_flight.kind != "partial":
+            return False
+        if self.state is TurnState.ENDING:
+            return True
+        return (
+            self.state is TurnState.SPEAKING
+            and not self.vad.state.in_speech
+            and self.in_flight.window_end_ms < self.vad.state.speech_end_ms
+        )
+
     def release(self, ticket: DecodeTicket) -> None:
         """The scheduler superseded `ticket` with a newer request: it is no longer in flight."""
         if self.in_flight is not None and self.in_flight.id == ticket.id:

@@ -132,7 +132,7 @@ def test_an_unrelated_hypothesis_falls_back_to_time():
     la.insert(hyp("alpha beta gamma"))
     assert raw(la.final) == "alpha beta gamma"  # ends at 850 ms
     # nothing in common: only words that start after the last final word are new
-    rest = la._after_final(hyp("one two three four five"))
+    rest = la.after_final(hyp("one two three four five"))
     assert raw(rest) == "four five"  # starts 900, 1200 >= 850 - 80
 
 

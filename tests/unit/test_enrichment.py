@@ -35,6 +35,9 @@ class SlowScheduler:
         self.gate = asyncio.Event()
         self.requests = []
 
+    def withdraw(self, key: str) -> bool:
+        return False  # nothing waits in a queue here
+
     async def submit(self, request, key):
         self.requests.append(request)
         await self.gate.wait()

@@ -42,6 +42,9 @@ class OracleScheduler:
         self.gate = asyncio.Event()
         self.gate.set()
 
+    def withdraw(self, key: str) -> bool:
+        return False  # nothing waits in a queue here
+
     async def submit(
         self, request: DecodeRequest, key: str, tenant: str | None = None
     ) -> DecodeResult | None:

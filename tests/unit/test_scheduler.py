@@ -239,6 +239,41 @@ async def test_a_partial_already_decoding_is_not_replaced(model):
         await scheduler.stop()
 
 
+async def test_withdraw_takes_back_a_queued_partial_of_that_key_only(model):
+    scheduler = await make(model)
+    try:
+        first = await busy(scheduler, model)
+        mine, other, final = await queue(
+            scheduler, ("mine", "a", False), ("other", "b", False), ("final", "a", True)
+        )
+        assert scheduler.withdraw("a") is True
+        assert await asyncio.wait_for(mine, 0.5) is None  # answered at once, as superseded
+        assert scheduler.withdraw("a") is False  # a final is never withdrawn
+        model.release()
+        await first
+        assert [text(r) for r in await asyncio.gather(other, final)] == [
+            "decoded other",
+            "decoded final",
+        ]
+        assert "mine" not in [name for batch in model.batches for name in batch]
+    finally:
+        await scheduler.stop()
+
+
+async def test_withdraw_leaves_a_partial_already_decoding(model):
+    scheduler = await make(model)
+    try:
+        model.hold()
+        running = asyncio.create_task(scheduler.submit(req("running"), "a"))
+        while not model.entered.is_set():
+            await asyncio.sleep(0.001)
+        assert scheduler.withdraw("a") is False
+        model.release()
+        assert text(await running) == "decoded running"
+    finally:
+        await scheduler.stop()
+
+
 # ------------------------------------------------------------------ batching
 
 

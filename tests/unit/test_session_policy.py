@@ -1059,3 +1059,77 @@ def test_under_load_partial_windows_shrink_to_half_the_budget():
     unloaded.run_until(words[-1].end_ms)
     widest = max(t.window_end_ms - t.window_start_ms for t in unloaded.tickets)
     assert widest > 15000  # without load the window grows to the budget
+
+
+def test_a_session_behind_under_load_catches_up_in_bounded_windows():
+    """Under load, a backlog is decoded oldest first in catch-up windows, so no decode of a
+    lagging session is longer than CATCH_UP_AFTER_MS, and every word still ends final once."""
+    from streamscribe.engine.session import CATCH_UP_AFTER_MS, CATCH_UP_WINDOW_MS
+
+    words = say(" ".join(f"w{i}" for i in range(80)) + ".")  # 24 s without a pause
+    h = Harness(words, settings=settings(busy_rtt_ms=100), auto=False)
+    h.session.note_round_trip(5000)  # decodes take 5 s: the server is loaded
+    h.run_until(20000)  # 19 s of speech and no decode answered yet
+    served = 0
+    while h.session.audio_ms < words[-1].end_ms + 3000:
+        h.serve()
+        served += 1
+        h.run_until(h.session.audio_ms + 2000)  # the next decode comes 2 s of audio later
+    h.serve()
+    catch_ups = [t for t in h.tickets if t.kind == "catchup"]
+    assert catch_ups, h.kinds
+    assert all(t.window_end_ms - t.window_start_ms == CATCH_UP_WINDOW_MS for t in catch_ups)
+    assert max(t.window_end_ms - t.window_start_ms for t in h.tickets) <= CATCH_UP_AFTER_MS
+    # the windows cover the stream in order, each catch-up starting where the last one's
+    # heard words ended
+    starts = [t.window_start_ms for t in h.tickets]
+    assert starts == sorted(starts)
+    # every word ended final once, in order, and words shown final were never taken back
+    assert [w.text for u in h.ends for w in u.words] == [w.text.rstrip(".") for w in words]
+    shown_final: list[str] = []
+    for u in h.updates:
+        if u.formatted:
+            continue
+        finals = [w.text for w in u.words if w.final]
+        assert finals[: len(shown_final)] == shown_final
+        shown_final = [] if u.end_of_turn else finals
+
+
+def test_without_load_a_backlog_is_one_growing_window():
+    words = say(" ".join(f"w{i}" for i in range(40)) + ".")  # 12 s without a pause
+    h = Harness(words, auto=False)  # PINNED: never under load
+    h.run_until(11000)
+    h.run_until(words[-1].end_ms + 3000, frames=1)
+    h.serve()
+    h.run_until(words[-1].end_ms + 4000)
+    h.serve()
+    assert "catchup" not in h.kinds
+    assert [w.text for u in h.ends for w in u.words] == [w.text.rstrip(".") for w in words]
+
+
+def test_under_load_a_session_that_kept_up_decodes_its_end_in_one_final():
+    """Catching up is for a backlog: a loaded session whose partials covered its audio gets one
+    final decode of the turn, not an extra catch-up round trip first."""
+    words = say(" ".join(f"w{i}" for i in range(40)) + ".")  # 12 s without a pause
+    h = Harness(words, settings=settings(busy_rtt_ms=100, window_budget_ms=40000))
+    h.session.note_round_trip(500)  # loaded, but every decode is answered at once here
+    h.run_until(words[-1].end_ms + 2000)
+    assert h.ends, h.kinds
+    assert "catchup" not in h.kinds
+    assert h.kinds[-1] in ("final", "eager")
+    assert [w.text for u in h.ends for w in u.words] == [w.text.rstrip(".") for w in words]
+
+
+def test_a_pause_makes_the_queued_partial_give_way_to_the_end_of_speech_decode():
+    h = Harness(HELLO, auto=False)
+    h.run_until(2000)
+    partial = h.ask()
+    assert partial is not None and partial.kind == "partial"
+    assert not h.session.wants_sooner()  # still speaking: the partial is what is due
+    h.run_until(SPEECH_END + 200)  # the speaker paused while the partial waited
+    assert h.session.wants_sooner()
+    h.session.release(partial)  # the runner withdrew it from the scheduler
+    eager = h.ask()
+    assert eager is not None and eager.kind == "eager"
+    assert eager.window_end_ms >= SPEECH_END
+    assert not h.session.wants_sooner()  # an end-of-speech decode is never withdrawn
