@@ -56,8 +56,7 @@ class Settings(BaseSettings):
         workers, threads = decode_parallelism(
             self.backend, self.device, self.decode_workers, self.cpu_threads, available_cores()
         )
-        self.__dict__["decode_workers"] = workers
-        self.__dict__["cpu_threads"] = threads
+        self.decode_workers, self.cpu_threads = workers, threads
         return self
 
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
