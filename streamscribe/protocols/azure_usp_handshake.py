@@ -129,15 +129,13 @@ def read_context(body: dict[str, Any], handshake: Handshake) -> Context:
     mode = str(detection.get("mode") or "").upper()
     diarization = _object(detection, "speakerDiarization")
     output = _object(body, "phraseOutput")
-    options = _object(output, "detailed").get("options") or []
+    options = _strings(_object(output, "detailed"), "options")
     if "PronunciationAssessment" in options:
         raise bad(f"Not supported by this server: {UNSUPPORTED_CONTEXT['pronunciationAssessment']}")
     translation = _object(body, "translation")
-    targets = tuple(t for t in translation.get("targetLanguages") or () if isinstance(t, str))
+    targets = _strings(translation, "targetLanguages")
     targets = targets or handshake.targets
-    languages = tuple(
-        x for x in _object(body, "languageId").get("languages") or () if isinstance(x, str)
-    )
+    languages = _strings(_object(body, "languageId"), "languages")
     if handshake.recognizer is not None:
         recognizer = handshake.recognizer
     elif targets:
@@ -181,6 +179,12 @@ def phrase_list(body: dict[str, Any]) -> tuple[str, ...]:
 def _object(body: Any, key: str) -> dict[str, Any]:
     value = body.get(key) if isinstance(body, dict) else None
     return value if isinstance(value, dict) else {}
+
+
+def _strings(body: dict[str, Any], key: str) -> tuple[str, ...]:
+    """The strings of a JSON list field; anything else (a bool, a number, one string) is none."""
+    value = body.get(key)
+    return tuple(x for x in value if isinstance(x, str)) if isinstance(value, list) else ()
 
 
 def whisper_language(locale: str) -> str:

@@ -114,6 +114,10 @@ def test_any_wave_header_in_the_first_audio_frame(payload):
         max_size=3,
     ),
 )
+# found by CI: a list field holding a bool (or a string, read as its letters) crashed the parser
+@example({"translation": {"phraseDetection": None, "targetLanguages": True}}, {})
+@example({"translation": {"targetLanguages": "de"}, "languageId": {"languages": 7}}, {})
+@example({"phraseOutput": {"detailed": {"options": 3}}}, {})
 def test_any_context_and_query(body, query):
     try:
         handshake = parse_handshake("/speech/universal/v2", query)
@@ -127,3 +131,12 @@ def test_any_context_and_query(body, query):
         dialect.session_config()
     except PeerError as exc:
         refused_well(exc)
+
+
+def test_a_list_field_that_is_not_a_list_means_none():
+    handshake = parse_handshake("/speech/universal/v2", {})
+    context = read_context(
+        {"translation": {"targetLanguages": "de"}, "languageId": {"languages": True}}, handshake
+    )
+    assert context.targets == ()  # not ("d", "e")
+    assert context.languages == ()
