@@ -8,7 +8,12 @@ output, as fast as the CPU decodes. This script feeds each clip of the dev set t
 `StreamingSession` in 100 ms chunks, decodes every request with the real model, and hands each
 result back a fixed amount of audio time later (`--latency-ms`, the decode round trip it models).
 It prints the corpus WER of the final turns (formatted, as `stream_bench` scores them), the
-offline WER of the same model on the same files, their ratio, and the files that differ most.
+offline WER of the same model on the same files, their ratio, and the files that differ most,
+and the policy's latencies in audio time, measured as `stream_bench` measures them (first
+partial, word final, end of turn: P50 / P95) with each result arriving `--latency-ms` after its
+request. They are the policy's share of the latency without the machine's: a change to the
+policy (a partial cadence, a finality rule) shows its effect deterministically here, then on the
+real server in `stream_bench.py`.
 
 With `--backend torch` it also prints what the partials cost the decoder: per partial the
 decoder's time (prefill or draft verification plus greedy steps) and passes, and the share of
@@ -86,12 +91,19 @@ def replay(
     latency_ms: int,
     partials: list[dict] | None = None,
     drafts: bool = True,
+    timeline: list[tuple[int, TurnUpdate]] | None = None,
 ) -> list[TurnUpdate]:
     """Stream `audio` through one session; return its end-of-turn updates in order. The
-    partials' decoder figures (the result's meta) are appended to `partials`."""
+    partials' decoder figures (the result's meta) are appended to `partials`, and every turn
+    update with the audio time it was sent at to `timeline`."""
     session = StreamingSession(settings=settings)
     events: list = []
     pending = None  # (ready at audio ms, ticket, result)
+
+    def emit(new: list, at_ms: int) -> None:
+        events.extend(new)
+        if timeline is not None:
+            timeline.extend((at_ms, e) for e in new if isinstance(e, TurnUpdate))
 
     def pump() -> None:
         nonlocal pending
@@ -108,20 +120,48 @@ def replay(
     def deliver(now_ms: int | None) -> None:
         nonlocal pending
         while pending is not None and (now_ms is None or pending[0] <= now_ms):
-            _, ticket, result = pending
+            ready_ms, ticket, result = pending
             pending = None
             session.note_round_trip(latency_ms)
-            events.extend(session.apply(ticket, result))
+            emit(session.apply(ticket, result), ready_ms)
             pump()
 
     for i in range(0, len(audio), CHUNK):
-        events.extend(session.feed(audio[i : i + CHUNK]))
+        emit(session.feed(audio[i : i + CHUNK]), session.audio_ms)
         deliver(session.audio_ms)
         pump()
-    events.extend(session.force_endpoint())
+    emit(session.force_endpoint(), session.audio_ms)
     pump()
     deliver(None)
     return [e for e in events if isinstance(e, TurnUpdate) and e.end_of_turn]
+
+
+def latencies(timeline: list[tuple[int, TurnUpdate]]) -> dict[str, list[float]]:
+    """First partial, word final and end of turn (ms) of one replayed stream, defined as
+    `bench_session` defines them for the real server: against the words of each turn's
+    unformatted end-of-turn update."""
+    out: dict[str, list[float]] = {"first_partial": [], "word_final": [], "end_of_turn": []}
+    first_words: dict[int, int] = {}
+    final_at: dict[int, list[int]] = {}
+    for at, u in timeline:
+        if u.formatted:
+            continue
+        if u.words and u.turn_order not in first_words:
+            first_words[u.turn_order] = at
+        finals = final_at.setdefault(u.turn_order, [])
+        n_final = sum(1 for w in u.words if w.final)
+        finals.extend([at] * (n_final - len(finals)))
+        if u.end_of_turn and u.words:
+            out["first_partial"].append(first_words[u.turn_order] - u.words[0].start_ms)
+            out["word_final"].extend(t - w.end_ms for t, w in zip(finals, u.words, strict=False))
+            out["end_of_turn"].append(at - u.words[-1].end_ms)
+    return out
+
+
+def p50_p95(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{np.percentile(values, 50):.0f} / {np.percentile(values, 95):.0f}"
 
 
 def partial_cost(partials: list[dict]) -> dict | None:
@@ -169,11 +209,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     rows = []
     partials: list[dict] = []
+    lat: dict[str, list[float]] = {"first_partial": [], "word_final": [], "end_of_turn": []}
+    decodes = 0
     t0 = time.monotonic()
     for i, clip in enumerate(clips, 1):
         pcm = np.frombuffer(read_pcm(clip.path), dtype="<i2").astype(np.float32) / 32768.0
         audio = np.concatenate([pcm, np.zeros(int(args.trailing_silence * RATE), np.float32)])
-        turns = replay(model, audio, settings, args.latency_ms, partials, drafts=not args.no_drafts)
+        timeline: list[tuple[int, TurnUpdate]] = []
+        before = len(partials)
+        turns = replay(
+            model, audio, settings, args.latency_ms, partials, not args.no_drafts, timeline
+        )
+        decodes += len(partials) - before
+        for k, v in latencies(timeline).items():
+            lat[k].extend(v)
         hyp = hypothesis(turns)
         row = {"clip": clip.id, "reference": clip.text, "hypothesis": hyp}
         rows.append({**row, "turns": len(turns)})
@@ -197,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         f"settings {' '.join(args.set) or 'default'}"
     )
     print(f"WER stream {stream:.4f}  offline {base:.4f}  ratio {ratio:.3f}  ({wall:.0f} s wall)")
+    audio_s = sum(c.duration for c in clips) if all(c.duration for c in clips) else None
+    print(
+        f"latency in audio time (P50 / P95 ms): first partial {p50_p95(lat['first_partial'])}, "
+        f"word final {p50_p95(lat['word_final'])}, end of turn {p50_p95(lat['end_of_turn'])}; "
+        f"{decodes} partials" + (f" ({decodes / audio_s:.2f} per audio s)" if audio_s else "")
+    )
     cost = partial_cost(partials)
     if cost:
         print(
@@ -209,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = {"settings": args.set, "latency_ms": args.latency_ms, "wer": stream}
         payload.update({"wer_offline": base, "ratio": ratio, "partial_cost": cost, "files": rows})
+        payload["latencies"] = {k: p50_p95(v) for k, v in lat.items()}
         args.json.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return 0
 

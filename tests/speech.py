@@ -95,6 +95,16 @@ def utterances(n: int = 3) -> tuple[Speech, ...]:
     return tuple(out)
 
 
+def spoken_or_skip(text: str) -> np.ndarray:
+    """`text` spoken by eSpeak NG (digital silence around it, so its onset is exact)."""
+    import pytest
+
+    audio = _espeak(text)
+    if audio is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    return audio
+
+
 def joined(parts: tuple[Speech, ...], gap_s: float = 1.5) -> Speech:
     """The utterances one after another with silence between (each becomes a turn)."""
     gap = np.zeros(int(gap_s * RATE), dtype=np.float32)

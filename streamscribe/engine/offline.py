@@ -22,6 +22,7 @@ from streamscribe.audio.files import decode_file
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest, DecodeResult, Transcriber
 from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.engine.word_timing import snap_starts_to_speech
 from streamscribe.events import TurnUpdate, Word
 
 RATE = 16000
@@ -51,6 +52,16 @@ def speech_regions(audio: np.ndarray, max_region_s: float = MAX_REGION_S) -> lis
     return regions
 
 
+def speech_runs(audio: np.ndarray) -> list[tuple[int, int | None]]:
+    """(start_ms, end_ms) of speech as the VAD hears it, unpadded and split at pauses of 100 ms
+    or more: where words that Whisper starts in the silence before them really start
+    (`word_timing`)."""
+    spans = get_speech_timestamps(
+        audio, VadOptions(min_silence_duration_ms=100, speech_pad_ms=0, min_speech_duration_ms=64)
+    )
+    return [(int(s["start"]) * 1000 // RATE, int(s["end"]) * 1000 // RATE) for s in spans]
+
+
 DecodeBatch = Callable[[list[DecodeRequest]], Awaitable[list[DecodeResult | None]]]
 
 
@@ -73,6 +84,7 @@ async def transcribe_audio_async(
     total = len(audio) / RATE
     # silero over a long file takes seconds: off the event loop, live sessions keep flowing
     regions = await asyncio.to_thread(speech_regions, audio)
+    runs = await asyncio.to_thread(speech_runs, audio)
     turns: list[TurnUpdate] = []
     context = ""
     for i in range(0, len(regions), BATCH):
@@ -96,14 +108,19 @@ async def transcribe_audio_async(
                 continue
             offset = a * 1000 // RATE
             words = tuple(
-                Word(
-                    w.text,
-                    offset + round(w.start * 1000),
-                    offset + round(w.end * 1000),
-                    round(w.probability, 4),
-                    True,
+                snap_starts_to_speech(
+                    [
+                        Word(
+                            w.text,
+                            offset + round(w.start * 1000),
+                            offset + round(w.end * 1000),
+                            round(w.probability, 4),
+                            True,
+                        )
+                        for w in result.words
+                    ],
+                    runs,
                 )
-                for w in result.words
             )
             if words:
                 turns.append(

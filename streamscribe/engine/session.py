@@ -58,6 +58,7 @@ from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest, Decod
 from streamscribe.engine.guards import loop_start
 from streamscribe.engine.vad import SileroStream, VadTracker
 from streamscribe.engine.whisper_rules import FILLER_PROMPT
+from streamscribe.engine.word_timing import snap_starts_to_speech
 from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
 
 RATE = 16000
@@ -256,6 +257,9 @@ class StreamingSession:
         # (turn, window start, prompt, tokens) of the last hypothesis applied: the next partial's
         # draft while the turn, window start and prompt stay the same
         self._draft_source: tuple[int, int, str, tuple[int, ...]] | None = None
+        # (start, end or None while it lasts) of the speech the VAD heard in the kept audio:
+        # where words that Whisper starts in the silence before them really start
+        self._speech_runs: list[tuple[int, int | None]] = []
 
     # ------------------------------------------------------------------ audio in
     def feed(self, samples: np.ndarray) -> list[Event]:
@@ -267,8 +271,11 @@ class StreamingSession:
         self.audio_ms = self._samples // SAMPLES_PER_MS
         for prob in self._vad_probs(samples):
             change = self.vad.update(prob)
+            if change == "end" and self._speech_runs:
+                self._speech_runs[-1] = (self._speech_runs[-1][0], self.vad.state.speech_end_ms)
             if change == "start":
                 start = self.vad.state.speech_start_ms
+                self._speech_runs.append((start, None))
                 if self.state is not TurnState.IDLE:
                     if self.state is TurnState.ENDING and self._pending_start_ms is None:
                         self._pending_start_ms = start  # the earliest onset wins
@@ -318,6 +325,9 @@ class StreamingSession:
         if drop > 0:
             self._buf = self._buf[drop:]
             self._buf_start += drop
+        kept_ms = self._buf_start // SAMPLES_PER_MS
+        while self._speech_runs and (end := self._speech_runs[0][1]) is not None and end < kept_ms:
+            self._speech_runs.pop(0)
 
     def _audio(self, start_ms: int, end_ms: int) -> np.ndarray:
         a = max(0, start_ms * SAMPLES_PER_MS - self._buf_start)
@@ -461,6 +471,10 @@ class StreamingSession:
         if self.audio_ms - self._window_start_ms < MIN_PARTIAL_WINDOW_MS:
             return None  # a turn that began where the last one was cut: nothing new yet
         if first and speech_ms >= s.first_partial_ms:
+            return self._ticket("partial", self.audio_ms, s.partial_beam_size)
+        if self.last_update is None and not first and since >= s.first_partial_ms:
+            # the turn's first partials heard no word yet: the next one comes as soon as the
+            # first did, not a whole interval later
             return self._ticket("partial", self.audio_ms, s.partial_beam_size)
         if not first and since >= self._interval_ms():
             return self._ticket("partial", self.audio_ms, s.partial_beam_size)
@@ -610,8 +624,8 @@ class StreamingSession:
         self.agreement.insert(hyp, may_finalize=trusted)
         return self._partial_update()
 
-    @staticmethod
-    def _to_stream_time(ticket: DecodeTicket, result: DecodeResult) -> list[HypWord]:
+    def _to_stream_time(self, ticket: DecodeTicket, result: DecodeResult) -> list[HypWord]:
+        """The result's words in stream time, in order, starting where the VAD heard them."""
         out: list[HypWord] = []
         lo, hi = ticket.window_start_ms, max(ticket.window_start_ms, ticket.window_end_ms)
         prev_end = lo
@@ -620,7 +634,7 @@ class StreamingSession:
             end = min(hi, max(start, lo + round(w.end * 1000)))
             out.append(HypWord(w.text, start, end, round(float(w.probability), 4)))
             prev_end = start
-        return out
+        return snap_starts_to_speech(out, self._speech_runs)
 
     # ------------------------------------------------------------------ turn updates
     def _update(self, final_words, tentative, end_of_turn, formatted=False) -> TurnUpdate:

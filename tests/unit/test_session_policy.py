@@ -1133,3 +1133,36 @@ def test_a_pause_makes_the_queued_partial_give_way_to_the_end_of_speech_decode()
     assert eager is not None and eager.kind == "eager"
     assert eager.window_end_ms >= SPEECH_END
     assert not h.session.wants_sooner()  # an end-of-speech decode is never withdrawn
+
+
+def test_a_word_whisper_starts_in_the_silence_before_it_starts_at_the_vad_onset():
+    """Whisper gives the first word of a window the pre-roll before it, and a word after a
+    pause the pause: the session moves such starts to where the VAD heard the speech begin."""
+    from streamscribe.engine.word_timing import ONSET_MARGIN_MS
+
+    words = say("Hello there.", at=ONSET) + say("How are you?", at=ONSET + 2048)
+
+    def early(ticket: DecodeTicket) -> DecodeResult:
+        heard = [w for w in words if ticket.window_start_ms - 50 <= w.start_ms]
+        heard = [w for w in heard if w.end_ms <= ticket.window_end_ms]
+        # like Whisper: the first word reaches back to the window's start, a word after a
+        # pause reaches 300 ms back into it
+        stretched = [
+            Spoken(
+                w.text,
+                ticket.window_start_ms
+                if i == 0
+                else (w.start_ms - 300 if w.start_ms - heard[i - 1].end_ms > 500 else w.start_ms),
+                w.end_ms,
+            )
+            for i, w in enumerate(heard)
+        ]
+        return result(stretched, ticket.window_start_ms)
+
+    h = Harness(words, model=early, settings=settings(min_turn_silence_ms=3000, max_turn_silence_ms=5000))
+    h.run_until(words[-1].end_ms + 3000)
+    (turn,) = h.ends
+    starts = [w.start_ms for w in turn.words]
+    assert starts[0] == ONSET - ONSET_MARGIN_MS  # not the window start, 400 ms before
+    assert starts[2] == ONSET + 2048 - ONSET_MARGIN_MS  # "how", after the pause
+    assert starts[1] == ONSET + 300 and starts[3] == ONSET + 2348  # words inside speech stay
