@@ -1159,7 +1159,9 @@ def test_a_word_whisper_starts_in_the_silence_before_it_starts_at_the_vad_onset(
         ]
         return result(stretched, ticket.window_start_ms)
 
-    h = Harness(words, model=early, settings=settings(min_turn_silence_ms=3000, max_turn_silence_ms=5000))
+    h = Harness(
+        words, model=early, settings=settings(min_turn_silence_ms=3000, max_turn_silence_ms=5000)
+    )
     h.run_until(words[-1].end_ms + 3000)
     (turn,) = h.ends
     starts = [w.start_ms for w in turn.words]
