@@ -5,7 +5,10 @@ speech onset (with a little pre-roll). While the turn grows, the session asks fo
 of the turn's window at a steady cadence that widens when decodes come back slowly, and when the
 speaker pauses it asks at once (with the final beam), so the end-of-turn decision can use the
 hypothesis' punctuation and the final is often ready before the silence rule fires. Consecutive
-hypotheses go through LocalAgreement-2: their common prefix becomes final and is never changed.
+hypotheses go through LocalAgreement-2: their common prefix becomes final and is never changed;
+the words an end-of-speech decode heard before the pause become final with it (no partial comes
+during a pause, so a second hypothesis of them would wait for the speaker to resume). Word starts
+after silence come from the VAD's onsets, not Whisper's alignment (`word_timing.py`).
 When final words cover more than the window budget, their audio leaves the window and their text
 becomes the prompt, so long turns cost the same per decode. A turn ends on enough trailing silence
 (`min_turn_silence_ms` when the hypothesis ends a sentence, `max_turn_silence_ms` otherwise), a
@@ -63,6 +66,9 @@ from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
 
 RATE = 16000
 SAMPLES_PER_MS = RATE // 1000
+# the VAD's shortest pause (`VadTracker` min_silence_ms): an end-of-speech decode's window
+# reaches at least this far past the speech it heard
+PAUSE_MIN_MS = 96
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 MIN_PARTIAL_WINDOW_MS = 200  # a partial over less new audio than this would hear nothing
 TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
@@ -165,7 +171,7 @@ class TurnSettings:
     pre_roll_ms: int = 400
     tail_ms: int = 300
     max_interval_ms: int = 3000
-    min_final_window_ms: int = 1500  # partials of shorter windows never make words final
+    min_final_window_ms: int = 1000  # partials of shorter windows never make words final
     busy_rtt_ms: int = 1000  # decodes slower than this mean load: greedy finals, fewer partials
     final_window_s: float = ACCURATE_WINDOW_S  # finals' encoder window (not under load)
 
@@ -622,6 +628,14 @@ class StreamingSession:
         # words heard in a very short window are often wrong: they are shown, not finalized
         trusted = ticket.window_end_ms - ticket.window_start_ms >= self.settings.min_final_window_ms
         self.agreement.insert(hyp, may_finalize=trusted)
+        if ticket.kind == "eager" and trusted:
+            # the speaker paused: what was said before the pause no later audio can change,
+            # so the end-of-speech decode (final beam) makes it final without waiting for a
+            # second hypothesis, which would come only after the speaker resumes
+            pause_at = ticket.window_end_ms - PAUSE_MIN_MS
+            heard = [w for w in self.agreement.tentative if w.start_ms < pause_at]
+            if heard:
+                self.agreement.accept(heard, heard[-1].end_ms)
         return self._partial_update()
 
     def _to_stream_time(self, ticket: DecodeTicket, result: DecodeResult) -> list[HypWord]:

@@ -1168,3 +1168,27 @@ def test_a_word_whisper_starts_in_the_silence_before_it_starts_at_the_vad_onset(
     assert starts[0] == ONSET - ONSET_MARGIN_MS  # not the window start, 400 ms before
     assert starts[2] == ONSET + 2048 - ONSET_MARGIN_MS  # "how", after the pause
     assert starts[1] == ONSET + 300 and starts[3] == ONSET + 2348  # words inside speech stay
+
+
+def test_the_words_before_a_pause_become_final_with_the_end_of_speech_decode():
+    """No partial runs during a pause, so LocalAgreement's second hypothesis of the last words
+    would come only once the speaker resumes: the end-of-speech decode makes them final."""
+    words = say("so I was thinking", at=ONSET) + say("that we could go.", at=ONSET + 1500 + 200)
+    h = Harness(words, settings=settings(min_turn_silence_ms=2000, max_turn_silence_ms=3000))
+    pause_end = ONSET + 1700
+    h.run_until(pause_end - 100)  # in the pause, before the speech resumes
+    assert h.kinds[-1] == "eager"
+    assert shown(h.updates[-1]) == "so* i* was* thinking*"
+    h.run_until(8000)
+    assert len(h.ends) == 1
+    assert shown(h.ends[0]) == "so* i* was* thinking* that* we* could* go*"
+
+
+def test_a_short_window_end_of_speech_decode_finalizes_nothing():
+    """A pause after under `min_final_window_ms` of window keeps the words tentative."""
+    words = say("yes sure", at=ONSET) + say("I think so.", at=ONSET + 1400)
+    h = Harness(words, settings=settings(min_final_window_ms=1500, max_turn_silence_ms=3000))
+    h.run_until(ONSET + 1300)
+    eager = h.tickets[-1]
+    assert eager.kind == "eager" and eager.window_end_ms - eager.window_start_ms < 1500
+    assert shown(h.updates[-1]) == "yes sure"
