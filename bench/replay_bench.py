@@ -92,10 +92,12 @@ def replay(
     partials: list[dict] | None = None,
     drafts: bool = True,
     timeline: list[tuple[int, TurnUpdate]] | None = None,
+    cpu: dict[str, list[float]] | None = None,
 ) -> list[TurnUpdate]:
     """Stream `audio` through one session; return its end-of-turn updates in order. The
     partials' decoder figures (the result's meta) are appended to `partials`, and every turn
-    update with the audio time it was sent at to `timeline`."""
+    update with the audio time it was sent at to `timeline`, and each decode's CPU seconds to
+    `cpu` under its kind ("partial", "eager", "final", "catchup")."""
     session = StreamingSession(settings=settings)
     events: list = []
     pending = None  # (ready at audio ms, ticket, result)
@@ -112,7 +114,10 @@ def replay(
         ticket = session.next_request()
         if ticket is not None:
             request = ticket.request if drafts else dataclasses.replace(ticket.request, draft=())
+            used = time.process_time()
             result = model.transcribe_batch([request])[0]
+            if cpu is not None:
+                cpu.setdefault(ticket.kind, []).append(time.process_time() - used)
             if partials is not None and ticket.kind == "partial":
                 partials.append({**result.meta, "tokens": len(result.tokens)})
             pending = (session.audio_ms + latency_ms, ticket, result)
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     partials: list[dict] = []
     lat: dict[str, list[float]] = {"first_partial": [], "word_final": [], "end_of_turn": []}
     decodes = 0
+    cpu: dict[str, list[float]] = {}
     t0 = time.monotonic()
     for i, clip in enumerate(clips, 1):
         pcm = np.frombuffer(read_pcm(clip.path), dtype="<i2").astype(np.float32) / 32768.0
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         timeline: list[tuple[int, TurnUpdate]] = []
         before = len(partials)
         turns = replay(
-            model, audio, settings, args.latency_ms, partials, not args.no_drafts, timeline
+            model, audio, settings, args.latency_ms, partials, not args.no_drafts, timeline, cpu
         )
         decodes += len(partials) - before
         for k, v in latencies(timeline).items():
@@ -247,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"WER stream {stream:.4f}  offline {base:.4f}  ratio {ratio:.3f}  ({wall:.0f} s wall)")
     audio_s = sum(c.duration for c in clips) if all(c.duration for c in clips) else None
+    if audio_s:
+        print(
+            "decode CPU s per audio s: "
+            + ", ".join(
+                f"{kind} {sum(v) / audio_s:.3f} ({len(v)} x {1000 * statistics.mean(v):.0f} ms)"
+                for kind, v in sorted(cpu.items())
+            )
+            + f"; all {sum(map(sum, cpu.values())) / audio_s:.3f}"
+        )
     print(
         f"latency in audio time (P50 / P95 ms): first partial {p50_p95(lat['first_partial'])}, "
         f"word final {p50_p95(lat['word_final'])}, end of turn {p50_p95(lat['end_of_turn'])}; "
