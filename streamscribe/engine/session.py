@@ -72,6 +72,9 @@ PAUSE_MIN_MS = 96
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 MIN_PARTIAL_WINDOW_MS = 200  # a partial over less new audio than this would hear nothing
 TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
+# ... or over this much, when the detection is confident (over the first second, tiny and base
+# can be sure of the wrong language: German heard as Chinese)
+CONFIDENT_DETECTION_MS = 1500
 # a hypothesis "covers" the end of speech when it reaches this close to it: VAD marks the end a
 # frame or three (32 ms each) after the last word the model times
 COVERS_SPEECH_END_MS = 100
@@ -598,10 +601,10 @@ class StreamingSession:
             self._turn_language = (result.language, result.language_probability)
             # a detection over a short window is a guess: partials keep detecting until one
             # is confident or has heard enough audio
-            self._turn_language_trusted = (
-                result.language_probability or 0.0
-            ) >= self.settings.language_switch_confidence or (
-                ticket.window_end_ms - ticket.window_start_ms >= TRUSTED_DETECTION_MS
+            window = ticket.window_end_ms - ticket.window_start_ms
+            self._turn_language_trusted = window >= TRUSTED_DETECTION_MS or (
+                window >= CONFIDENT_DETECTION_MS
+                and (result.language_probability or 0.0) >= self.settings.language_switch_confidence
             )
         if ticket.kind == "final":
             return self._finalize(hyp)
@@ -625,8 +628,13 @@ class StreamingSession:
             ):
                 return self._finalize(hyp)
             return []
-        # words heard in a very short window are often wrong: they are shown, not finalized
-        trusted = ticket.window_end_ms - ticket.window_start_ms >= self.settings.min_final_window_ms
+        # words heard in a very short window are often wrong: they are shown, not finalized;
+        # so are words in a language detected over too little audio (German read as Chinese
+        # over the first second), until the turn's language is trusted
+        trusted = (
+            ticket.window_end_ms - ticket.window_start_ms >= self.settings.min_final_window_ms
+            and (not result.language or self._turn_language_trusted)
+        )
         self.agreement.insert(hyp, may_finalize=trusted)
         if ticket.kind == "eager" and trusted:
             # the speaker paused: what was said before the pause no later audio can change,

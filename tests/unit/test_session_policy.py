@@ -956,9 +956,15 @@ def test_partials_reuse_the_turns_detected_language_and_finals_detect_again():
     german = oracle(words, language="de", language_probability=0.9)
     h = Harness(words, model=german)
     h.run_until(words[-1].end_ms + 2000)
+    from streamscribe.engine.session import CONFIDENT_DETECTION_MS
+
     partials = [t for t in h.tickets if t.kind == "partial"]
-    assert partials[0].request.language is None  # the first one detects
-    assert all(t.request.language == "de" for t in partials[1:])
+    # partials detect until one over CONFIDENT_DETECTION_MS of window is confident
+    detecting = [t for t in partials if t.request.language is None]
+    assert detecting and detecting == partials[: len(detecting)]
+    assert all(t.window_end_ms - t.window_start_ms < CONFIDENT_DETECTION_MS for t in detecting[:-1])
+    assert detecting[-1].window_end_ms - detecting[-1].window_start_ms >= CONFIDENT_DETECTION_MS
+    assert all(t.request.language == "de" for t in partials[len(detecting) :])
     finals = [t for t in h.tickets if t.kind != "partial"]
     assert finals and all(t.request.language is None for t in finals)
     assert h.session.session_language == "de"
@@ -1192,3 +1198,18 @@ def test_a_short_window_end_of_speech_decode_finalizes_nothing():
     eager = h.tickets[-1]
     assert eager.kind == "eager" and eager.window_end_ms - eager.window_start_ms < 1500
     assert shown(h.updates[-1]) == "yes sure"
+
+
+def test_a_language_detected_over_a_short_window_makes_no_word_final():
+    """tiny and base can be confidently wrong about the language over the first second (German
+    read as Chinese): until a detection is trusted, partials keep detecting and their words stay
+    tentative, even when two of them agree."""
+    from streamscribe.engine.session import CONFIDENT_DETECTION_MS
+
+    words = say("eins zwei drei vier fünf sechs sieben acht")
+    chinese = oracle(words, language="zh", language_probability=0.95)
+    h = Harness(words, model=chinese, settings=settings(min_final_window_ms=500))
+    h.run_until(ONSET - 400 + CONFIDENT_DETECTION_MS - 100)
+    partials = [t for t in h.tickets if t.kind == "partial"]
+    assert len(partials) >= 2 and all(t.request.language is None for t in partials)
+    assert h.updates and not any(w.final for u in h.updates for w in u.words)
