@@ -36,7 +36,9 @@ from test_calls import (
 from streamscribe.audio.files import decode_file
 
 
-async def _call_with(server, consumer: Consumer, reconnect_s: float, max_s: float = 24.0):
+async def _call_with(
+    server, consumer: Consumer, reconnect_s: float, max_s: float = 24.0, speed: float = 3.0
+):
     call = two_party_call(max_s=max_s, index=0)
     sink = await CallbackSink().start()
     await consumer.start()
@@ -44,9 +46,7 @@ async def _call_with(server, consumer: Consumer, reconnect_s: float, max_s: floa
         job = await create_job(
             http, consumer.url, callbackUri=sink.url, transportReconnectSeconds=reconnect_s
         )
-        # in real time, as ACS streams a call: at 3x a loaded machine finished the turns in one
-        # burst after the media, all written before the drop, and nothing was left to resend
-        await send_media(server.ws + job["mediaUrl"], media_frames(call), speed=1.0)
+        await send_media(server.ws + job["mediaUrl"], media_frames(call), speed=speed)
         ended = await wait_status(http, job["callConnectionId"], "ended", timeout=90)
         session = (await http.get(f"/v1/sessions/{ended['sessionId']}")).json()
     await consumer.stop()
@@ -56,7 +56,9 @@ async def _call_with(server, consumer: Consumer, reconnect_s: float, max_s: floa
 
 async def test_a_dropped_socket_gets_every_final_once_in_order_after_it_returns(server):
     consumer = Consumer(drop_after_finals=1, down_s=2.0)
-    ended, session, sink = await _call_with(server, consumer, reconnect_s=20)
+    # in real time, as ACS streams a call: at 3x a loaded machine finished the turns in one
+    # burst after the media, all written before the drop, and nothing was left to resend
+    ended, session, sink = await _call_with(server, consumer, reconnect_s=20, speed=1.0)
     assert len(consumer.connections) == 2
     for conn in consumer.connections:
         assert conn[0][1]["kind"] == "TranscriptionMetadata"
