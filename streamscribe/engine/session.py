@@ -59,16 +59,13 @@ import numpy as np
 from streamscribe.engine.agreement import CONTEXT_WORDS, HypWord, LocalAgreement, after_known
 from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest, DecodeResult
 from streamscribe.engine.guards import loop_start
-from streamscribe.engine.vad import SileroStream, VadTracker
+from streamscribe.engine.vad import FRAME_MS, SileroStream, VadTracker
 from streamscribe.engine.whisper_rules import FILLER_PROMPT
 from streamscribe.engine.word_timing import snap_starts_to_speech
 from streamscribe.events import Event, SpeechStarted, TurnUpdate, Word
 
 RATE = 16000
 SAMPLES_PER_MS = RATE // 1000
-# the VAD's shortest pause (`VadTracker` min_silence_ms): an end-of-speech decode's window
-# reaches at least this far past the speech it heard
-PAUSE_MIN_MS = 96
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 MIN_PARTIAL_WINDOW_MS = 200  # a partial over less new audio than this would hear nothing
 TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
@@ -640,7 +637,8 @@ class StreamingSession:
             # the speaker paused: what was said before the pause no later audio can change,
             # so the end-of-speech decode (final beam) makes it final without waiting for a
             # second hypothesis, which would come only after the speaker resumes
-            pause_at = ticket.window_end_ms - PAUSE_MIN_MS
+            # an end-of-speech window reaches at least the VAD's shortest pause past the speech
+            pause_at = ticket.window_end_ms - self.vad.min_silence_frames * FRAME_MS
             heard = [w for w in self.agreement.tentative if w.start_ms < pause_at]
             if heard:
                 self.agreement.accept(heard, heard[-1].end_ms)
