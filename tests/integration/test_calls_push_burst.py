@@ -52,3 +52,36 @@ async def test_a_burst_of_finals_survives_a_drop_after_the_first_is_read():
     assert len(first) + len(second) - 12 <= 1
     assert pusher.delivered >= 12 and pusher.pending == 0
     assert states == ["connected", "reconnected", "closed"]
+
+
+async def test_a_server_that_hangs_up_during_the_handshake_is_tried_again():
+    # a customer's server restarting: for a moment its port accepts and hangs up before any
+    # HTTP answer (what a websockets server does to a connection arriving while it closes)
+    async def hang_up(reader, writer):
+        writer.close()
+
+    flaky = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = flaky.sockets[0].getsockname()[1]
+    states: list[str] = []
+
+    async def on_state(name, failure):
+        states.append(name if failure is None else f"{name}: {failure.message}")
+
+    pusher = TranscriptPusher(
+        f"ws://127.0.0.1:{port}/acs", {}, lambda: {"kind": "TranscriptionMetadata"}, 10.0, on_state
+    )
+    pusher.start()
+    await asyncio.sleep(0.8)  # a few hung-up attempts
+    assert states == [] and pusher.failure is None
+    flaky.close()
+    await flaky.wait_closed()
+    consumer = await Consumer(port=port).start()
+    for _ in range(200):
+        if pusher.connected:
+            break
+        await asyncio.sleep(0.02)
+    pusher.submit(_final(0), final=True)
+    await pusher.close(timeout=10)
+    await consumer.stop()
+    assert states == ["connected", "closed"]
+    assert [f["offset"] for f in finals(consumer.frames)] == [0]

@@ -39,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
+    InvalidMessage,
     InvalidStatus,
     InvalidURI,
 )
@@ -239,6 +240,10 @@ class TranscriptPusher:
                     f"transportUrl {self.url} answered HTTP {status}: {why}",
                 )
             ) from None
+        except InvalidMessage:
+            # the peer hung up before a whole HTTP answer (a server going down or coming up,
+            # a proxy resetting): not a verdict on the URL, so worth trying again
+            raise
         except InvalidURI as exc:
             raise _Permanent(
                 PushFailure(400, "badRequest", f"transportUrl {self.url} is invalid: {exc}")
@@ -352,6 +357,8 @@ def _describe(exc: BaseException) -> str:
         return f"no answer within {OPEN_TIMEOUT_S:g} s"
     if isinstance(exc, InvalidStatus):
         return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, InvalidMessage):
+        return "the server hung up during the WebSocket handshake"
     return str(exc) or type(exc).__name__
 
 
