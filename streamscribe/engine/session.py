@@ -568,7 +568,8 @@ class StreamingSession:
         first = self._last_request_end_ms <= self._turn_start_ms  # the turn's first decode
         end_ms = max(end_ms, start)
         language = s.language
-        if language is None and kind == "partial" and self._turn_language_trusted:
+        detected = self._turn_language[1] is not None
+        if language is None and kind == "partial" and detected and self._turn_language_trusted:
             language = self._turn_language[0]  # detected once per turn, not on every partial
         request = DecodeRequest(
             audio=self._audio(start, end_ms),
@@ -597,11 +598,17 @@ class StreamingSession:
         if result.language:
             self._turn_language = (result.language, result.language_probability)
             # a detection over a short window is a guess: partials keep detecting until one
-            # is confident or has heard enough audio
+            # is confident or has heard enough audio; a language without a probability was
+            # not detected (pinned, or an English-only model) and is no guess
             window = ticket.window_end_ms - ticket.window_start_ms
-            self._turn_language_trusted = window >= TRUSTED_DETECTION_MS or (
-                window >= CONFIDENT_DETECTION_MS
-                and (result.language_probability or 0.0) >= self.settings.language_switch_confidence
+            probability = result.language_probability
+            self._turn_language_trusted = (
+                probability is None
+                or window >= TRUSTED_DETECTION_MS
+                or (
+                    window >= CONFIDENT_DETECTION_MS
+                    and probability >= self.settings.language_switch_confidence
+                )
             )
         if ticket.kind == "final":
             return self._finalize(hyp)

@@ -1213,3 +1213,18 @@ def test_a_language_detected_over_a_short_window_makes_no_word_final():
     partials = [t for t in h.tickets if t.kind == "partial"]
     assert len(partials) >= 2 and all(t.request.language is None for t in partials)
     assert h.updates and not any(w.final for u in h.updates for w in u.words)
+
+
+def test_an_english_only_model_makes_words_final_over_a_short_window():
+    """A result whose language has no probability was not detected (an English-only model, or
+    a pinned language): nothing was guessed, so two agreeing partials over a window under
+    `CONFIDENT_DETECTION_MS` make words final, and the partials are not pinned to a language."""
+    from streamscribe.engine.session import CONFIDENT_DETECTION_MS
+
+    words = say("so I was thinking that we could go to the park")
+    english = oracle(words, language="en", language_probability=None)
+    h = Harness(words, model=english, settings=settings(min_final_window_ms=500))
+    h.run_until(ONSET - 400 + CONFIDENT_DETECTION_MS - 100)
+    partials = [t for t in h.tickets if t.kind == "partial"]
+    assert len(partials) >= 2 and all(t.request.language is None for t in partials)
+    assert any(w.final for u in h.updates for w in u.words)
