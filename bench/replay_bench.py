@@ -8,12 +8,13 @@ output, as fast as the CPU decodes. This script feeds each clip of the dev set t
 `StreamingSession` in 100 ms chunks, decodes every request with the real model, and hands each
 result back a fixed amount of audio time later (`--latency-ms`, the decode round trip it models).
 It prints the corpus WER of the final turns (formatted, as `stream_bench` scores them), the
-offline WER of the same model on the same files, their ratio, and the files that differ most,
-and the policy's latencies in audio time, measured as `stream_bench` measures them (first
-partial, word final, end of turn: P50 / P95) with each result arriving `--latency-ms` after its
-request. They are the policy's share of the latency without the machine's: a change to the
-policy (a partial cadence, a finality rule) shows its effect deterministically here, then on the
-real server in `stream_bench.py`.
+offline WER of the same model on the same files, their ratio, the WER of the words as they were
+made final one by one (the unformatted end-of-turn words: what a finality rule costs, which the
+formatted re-send hides), the files that differ most, and the policy's latencies in audio time,
+measured as `stream_bench` measures them (first partial, word final, end of turn: P50 / P95)
+with each result arriving `--latency-ms` after its request. They are the policy's share of the
+latency without the machine's: a change to the policy (a partial cadence, a finality rule)
+shows its effect deterministically here, then on the real server in `stream_bench.py`.
 
 With `--backend torch` it also prints what the partials cost the decoder: per partial the
 decoder's time (prefill or draft verification plus greedy steps) and passes, and the share of
@@ -199,6 +200,14 @@ def hypothesis(turns: list[TurnUpdate]) -> str:
     return " ".join(" ".join(w.text for w in by_order[k].words) for k in sorted(by_order))
 
 
+def as_finalized(turns: list[TurnUpdate]) -> str:
+    """Each turn's unformatted end-of-turn words: what clients were told was final, word by
+    word, while the turn ran (scores the finality policy, which the formatted re-send hides)."""
+    return " ".join(
+        " ".join(w.text for w in t.words) for t in turns if not t.formatted and t.end_of_turn
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args.set)
@@ -230,13 +239,19 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in latencies(timeline).items():
             lat[k].extend(v)
         hyp = hypothesis(turns)
-        row = {"clip": clip.id, "reference": clip.text, "hypothesis": hyp}
+        row = {
+            "clip": clip.id,
+            "reference": clip.text,
+            "hypothesis": hyp,
+            "finalized": as_finalized(turns),
+        }
         rows.append({**row, "turns": len(turns)})
         print(f"  {i}/{len(clips)} {clip.id}: {len(turns)} turns", file=sys.stderr, flush=True)
     wall = time.monotonic() - t0
     refs = [r["reference"] for r in rows]
     stream = corpus_wer(refs, [r["hypothesis"] for r in rows])
     base = corpus_wer(refs, [offline[r["clip"]] for r in rows])
+    finalized = corpus_wer(refs, [r["finalized"] for r in rows])
     for r in rows:
         r["wer"] = corpus_wer([r["reference"]], [r["hypothesis"]])
         r["wer_offline"] = corpus_wer([r["reference"]], [offline[r["clip"]]])
@@ -251,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\nreplay: {len(rows)} {args.kind} files, latency {args.latency_ms} ms, "
         f"settings {' '.join(args.set) or 'default'}"
     )
-    print(f"WER stream {stream:.4f}  offline {base:.4f}  ratio {ratio:.3f}  ({wall:.0f} s wall)")
+    print(
+        f"WER stream {stream:.4f}  offline {base:.4f}  ratio {ratio:.3f}  "
+        f"as finalized word by word {finalized:.4f}  ({wall:.0f} s wall)"
+    )
     audio_s = sum(c.duration for c in clips) if all(c.duration for c in clips) else None
     if audio_s:
         print(
@@ -278,7 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         payload = {"settings": args.set, "latency_ms": args.latency_ms, "wer": stream}
-        payload.update({"wer_offline": base, "ratio": ratio, "partial_cost": cost, "files": rows})
+        payload.update(
+            {
+                "wer_offline": base,
+                "ratio": ratio,
+                "wer_finalized": finalized,
+                "partial_cost": cost,
+                "files": rows,
+            }
+        )
         payload["latencies"] = {k: p50_p95(v) for k, v in lat.items()}
         args.json.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return 0

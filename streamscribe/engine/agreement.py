@@ -104,11 +104,20 @@ class LocalAgreement:
         boundary = self.final[-1].end_ms - REVISED_WORD_SLACK_MS
         return [w for w in hyp if w.start_ms >= boundary]
 
-    def insert(self, hyp: list[HypWord], may_finalize: bool = True) -> list[HypWord]:
+    def insert(
+        self,
+        hyp: list[HypWord],
+        may_finalize: bool = True,
+        settled_before_ms: int | None = None,
+        min_confidence: float = 0.0,
+    ) -> list[HypWord]:
         """Add a new hypothesis of the window; return the words that just became final.
 
         With `may_finalize` False (a hypothesis from too little audio to be trusted) the words
-        are shown as tentative and the hypothesis does not count towards agreement.
+        are shown as tentative and the hypothesis does not count towards agreement. With
+        `settled_before_ms`, the words after the agreed prefix that end by then, each with at
+        least `min_confidence`, become final too: audio well inside the window has all the
+        context the model will get.
         """
         hyp = [w for w in hyp if w.norm]
         rest = self.after_final(hyp)
@@ -120,6 +129,13 @@ class LocalAgreement:
         k = 0
         while k < len(rest) and k < len(prev) and rest[k].norm == prev[k].norm:
             k += 1
+        if settled_before_ms is not None:
+            while (
+                k < len(rest)
+                and rest[k].end_ms <= settled_before_ms
+                and rest[k].confidence >= min_confidence
+            ):
+                k += 1
         newly = rest[:k]
         self.final.extend(newly)
         self._previous = rest[k:]

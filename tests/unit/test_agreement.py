@@ -243,3 +243,31 @@ def test_final_words_only_ever_grow_over_random_hypotheses(seed):
             assert after[: len(before)] == before
     la.finish(hyp(" ".join(truth)))
     assert la.final[: len(history[-1])] == history[-1]
+
+
+def test_settled_words_become_final_on_one_hypothesis():
+    la = LocalAgreement()
+    words = hyp("one two three four")  # ends 250, 550, 850, 1150
+    newly = la.insert(words, settled_before_ms=900, min_confidence=0.9)
+    assert raw(newly) == "one two three" and raw(la.tentative) == "four"
+
+
+def test_settling_stops_at_the_first_unsure_word():
+    la = LocalAgreement()
+    words = hyp("one two three four")
+    words[1] = HypWord("two", words[1].start_ms, words[1].end_ms, 0.5)
+    newly = la.insert(words, settled_before_ms=2000, min_confidence=0.9)
+    assert raw(newly) == "one" and raw(la.tentative) == "two three four"
+
+
+def test_settling_continues_after_the_agreed_prefix():
+    la = LocalAgreement()
+    la.insert(hyp("one two"), settled_before_ms=0, min_confidence=0.9)
+    newly = la.insert(hyp("one two three four"), settled_before_ms=900, min_confidence=0.9)
+    assert raw(newly) == "one two three" and raw(la.final) == "one two three"
+
+
+def test_an_untrusted_hypothesis_settles_nothing():
+    la = LocalAgreement()
+    assert la.insert(hyp("one two"), may_finalize=False, settled_before_ms=10**6) == []
+    assert la.final == []

@@ -112,6 +112,7 @@ def silent_model(ticket: DecodeTicket) -> DecodeResult:
 # does not rewrite every expected time below.
 PINNED = dict(
     min_final_window_ms=0,  # most tests study agreement itself; one test below covers the guard
+    settle_margin_ms=-1,  # two agreeing hypotheses make words final; one test covers settling
     busy_rtt_ms=10**9,
     first_partial_ms=300,
     partial_interval_ms=500,
@@ -1228,3 +1229,20 @@ def test_an_english_only_model_makes_words_final_over_a_short_window():
     partials = [t for t in h.tickets if t.kind == "partial"]
     assert len(partials) >= 2 and all(t.request.language is None for t in partials)
     assert any(w.final for u in h.updates for w in u.words)
+
+
+def test_confident_words_well_inside_the_window_are_final_on_one_hypothesis():
+    """With `settle_margin_ms`, a partial's words that end that far before its window end,
+    each as confident as `settle_confidence`, are final at once; words nearer the edge wait
+    for agreement. Below the confidence only agreement makes words final."""
+    words = say("so I was thinking that we could go to the park")
+    h = Harness(words, settings=settings(settle_margin_ms=100, settle_confidence=0.9))
+    h.run_until(ONSET + 1400)
+    assert len(h.updates) == len(h.tickets) == 3
+    for ticket, update in zip(h.tickets, h.updates, strict=True):
+        edge = ticket.window_end_ms - 100
+        assert [w.final for w in update.words] == [w.end_ms <= edge for w in update.words]
+    assert shown(h.updates[1]) == "so* i*"  # "I" on one hypothesis, "so" ended too late
+    unsure = Harness(words, settings=settings(settle_margin_ms=100, settle_confidence=0.95))
+    unsure.run_until(ONSET + 1400)
+    assert shown(unsure.updates[1]) == "so* i"  # "so" by agreement only
