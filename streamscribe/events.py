@@ -8,9 +8,10 @@ knows about any wire protocol, socket or model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -121,6 +122,53 @@ class Word:
     confidence: float
     final: bool
     speaker: str | None = None
+
+
+class _Labelled(Protocol):
+    @property
+    def speaker(self) -> str | None: ...
+
+
+W = TypeVar("W", bound=_Labelled)
+
+
+def speaker_runs(words: Sequence[W], min_words: int = 2) -> list[tuple[str | None, list[W]]]:
+    """A turn's words cut where the speaker changes, each run with its speaker (a phrase each, as
+    Azure's conversation transcriber sends them: our turns end on silence, so a reply with no
+    pause before it shares a turn with what it answers). A run of fewer than `min_words` words
+    is a label flicker, not a change, and joins its neighbour; unlabelled words stay with the
+    run before them."""
+    runs: list[list[W]] = []
+    for w in words:
+        if runs and (not w.speaker or w.speaker == runs[-1][-1].speaker):
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    kept: list[tuple[str | None, list[W]]] = []
+    for run in runs:
+        if kept and len(run) < min_words:
+            kept[-1][1].extend(run)
+        else:
+            kept.append((run[0].speaker, run))
+    if len(kept) > 1 and len(kept[0][1]) < min_words:
+        kept[1] = (kept[1][0], kept[0][1] + kept[1][1])
+        del kept[0]
+    merged: list[tuple[str | None, list[W]]] = []
+    for owner, run in kept:
+        if merged and owner == merged[-1][0]:
+            merged[-1][1].extend(run)
+        else:
+            merged.append((owner, run))
+    return merged
+
+
+def majority_speaker(words: Sequence[Word]) -> str | None:
+    """The label holding most of the words' time."""
+    held: dict[str, int] = {}
+    for w in words:
+        if w.speaker:
+            held[w.speaker] = held.get(w.speaker, 0) + max(1, w.end_ms - w.start_ms)
+    return max(held, key=lambda k: held[k]) if held else None
 
 
 @dataclass(frozen=True, slots=True)

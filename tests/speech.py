@@ -123,3 +123,35 @@ def speech_or_skip(n: int = 3) -> tuple[Speech, ...]:
     if not found:
         pytest.skip("no speech available: ../shared/eval is absent and espeak-ng is not installed")
     return found
+
+
+def reference_speaker(start_s: float, end_s: float, turns: list[dict]) -> str | None:
+    """The reference speaker (manifest `turns`) of most of [start_s, end_s]; None when no one
+    holds two thirds of it (a phrase across a change of speaker has no one right label)."""
+    held: dict[str, float] = {}
+    for t in turns:
+        overlap = min(end_s, t["end"]) - max(start_s, t["start"])
+        if overlap > 0:
+            held[t["speaker"]] = held.get(t["speaker"], 0.0) + overlap
+    if not held:
+        return None
+    speaker, most = max(held.items(), key=lambda kv: kv[1])
+    return speaker if most >= 2 / 3 * sum(held.values()) else None
+
+
+def speaker_accuracy(phrases: list[tuple[float, float, str]], turns: list[dict]) -> float:
+    """The share of (start_s, end_s, label) phrases with a clear reference speaker whose label
+    is right, under the best one-to-one mapping of labels to reference speakers."""
+    import itertools
+
+    pairs = [(label, reference_speaker(a, b, turns)) for a, b, label in phrases]
+    pairs = [(got, want) for got, want in pairs if want is not None]
+    if not pairs:
+        return 0.0
+    labels = sorted({g for g, _ in pairs})
+    wanted = sorted({w for _, w in pairs} | {t["speaker"] for t in turns})
+    best = 0
+    for perm in itertools.permutations(wanted, min(len(labels), len(wanted))):
+        mapping = dict(zip(labels, perm, strict=False))
+        best = max(best, sum(1 for g, w in pairs if mapping.get(g) == w))
+    return best / len(pairs)

@@ -38,7 +38,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import SimpleNamespace
 from typing import Any
@@ -46,6 +46,7 @@ from typing import Any
 from streamscribe.client.messages import DEFAULT_URL, StreamingError, Turn
 from streamscribe.client.sources import FileStream, MicrophoneStream
 from streamscribe.client.streaming import AsyncStreamingClient
+from streamscribe.events import speaker_runs
 
 log = logging.getLogger(__name__)
 
@@ -538,10 +539,11 @@ class ConversationTranscriber:
         if not turn.turn_is_formatted:
             return  # the formatted re-send is the phrase's final form
         reason = ResultReason.RecognizedSpeech if turn.transcript else ResultReason.NoMatch
-        result = self._result(turn, reason, self._speaker(turn.speaker_label))
-        self.transcribed.fire(
-            ConversationTranscriptionEventArgs(result, result.offset, self.session_id)
-        )
+        for phrase in _phrases(turn):
+            result = self._result(phrase, reason, self._speaker(phrase.speaker_label))
+            self.transcribed.fire(
+                ConversationTranscriptionEventArgs(result, result.offset, self.session_id)
+            )
         self.speech_end_detected.fire(
             RecognitionEventArgs(result.offset + result.duration, self.session_id)
         )
@@ -555,6 +557,23 @@ class ConversationTranscriber:
     def _cancel(self, error: StreamingError) -> None:
         details = CancellationDetails(CancellationReason.Error, _error_code(error.code), str(error))
         self.canceled.fire(self._canceled_args(details))
+
+
+def _phrases(turn: Turn) -> list[Turn]:
+    """A final turn as the transcriber's phrases: one per speaker, in order (Azure ends a
+    phrase where the speaker changes; a turn here ends on silence)."""
+    runs = speaker_runs(turn.words)
+    if len(runs) <= 1:
+        return [turn]
+    return [
+        replace(
+            turn,
+            words=tuple(run),
+            transcript=" ".join(w.text for w in run),
+            speaker_label=owner or turn.speaker_label,
+        )
+        for owner, run in runs
+    ]
 
 
 # `speechsdk.audio.AudioConfig`, `speechsdk.transcription.ConversationTranscriber`, as in Azure

@@ -19,7 +19,7 @@ import numpy as np
 
 from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest
 from streamscribe.engine.scheduler import DecodeScheduler
-from streamscribe.events import TurnUpdate, Word
+from streamscribe.events import TurnUpdate, Word, majority_speaker
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +95,20 @@ class TurnEnricher:
             self._done = {k: v for k, v in self._done.items() if k[0] != key[0] or k == key}
             self._done[key] = task
         try:
-            labels, translation = await task
+            labelled, translation = await task
         except Exception:
             log.exception("enriching turn %s failed; sent without it", key)
             return update
         words = update.words
-        if labels is not None and len(labels) == len(words):
+        if labelled:
+            # the formatted re-send has its own words (the final decode's): each takes the
+            # label of the labelled word its time overlaps most
+            labels = labels_by_time(labelled, words)
             words = tuple(replace(w, speaker=s) for w, s in zip(words, labels, strict=True))
-        speaker = _majority(labels, words) if labels else update.speaker
+        speaker = majority_speaker(words) if labelled and words else update.speaker
         return replace(update, words=words, speaker=speaker, translation=translation)
 
-    async def _work(self, update: TurnUpdate) -> tuple[list[str] | None, str | None]:
+    async def _work(self, update: TurnUpdate) -> tuple[list[Word] | None, str | None]:
         start = max(0, update.words[0].start_ms - PAD_MS)
         end = update.words[-1].end_ms + PAD_MS
         audio = self.history[update.channel].slice(start, end)
@@ -119,7 +122,10 @@ class TurnEnricher:
         results = await asyncio.gather(*jobs)
         labels = results[0] if self.speakers is not None else None
         translation = results[-1] if self.translate else None
-        return labels, translation
+        if labels is None or len(labels) != len(update.words):
+            return None, translation
+        labelled = [replace(w, speaker=s) for w, s in zip(update.words, labels, strict=True)]
+        return labelled, translation
 
     async def _translate(self, update: TurnUpdate, audio: np.ndarray) -> str | None:
         if update.language == "en":
@@ -157,9 +163,17 @@ async def label_speakers(
     return out
 
 
-def _majority(labels: list[str], words: Sequence[Word]) -> str:
-    """The label holding most of the turn's word time (the turn's own speaker)."""
-    held: dict[str, int] = {}
-    for label, w in zip(labels, words, strict=False):
-        held[label] = held.get(label, 0) + max(1, w.end_ms - w.start_ms)
-    return max(held, key=lambda k: held[k])
+def labels_by_time(labelled: Sequence[Word], words: Sequence[Word]) -> list[str]:
+    """For each of `words`, the speaker of the `labelled` word its time overlaps most (the
+    nearest one when none overlaps)."""
+    out: list[str] = []
+    for w in words:
+
+        def closeness(x: Word, w: Word = w) -> tuple[int, int]:
+            overlap = min(w.end_ms, x.end_ms) - max(w.start_ms, x.start_ms)
+            middle = abs((w.start_ms + w.end_ms) - (x.start_ms + x.end_ms))
+            return (overlap, -middle)
+
+        best = max(labelled, key=closeness)
+        out.append(best.speaker or "")
+    return out

@@ -56,7 +56,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamscribe.engine.agreement import CONTEXT_WORDS, HypWord, LocalAgreement, after_known
+from streamscribe.engine.agreement import (
+    CONTEXT_WORDS,
+    REVISED_WORD_SLACK_MS,
+    HypWord,
+    LocalAgreement,
+    after_known,
+)
 from streamscribe.engine.decoding import ACCURATE_WINDOW_S, DecodeRequest, DecodeResult
 from streamscribe.engine.guards import loop_start
 from streamscribe.engine.vad import FRAME_MS, SileroStream, VadTracker
@@ -728,6 +734,13 @@ class StreamingSession:
         cut = loop_start([w.raw for w in best])
         if cut is not None:
             best = best[:cut]
+        if best:
+            # a final decode can stop early (Whisper often ends its text where the voice
+            # changes): words the partials made final after its last word are not dropped
+            heard_to = best[-1].end_ms - REVISED_WORD_SLACK_MS
+            streamed = words[len(self._committed) :]
+            after = after_known(best, streamed)
+            best += [w for w in (streamed if after is None else after) if w.start_ms >= heard_to]
         formatted = [*self._committed, *best] if best else words
         if self._continuation and repeats_tail(self._previous_words, words):
             # a turn cut mid-speech continues in a new one; if the new one only says the end of

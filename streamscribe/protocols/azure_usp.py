@@ -408,14 +408,17 @@ class UspProtocol:
             body["Translation"] = results.translations(translation, context.targets)
             out = [frame("translation.phrase", request.id, body)]
         else:
-            body = results.phrase(
-                update,
-                request.base_ms,
-                detailed=context.detailed,
-                word_timings=context.word_timings,
-                **extra,
-            )
-            out = [frame("speech.phrase", request.id, body)]
+            out = []
+            for part in self._phrases(request, update):
+                extra = {**extra, **self._speaker(part, True)}
+                body = results.phrase(
+                    part,
+                    request.base_ms,
+                    detailed=context.detailed,
+                    word_timings=context.word_timings,
+                    **extra,
+                )
+                out.append(frame("speech.phrase", request.id, body))
         request.phrases += 1
         self.acked_frames = max(self.acked_frames, self._frames(end_ms))
         if request.single_shot:
@@ -423,6 +426,17 @@ class UspProtocol:
             out = [frame("speech.endDetected", request.id, {"Offset": end}), *out]
             out += self._finish(request)
         return out
+
+    def _phrases(self, request: _Request, update: TurnUpdate) -> list[TurnUpdate]:
+        """A conversation transcriber's phrases end where the speaker changes."""
+        context = self.context
+        split = (
+            self._recognizer is Recognizer.CONVERSATION
+            and context is not None
+            and context.diarization
+            and not request.single_shot
+        )
+        return results.speaker_phrases(update) if split else [update]
 
     def _close_phrase(
         self, request: _Request, update: TurnUpdate, body: dict[str, Any]

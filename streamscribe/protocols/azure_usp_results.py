@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from streamscribe.events import TurnUpdate, Word
+from streamscribe.events import TurnUpdate, Word, speaker_runs
 
 TICKS_PER_MS = 10_000
 UNKNOWN_SPEAKER = "Unknown"
@@ -85,6 +86,16 @@ def span(words: Sequence[Word], base_ms: int) -> tuple[int, int]:
 def hypothesis(update: TurnUpdate, base_ms: int, **extra: Any) -> dict[str, Any]:
     offset, duration = span(update.words, base_ms)
     return {"Text": update.text, "Offset": offset, "Duration": duration, **extra}
+
+
+def speaker_phrases(update: TurnUpdate) -> list[TurnUpdate]:
+    """A final turn as ConversationTranscriber phrases: split where its speaker changes."""
+    runs = speaker_runs(update.words)
+    if len(runs) <= 1:
+        return [update]
+    return [
+        replace(update, words=tuple(run), speaker=owner or update.speaker) for owner, run in runs
+    ]
 
 
 def phrase(

@@ -25,7 +25,14 @@ import numpy as np
 import pytest
 from compat_cases.azure_usp import push_stream, run_recognizer, speech_config
 from conftest import start_server
-from speech import SHARED_EVAL, joined, speech_or_skip, wer
+from speech import (
+    SHARED_EVAL,
+    joined,
+    reference_speaker,
+    speaker_accuracy,
+    speech_or_skip,
+    wer,
+)
 
 from streamscribe.audio.files import decode_file
 from streamscribe.audio.resample import resample
@@ -110,6 +117,57 @@ def test_conversation_transcriber_two_speakers(server):
     assert offsets == sorted(offsets) and offsets[-1] < len(audio) / RATE * TICKS
     first = turns[0]
     assert abs(finals[0].offset / TICKS - first["start"]) < 1.5, finals[0].offset
+    # a turn across a change of speaker is one phrase per speaker, as Azure's transcriber sends
+    phrases = [(e.offset / TICKS, (e.offset + e.duration) / TICKS, e.speaker) for e in finals]
+    clear = [p for p in phrases if reference_speaker(p[0], p[1], turns)]
+    assert len(clear) >= 3 and len(clear) >= 0.75 * len(phrases), phrases
+    assert speaker_accuracy(phrases, turns) >= 0.8, phrases
+
+
+def test_a_reply_without_a_pause_is_a_phrase_of_its_own(server):
+    """Azure's transcriber ends a phrase where the speaker changes; our turns end on silence.
+    The conversation's third and fourth turns (two voices) are joined with a 100 ms pause,
+    after its first two turns (both voices heard): one turn for the engine, two phrases with
+    two Guest ids for the SDK."""
+    from streamscribe.speakers import is_available
+
+    if not is_available():
+        pytest.skip("the speakers extra (torch, resemblyzer) is not installed")
+    audio, turns = conversation()
+    first, reply = turns[2], turns[3]
+    assert first["speaker"] != reply["speaker"]
+
+    def voiced(turn: dict) -> np.ndarray:
+        """The turn's audio from its first to its last loud 20 ms (its silences cut off)."""
+        clip = audio[int(turn["start"] * RATE) : int(turn["end"] * RATE)]
+        frames = clip[: len(clip) // 320 * 320].reshape(-1, 320)
+        loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) > 0.1 * np.abs(clip).max())
+        return clip[loud[0] * 320 : (loud[-1] + 1) * 320]
+
+    gap = np.zeros(RATE // 10, dtype=np.float32)
+    joined_audio = np.concatenate(
+        [
+            audio[: int(turns[1]["end"] * RATE)],  # both voices, each in its own turn
+            np.zeros(RATE * 3 // 2, dtype=np.float32),
+            voiced(first),
+            gap,
+            voiced(reply),
+            np.zeros(RATE, dtype=np.float32),
+        ]
+    )
+    run = run_recognizer("conversation", speech_config(server.ws), pcm16(joined_audio))
+    assert run.stopped, run.names
+    joined_start = (turns[1]["end"] + 1.5) * TICKS
+    late = [e for e in run.finals if e.offset >= joined_start - TICKS // 4]
+    said = [(e.speaker, e.text) for e in late]
+    assert len(late) == 2, [(e.offset / TICKS, e.speaker, e.text) for e in run.finals]
+    assert late[0].speaker != late[1].speaker, said
+    assert wer(first["text"], late[0].text) <= 0.4, said
+    # Whisper's final decode of the joined turn stops where the voice changes; the reply's
+    # words come from the partials that made them final (no word of it may be lost)
+    assert "when is a lobster" in late[1].text.lower(), said
+    guests = {e.speaker for e in run.finals[:2]}
+    assert {late[0].speaker, late[1].speaker} == guests  # the voices heard before
 
 
 # ------------------------------------------------------------------ SpeechRecognizer

@@ -104,3 +104,27 @@ async def test_a_failed_enrichment_still_delivers_the_turn():
     original = turn(0)
     out = await enricher.enrich(original)
     assert out == original
+
+
+class Halves:
+    """The first half of a turn's words is A, the second B."""
+
+    def label_turn(self, audio, words):
+        return ["A" if i < len(words) // 2 else "B" for i in range(len(words))]
+
+
+async def test_the_formatted_resend_takes_its_labels_from_the_words_it_overlaps():
+    """The formatted re-send is the final decode's own words (here one fewer: "to day" ->
+    "today"); each takes the speaker of the labelled word its time overlaps most."""
+    enricher = TurnEnricher(None, "s", 1, speakers=[Halves()])  # type: ignore[arg-type]
+    enricher.feed(0, np.ones(16000 * 4, dtype=np.float32))
+    plain = turn(0, "yes to day no thanks really")  # A A A | B B B
+    w = plain.words
+    merged = Word("today", w[1].start_ms, w[2].end_ms, 0.9, True)
+    formatted = TurnUpdate(0, 0, (w[0], merged, *w[3:]), end_of_turn=True, formatted=True)
+    a = await enricher.enrich(plain)
+    b = await enricher.enrich(formatted)
+    assert [x.speaker for x in a.words] == ["A", "A", "A", "B", "B", "B"]
+    assert [x.speaker for x in b.words] == ["A", "A", "B", "B", "B"]
+    # the turn's speaker holds most word time: "today" is 550 ms, so A has 800 ms to B's 750
+    assert a.speaker == b.speaker == "A"

@@ -506,3 +506,50 @@ def test_session_end_closes_an_open_request():
     sent = texts(dialect.render(SessionEnded(0, 0, EndReason.EXPIRED)))
     assert [p for p, _ in sent] == ["turn.end", "close"] and sent[1][1]["code"] == 4000
     assert json.dumps(sent)  # plain JSON all the way
+
+
+def spoken(*pairs: tuple[str, str]) -> tuple[Word, ...]:
+    """(text, speaker) words, one every 300 ms."""
+    return tuple(Word(t, i * 300, i * 300 + 250, 0.9, True, s) for i, (t, s) in enumerate(pairs))
+
+
+def diarizing() -> UspProtocol:
+    dialect = connected(
+        "/speech/universal/v2",  # the ConversationTranscriber's path
+        phraseDetection={"mode": "Conversation", "speakerDiarization": {"mode": "Anonymous"}},
+    )
+    dialect.receive_bytes(audio("r1", header()))
+    [start] = dialect.take_replies()
+    dialect.render(start)
+    return dialect
+
+
+def test_a_turn_that_changes_speaker_is_two_phrases_as_the_transcriber_sends():
+    dialect = diarizing()
+    words = spoken(
+        ("Are", "A"), ("you", "A"), ("there?", "A"), ("Yes,", "B"), ("I", "B"), ("am.", "B")
+    )
+    sent = texts(dialect.render(TurnUpdate(0, 0, words, True, True, speaker="A")))
+    assert [p for p, _ in sent] == ["speech.phrase", "speech.phrase"]
+    first, second = (body for _, body in sent)
+    assert first["DisplayText"] == "Are you there?" and first["SpeakerId"] == "Guest-1"
+    assert second["DisplayText"] == "Yes, I am." and second["SpeakerId"] == "Guest-2"
+    assert first["Offset"] == 0 and first["Duration"] == 8_500_000
+    assert second["Offset"] == 9_000_000 and second["Duration"] == 8_500_000
+
+
+def test_a_one_word_label_flicker_does_not_split_a_phrase():
+    dialect = diarizing()
+    words = spoken(("one", "A"), ("two", "A"), ("three", "B"), ("four", "A"), ("five", "A"))
+    [(_, body)] = texts(dialect.render(TurnUpdate(0, 0, words, True, True, speaker="A")))
+    assert body["DisplayText"] == "one two three four five" and body["SpeakerId"] == "Guest-1"
+
+
+def test_without_diarization_a_turn_stays_one_phrase():
+    dialect = connected("/speech/universal/v2", phraseDetection={"mode": "Conversation"})
+    dialect.receive_bytes(audio("r1", header()))
+    [start] = dialect.take_replies()
+    dialect.render(start)
+    words = spoken(("Are", "A"), ("you", "A"), ("there?", "A"), ("Yes,", "B"), ("I", "B"))
+    sent = texts(dialect.render(TurnUpdate(0, 0, words, True, True, speaker="A")))
+    assert len(sent) == 1 and sent[0][1]["DisplayText"] == "Are you there? Yes, I"

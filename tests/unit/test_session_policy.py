@@ -466,6 +466,26 @@ def test_a_formatted_turn_reads_as_a_sentence():
     assert h.updates[-1].text == "Well it works."
 
 
+def test_words_a_final_decode_stopped_before_stay_in_the_formatted_turn():
+    """Whisper's final decode can end its text early (at a change of voice): the words the
+    partials made final after its last word are kept, not dropped from the formatted turn."""
+    words = say("His father died. When is a lobster not a lobster?")
+    heard = oracle(words)
+
+    def stops_early(ticket: DecodeTicket) -> DecodeResult:
+        result = heard(ticket)
+        if ticket.kind == "partial":
+            return result
+        return DecodeResult(result.words[:3], "His father died.")  # end of speech, or final
+
+    h = Harness(words, model=stops_early, settings=settings(format_turns=True))
+    h.run_until(8000)
+    plain, formatted = [u for u in h.updates if u.end_of_turn]
+    # the last two words were still tentative at the end: the final decode decides those
+    assert plain.text == "his father died when is a lobster not"
+    assert formatted.text == "His father died. When is a lobster not."
+
+
 def test_without_format_turns_there_is_one_end_of_turn_message():
     h = Harness(HELLO)
     h.run_until(5000)
