@@ -8,7 +8,7 @@ knows about any wire protocol, socket or model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -132,12 +132,18 @@ class _Labelled(Protocol):
 W = TypeVar("W", bound=_Labelled)
 
 
-def speaker_runs(words: Sequence[W], min_words: int = 2) -> list[tuple[str | None, list[W]]]:
+def speaker_runs(
+    words: Sequence[W],
+    min_words: int = 2,
+    times: Callable[[W], tuple[int, int]] | None = None,
+) -> list[tuple[str | None, list[W]]]:
     """A turn's words cut where the speaker changes, each run with its speaker (a phrase each, as
     Azure's conversation transcriber sends them: our turns end on silence, so a reply with no
     pause before it shares a turn with what it answers). A run of fewer than `min_words` words
     is a label flicker, not a change, and joins its neighbour; unlabelled words stay with the
-    run before them."""
+    run before them. With `times` ((start, end) of a word), a cut moves to the longest pause
+    within two words of it: labels near a change of voice are often a word off, pauses are not.
+    """
     runs: list[list[W]] = []
     for w in words:
         if runs and (not w.speaker or w.speaker == runs[-1][-1].speaker):
@@ -159,7 +165,28 @@ def speaker_runs(words: Sequence[W], min_words: int = 2) -> list[tuple[str | Non
             merged[-1][1].extend(run)
         else:
             merged.append((owner, run))
-    return merged
+    if times is None or len(merged) < 2:
+        return merged
+    return _cut_at_pauses(merged, times)
+
+
+def _cut_at_pauses(
+    runs: list[tuple[str | None, list[W]]], times: Callable[[W], tuple[int, int]]
+) -> list[tuple[str | None, list[W]]]:
+    flat = [w for _, run in runs for w in run]
+    cuts, at = [], 0
+    for _, run in runs[:-1]:
+        at += len(run)
+        cuts.append(at)
+    bounds = [0, *cuts, len(flat)]
+
+    def pause(i: int) -> int:
+        return times(flat[i])[0] - times(flat[i - 1])[1]
+
+    for k in range(1, len(bounds) - 1):
+        lo, hi = max(bounds[k - 1] + 1, bounds[k] - 2), min(bounds[k + 1] - 1, bounds[k] + 2)
+        bounds[k] = max(range(lo, hi + 1), key=lambda i: (pause(i), i == bounds[k]))
+    return [(owner, flat[bounds[k] : bounds[k + 1]]) for k, (owner, _) in enumerate(runs)]
 
 
 def majority_speaker(words: Sequence[Word]) -> str | None:

@@ -18,7 +18,8 @@ transcriber.start_transcribing_async().get()
 Underneath, one `AsyncStreamingClient` session on `/v3/ws` (`format_turns=true`,
 `speaker_labels=true`) runs on a private event loop in a background thread, as the Azure SDK
 runs its own; handlers are called on that thread. Speaker labels become `Guest-1`, `Guest-2`, ...
-in order of appearance (`Unknown` on partial results). Only this SDK module is involved: the
+in order of appearance (`Unknown` on partial results); a turn whose words change speaker comes
+as one `transcribed` phrase per speaker, as Azure sends them. Only this SDK module is involved: the
 server speaks its usual v3 protocol. What is not offered (intent, translation recognizers) is
 left out rather than faked.
 
@@ -562,7 +563,7 @@ class ConversationTranscriber:
 def _phrases(turn: Turn) -> list[Turn]:
     """A final turn as the transcriber's phrases: one per speaker, in order (Azure ends a
     phrase where the speaker changes; a turn here ends on silence)."""
-    runs = speaker_runs(turn.words)
+    runs = speaker_runs(turn.words, times=lambda w: (w.start, w.end))
     if len(runs) <= 1:
         return [turn]
     return [

@@ -74,6 +74,8 @@ RATE = 16000
 SAMPLES_PER_MS = RATE // 1000
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 MIN_PARTIAL_WINDOW_MS = 200  # a partial over less new audio than this would hear nothing
+# a final decode whose last word ends with this much of the turn's speech after it stopped early
+EARLY_STOP_SPEECH_MS = 500
 TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
 # ... or over this much, when the detection is confident (over the first second, tiny and base
 # can be sure of the wrong language: German heard as Chinese)
@@ -258,6 +260,7 @@ class StreamingSession:
         self.agreement = LocalAgreement()
         self._committed: list[HypWord] = []
         self._last_hyp: list[HypWord] = []
+        self._partial_words: list[HypWord] = []  # the last partial's words (stream time)
         self._last_hyp_end_ms = 0
         self._last_hyp_kind = ""
         self._last_request_end_ms = 0
@@ -327,6 +330,7 @@ class StreamingSession:
         self._window_start_ms = self._turn_start_ms
         self._last_request_end_ms = self._turn_start_ms
         self._last_hyp = []
+        self._partial_words = []
         self._last_hyp_end_ms = self._turn_start_ms
         self._last_hyp_kind = ""
         self._turn_language = (None, None)
@@ -628,6 +632,8 @@ class StreamingSession:
         if ticket.kind == "catchup":
             return self._caught_up(ticket, hyp)
         self._last_hyp = hyp
+        if ticket.kind == "partial":
+            self._partial_words = hyp
         self._last_hyp_end_ms = ticket.window_end_ms
         self._last_hyp_kind = ticket.kind
         self._draft_source = (
@@ -672,6 +678,14 @@ class StreamingSession:
                 self.agreement.accept(heard, heard[-1].end_ms)
         return self._partial_update()
 
+    def _speech_after(self, ms: int) -> int:
+        """How much of the turn's speech (VAD runs) lies after `ms`."""
+        now = self.audio_ms
+        return sum(
+            max(0, min(now if end is None else end, self._end_at_ms) - max(start, ms))
+            for start, end in self._speech_runs
+        )
+
     def _to_stream_time(self, ticket: DecodeTicket, result: DecodeResult) -> list[HypWord]:
         """The result's words in stream time, in order, starting where the VAD heard them."""
         out: list[HypWord] = []
@@ -715,7 +729,17 @@ class StreamingSession:
         return update
 
     def _finalize(self, hyp: list[HypWord]) -> list[Event]:
+        spoken = [w for w in hyp if w.norm]
         self.agreement.finish(hyp)
+        heard_to = spoken[-1].end_ms if spoken else 0
+        # (a decode that heard nothing, or was rejected as no speech, overrules the partials)
+        if spoken and self._speech_after(heard_to) >= EARLY_STOP_SPEECH_MS:
+            # the final decode stopped while the speaker went on (Whisper often ends its text
+            # where the voice changes): the last partial's words after it are all there is
+            final = self.agreement.final
+            after = max(heard_to, final[-1].end_ms if final else 0) - REVISED_WORD_SLACK_MS
+            final.extend(w for w in self._partial_words if w.norm and w.start_ms >= after)
+        self._partial_words = []
         sent_final = sum(1 for w in self.last_update.words if w.final) if self.last_update else 0
         words = [*self._committed, *self.agreement.final]
         cut = loop_start([w.raw for w in words])

@@ -90,7 +90,7 @@ def hypothesis(update: TurnUpdate, base_ms: int, **extra: Any) -> dict[str, Any]
 
 def speaker_phrases(update: TurnUpdate) -> list[TurnUpdate]:
     """A final turn as ConversationTranscriber phrases: split where its speaker changes."""
-    runs = speaker_runs(update.words)
+    runs = speaker_runs(update.words, times=lambda w: (w.start_ms, w.end_ms))
     if len(runs) <= 1:
         return [update]
     return [

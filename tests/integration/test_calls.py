@@ -250,6 +250,11 @@ class CallbackSink:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            if not head.startswith("POST "):  # a plain web server answers anything else too
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
             length = 0
             for line in head.split("\r\n")[1:]:
                 name, _, value = line.partition(":")

@@ -85,3 +85,27 @@ async def test_a_server_that_hangs_up_during_the_handshake_is_tried_again():
     await consumer.stop()
     assert states == ["connected", "closed"]
     assert [f["offset"] for f in finals(consumer.frames)] == [0]
+
+
+async def test_a_server_that_keeps_hanging_up_fails_after_the_reconnect_window():
+    async def hang_up(reader, writer):
+        writer.close()
+
+    flaky = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = flaky.sockets[0].getsockname()[1]
+    failures = []
+
+    async def on_state(name, failure):
+        failures.append(failure)
+
+    pusher = TranscriptPusher(
+        f"ws://127.0.0.1:{port}/acs", {}, lambda: {"kind": "TranscriptionMetadata"}, 1.0, on_state
+    )
+    pusher.submit(_final(0), final=True)
+    pusher.start()
+    await pusher.close(timeout=10)  # waits out the reconnect window for the pending final
+    flaky.close()
+    [failure] = failures
+    assert failure.details == "streamConnectionUnsuccessful" and failure.sub_code == 8501
+    assert "hung up during the WebSocket handshake" in failure.message
+    assert "tried for 1." in failure.message

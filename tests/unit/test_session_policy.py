@@ -467,8 +467,9 @@ def test_a_formatted_turn_reads_as_a_sentence():
 
 
 def test_words_a_final_decode_stopped_before_stay_in_the_formatted_turn():
-    """Whisper's final decode can end its text early (at a change of voice): the words the
-    partials made final after its last word are kept, not dropped from the formatted turn."""
+    """Whisper's final decode can end its text early (at a change of voice) while the VAD hears
+    the speaker go on: the words the partials heard after its last word are kept, in the turn
+    and in its formatted re-send. (A final decode that hears nothing still overrules them.)"""
     words = say("His father died. When is a lobster not a lobster?")
     heard = oracle(words)
 
@@ -481,9 +482,10 @@ def test_words_a_final_decode_stopped_before_stay_in_the_formatted_turn():
     h = Harness(words, model=stops_early, settings=settings(format_turns=True))
     h.run_until(8000)
     plain, formatted = [u for u in h.updates if u.end_of_turn]
-    # the last two words were still tentative at the end: the final decode decides those
-    assert plain.text == "his father died when is a lobster not"
-    assert formatted.text == "His father died. When is a lobster not."
+    # the last partial heard up to "a" (its window ended inside "lobster"): its words after
+    # the final decode's last word are kept too, final or not; what no decode heard is lost
+    assert plain.text == "his father died when is a lobster not a"
+    assert formatted.text == "His father died. When is a lobster not a."
 
 
 def test_without_format_turns_there_is_one_end_of_turn_message():

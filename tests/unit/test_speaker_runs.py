@@ -68,3 +68,37 @@ def test_the_sdk_facade_fires_one_phrase_per_speaker():
     assert second.words[0].start == 900
     alone = Turn(4, "Fine.", True, True, 0.9, ws[:1], speaker_label="A")
     assert _phrases(alone) == [alone]
+
+
+def test_a_cut_a_word_off_moves_to_the_pause_between_the_voices():
+    """Labels near a change of voice are often a word off; the pause between voices is not."""
+    ws = words("AAAABBB")
+    # "circumstances | When" is the pause; the label of "When" (word 3) says A
+    ws = [
+        Word(
+            w.text,
+            w.start_ms + (400 if i >= 3 else 0),
+            w.end_ms + (400 if i >= 3 else 0),
+            w.confidence,
+            True,
+            w.speaker,
+        )
+        for i, w in enumerate(ws)
+    ]
+    assert shape(speaker_runs(ws)) == ["AAAA", "BBB"]
+    timed = speaker_runs(ws, times=lambda w: (w.start_ms, w.end_ms))
+    assert [(owner, len(run)) for owner, run in timed] == [("A", 3), ("B", 4)]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_cuts_at_pauses_keep_every_word_and_no_run_empty(seed):
+    rng = random.Random(seed)
+    ws, t = [], 0
+    for i in range(rng.randint(2, 20)):
+        t += rng.choice([50, 50, 50, 600])
+        ws.append(Word(f"w{i}", t, t + 250, 0.9, True, rng.choice("AAB.")))
+        t += 250
+    runs = speaker_runs(ws, times=lambda w: (w.start_ms, w.end_ms))
+    assert [w for _, run in runs for w in run] == ws
+    assert all(run for _, run in runs)
+    assert len(runs) == len(speaker_runs(ws))
