@@ -123,6 +123,10 @@ def corpus_wer(pairs: list[tuple[str, str]]) -> float:
 
 
 def load_backend(name: str, model_dir: str, device: str, args: argparse.Namespace):
+    from streamscribe.config import Settings
+    from streamscribe.engine.host_threads import limit_blas_threads
+
+    limit_blas_threads(Settings().blas_threads)  # as the server does (engine/host_threads.py)
     if name == "ct2":
         try:
             from streamscribe.engine.whisper_ct2 import WhisperCT2Transcriber

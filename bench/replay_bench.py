@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from bench_corpus import corpus_wer, load_manifest, model_path, offline_hypotheses, read_pcm
 
+from streamscribe.config import Settings
+from streamscribe.engine.host_threads import limit_blas_threads
 from streamscribe.engine.session import StreamingSession, TurnSettings
 from streamscribe.engine.whisper_ct2 import WhisperCT2Transcriber
 from streamscribe.events import TurnUpdate
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args.set)
     clips = load_manifest(args.eval_dir, args.kind, args.limit)
     offline = offline_hypotheses(clips, RESULTS)
+    limit_blas_threads(Settings().blas_threads)  # as the server does (engine/host_threads.py)
     if args.backend == "torch":
         from streamscribe.engine.whisper_torch.transcriber import WhisperTorchTranscriber
 

@@ -17,6 +17,7 @@ import importlib.util
 
 from streamscribe.config import Settings
 from streamscribe.engine.decoding import Transcriber
+from streamscribe.engine.host_threads import limit_blas_threads
 from streamscribe.engine.model_files import resolve_model
 from streamscribe.errors import StreamscribeError
 
@@ -33,6 +34,7 @@ def load_local_transcriber(settings: Settings) -> Transcriber:
             "--backend torch (PyTorch)"
         )
     path = resolve_model(settings.model, settings.model_cache_dir)
+    limit_blas_threads(settings.blas_threads)
     if backend == "torch":
         return _load_torch(path, settings)
 
