@@ -76,6 +76,7 @@ SENTENCE_END = (".", "?", "!", "。", "？", "！")
 MIN_PARTIAL_WINDOW_MS = 200  # a partial over less new audio than this would hear nothing
 # a final decode whose last word ends with this much of the turn's speech after it stopped early
 EARLY_STOP_SPEECH_MS = 500
+TAIL_PRE_ROLL_MS = 200  # a tail decode starts this far before the stopped decode's last word end
 TRUSTED_DETECTION_MS = 3000  # a language detected over this much audio is kept for the turn
 # ... or over this much, when the detection is confident (over the first second, tiny and base
 # can be sure of the wrong language: German heard as Chinese)
@@ -96,6 +97,7 @@ CONFIDENCE_DECIMALS = 4  # end-of-turn confidence is rounded: it is sent on the 
 # pauses); before that, a long turn ends at its first short pause
 MAX_TURN_OVERRUN_MS = 15000
 LONG_TURN_PAUSE_MS = 150  # the pause that ends a turn longer than max_turn_ms
+MIN_MOVED_WORD_MS = 40  # a word moved after the one before it (`in_order`) lasts at least this
 PROMPT_CONTEXT_CHARS = 200  # the previous turn's text carried into the prompt, at most
 # partials come at most this many round trips apart, so a slow decoder is not asked faster
 # than it answers
@@ -129,16 +131,24 @@ def repeats_tail(
 def in_order(words: list[HypWord]) -> list[tuple[int, int]]:
     """(start, end) of each word, never starting before the word before it.
 
-    A turn's words come from several hypotheses whose alignments disagree by a few frames, so a
-    word can start before the one it follows. Each word's times depend only on the words before
-    it, so the times of words already sent as final never change."""
+    A turn's words come from several hypotheses whose alignments disagree, so a word can start
+    before the one it follows. A few frames of disagreement: the word starts with the previous
+    one. A word that lies wholly before the previous word's start (a later hypothesis placed
+    the words around the seam earlier than the one that made the previous word final) follows
+    the previous word with its own duration (at least `MIN_MOVED_WORD_MS`), instead of
+    collapsing onto its start with no length: captions and word-level clients need words that
+    follow each other. Each word's times depend only on the words before it, so the times of
+    words already sent as final never change."""
     out: list[tuple[int, int]] = []
-    floor = 0
+    prev_start = prev_end = 0
     for w in words:
-        start = max(w.start_ms, floor)
-        end = max(w.end_ms, start)
+        start, end = max(w.start_ms, prev_start), w.end_ms
+        if end <= start and out:
+            start = max(start, prev_end)
+            end = start + max(w.end_ms - w.start_ms, MIN_MOVED_WORD_MS)
+        end = max(end, start)
         out.append((start, end))
-        floor = start
+        prev_start, prev_end = start, end
     return out
 
 
@@ -261,6 +271,10 @@ class StreamingSession:
         self._committed: list[HypWord] = []
         self._last_hyp: list[HypWord] = []
         self._partial_words: list[HypWord] = []  # the last partial's words (stream time)
+        # a final decode that stopped early: its words and where they end, until the tail
+        # decode of the audio after them returns (once per turn)
+        self._tail: tuple[list[HypWord], int] | None = None
+        self._tail_decoded = False
         self._last_hyp_end_ms = 0
         self._last_hyp_kind = ""
         self._last_request_end_ms = 0
@@ -331,6 +345,7 @@ class StreamingSession:
         self._last_request_end_ms = self._turn_start_ms
         self._last_hyp = []
         self._partial_words = []
+        self._tail, self._tail_decoded = None, False
         self._last_hyp_end_ms = self._turn_start_ms
         self._last_hyp_kind = ""
         self._turn_language = (None, None)
@@ -472,6 +487,18 @@ class StreamingSession:
             return None
         s = self.settings
         if self.state is TurnState.ENDING:
+            if self._tail is not None:
+                # the final decode stopped while the VAD heard the speaker go on: one more
+                # decode of the audio after its last word, with its text as the prompt
+                stopped, from_ms = self._tail
+                context = " ".join(w.raw for w in stopped)
+                return self._ticket(
+                    "tail",
+                    self._end_at_ms,
+                    self._final_beam(),
+                    start_ms=max(self._window_start_ms, from_ms - TAIL_PRE_ROLL_MS),
+                    prompt=f"{self._prompt()} {context}".strip(),
+                )
             if (catch_up := self._catch_up_end(self._end_at_ms)) is not None:
                 return self._ticket("catchup", catch_up, s.partial_beam_size)
             return self._ticket("final", self._end_at_ms, self._final_beam())
@@ -577,9 +604,16 @@ class StreamingSession:
             return ()
         return tokens
 
-    def _ticket(self, kind: str, end_ms: int, beam: int) -> DecodeTicket:
+    def _ticket(
+        self,
+        kind: str,
+        end_ms: int,
+        beam: int,
+        start_ms: int | None = None,
+        prompt: str | None = None,
+    ) -> DecodeTicket:
         s = self.settings
-        start = self._window_start_ms
+        start = self._window_start_ms if start_ms is None else start_ms
         first = self._last_request_end_ms <= self._turn_start_ms  # the turn's first decode
         end_ms = max(end_ms, start)
         language = s.language
@@ -588,7 +622,7 @@ class StreamingSession:
             language = self._turn_language[0]  # detected once per turn, not on every partial
         request = DecodeRequest(
             audio=self._audio(start, end_ms),
-            prompt=self._prompt(),
+            prompt=self._prompt() if prompt is None else prompt,
             beam_size=beam,
             language=language,
             final=kind == "final",
@@ -625,6 +659,8 @@ class StreamingSession:
                     and probability >= self.settings.language_switch_confidence
                 )
             )
+        if ticket.kind == "tail":
+            return self._finalize(self._with_tail(hyp))
         if ticket.kind == "final":
             return self._finalize(hyp)
         if ticket.window_start_ms != self._window_start_ms:
@@ -728,14 +764,35 @@ class StreamingSession:
         )
         return update
 
+    def _with_tail(self, tail: list[HypWord]) -> list[HypWord]:
+        """The stopped final decode's words, then the tail decode's words after them (matched
+        by sequence where the tail says the last words again, else by time)."""
+        assert self._tail is not None
+        stopped, from_ms = self._tail
+        self._tail = None
+        spoken = [w for w in tail if w.norm]
+        again = after_known([w for w in stopped if w.norm][-CONTEXT_WORDS:], spoken)
+        if again is None:
+            again = [w for w in spoken if w.start_ms >= from_ms - REVISED_WORD_SLACK_MS]
+        return [*stopped, *again]
+
     def _finalize(self, hyp: list[HypWord]) -> list[Event]:
         spoken = [w for w in hyp if w.norm]
-        self.agreement.finish(hyp)
         heard_to = spoken[-1].end_ms if spoken else 0
+        if (
+            spoken
+            and not self._tail_decoded
+            and self._speech_after(heard_to) >= EARLY_STOP_SPEECH_MS
+        ):
+            # the decode stopped while the speaker went on (Whisper often ends its text where
+            # the voice changes): decode the rest before the turn ends (`next_request`)
+            self._tail, self._tail_decoded = (hyp, heard_to), True
+            return []
+        self.agreement.finish(hyp)
         # (a decode that heard nothing, or was rejected as no speech, overrules the partials)
         if spoken and self._speech_after(heard_to) >= EARLY_STOP_SPEECH_MS:
-            # the final decode stopped while the speaker went on (Whisper often ends its text
-            # where the voice changes): the last partial's words after it are all there is
+            # the tail decode too stopped (or heard nothing) while the speaker went on: the
+            # last partial's words after the last decoded word are all there is
             final = self.agreement.final
             after = max(heard_to, final[-1].end_ms if final else 0) - REVISED_WORD_SLACK_MS
             final.extend(w for w in self._partial_words if w.norm and w.start_ms >= after)
@@ -786,6 +843,7 @@ class StreamingSession:
             events.append(self._update([], [], True))
             self.turn_order += 1
         self._move("close")
+        self._tail, self._tail_decoded = None, False
         self._forced = False
         self.last_update = None
         self.agreement.reset()

@@ -466,10 +466,39 @@ def test_a_formatted_turn_reads_as_a_sentence():
     assert h.updates[-1].text == "Well it works."
 
 
-def test_words_a_final_decode_stopped_before_stay_in_the_formatted_turn():
+def test_a_final_decode_that_stops_early_is_followed_by_a_decode_of_the_rest():
     """Whisper's final decode can end its text early (at a change of voice) while the VAD hears
-    the speaker go on: the words the partials heard after its last word are kept, in the turn
-    and in its formatted re-send. (A final decode that hears nothing still overrules them.)"""
+    the speaker go on: one more decode, of the audio after its last word with its text as the
+    prompt, hears the rest, including what came after the last partial."""
+    words = say("His father died. When is a lobster not a lobster?")
+    heard = oracle(words)
+
+    def stops_early(ticket: DecodeTicket) -> DecodeResult:
+        result = heard(ticket)
+        if ticket.kind in ("partial", "tail"):
+            return result
+        return DecodeResult(result.words[:3], "His father died.")  # end of speech, or final
+
+    h = Harness(words, model=stops_early, settings=settings(format_turns=True))
+    h.run_until(8000)
+    plain, formatted = [u for u in h.updates if u.end_of_turn]
+    assert plain.text == "his father died when is a lobster not a lobster"
+    assert formatted.text == "His father died. When is a lobster not a lobster?"
+    tails = [t for t in h.tickets if t.kind == "tail"]
+    died = words[2].end_ms
+    assert len(tails) == 1 and tails[0].window_start_ms == died - 200
+    assert tails[0].request.prompt == "His father died."
+    assert tails[0].request.beam_size == h.settings.final_beam_size
+    times = [(w.start_ms, w.end_ms) for w in plain.words]
+    assert times[3:] == [(w.start_ms, w.end_ms) for w in words[3:]]
+    # one tail per turn: the next turn may have its own
+    assert h.session.idle and h.session._tail is None
+
+
+def test_words_a_final_decode_stopped_before_stay_in_the_formatted_turn():
+    """When the tail decode stops early too, the words the partials heard after the last
+    decoded word are kept, in the turn and in its formatted re-send. (A final decode that hears
+    nothing still overrules them.)"""
     words = say("His father died. When is a lobster not a lobster?")
     heard = oracle(words)
 
@@ -477,6 +506,8 @@ def test_words_a_final_decode_stopped_before_stay_in_the_formatted_turn():
         result = heard(ticket)
         if ticket.kind == "partial":
             return result
+        if ticket.kind == "tail":
+            return DecodeResult((), "")  # heard nothing more
         return DecodeResult(result.words[:3], "His father died.")  # end of speech, or final
 
     h = Harness(words, model=stops_early, settings=settings(format_turns=True))
@@ -1071,10 +1102,34 @@ def test_word_times_never_go_backwards_and_final_times_never_change():
         HypWord("b", 900, 950, 1.0),
         HypWord("c", 1400, 1500, 1),
     )
-    assert in_order([a, b, c]) == [(1000, 1300), (1000, 1000), (1400, 1500)]
+    # b lies wholly before a (another hypothesis timed it): it follows a, keeping its length
+    assert in_order([a, b, c]) == [(1000, 1300), (1300, 1350), (1400, 1500)]
     # the first words' times depend only on the words before them
     assert in_order([a, b]) == in_order([a, b, c])[:2]
     assert in_order([]) == []
+    # a few frames of disagreement: the word starts with the one before it
+    slightly = HypWord("d", 980, 1200, 1.0)
+    assert in_order([a, slightly]) == [(1000, 1300), (1000, 1200)]
+
+
+def test_words_a_later_hypothesis_placed_before_the_seam_do_not_stack_on_one_time():
+    """Replayed 3331-159605-0002: "of" was final from a partial at 4584-4984 ms, the final
+    decode put "that night's" before it; they were sent as 4584-4584 twice."""
+    from streamscribe.engine.agreement import HypWord
+    from streamscribe.engine.session import MIN_MOVED_WORD_MS, in_order
+
+    words = [
+        HypWord("of", 4584, 4984, 0.9),
+        HypWord("that", 4300, 4450, 0.9),
+        HypWord("night's", 4450, 4450, 0.9),
+        HypWord("sleep", 5300, 5600, 0.9),
+    ]
+    times = in_order(words)
+    starts = [s for s, _ in times]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    assert all(end > start for start, end in times)
+    assert times[1] == (4984, 5134) and times[2] == (5134, 5134 + MIN_MOVED_WORD_MS)
+    assert times[3] == (5300, 5600)  # a word after the seam keeps its own time
 
 
 def test_under_load_partial_windows_shrink_to_half_the_budget():
