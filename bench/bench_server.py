@@ -169,6 +169,7 @@ class Sample:
     rss: int | None
     lag_ms: int | None  # session_lag_ms_max at that moment
     cpu_s: float | None
+    backlog_ms: int | None = None  # session_backlog_ms_max (uncovered audio, pauses included)
 
 
 @dataclass
@@ -197,15 +198,18 @@ class ResourceMonitor:
             await asyncio.sleep(POLL_S)
 
     async def poll_once(self) -> None:
-        lag = None
+        lag = backlog = None
         with contextlib.suppress(httpx.HTTPError, ValueError):
             async with httpx.AsyncClient(timeout=2) as client:
                 r = await client.get(f"{self.base_url}/v1/metrics")
                 if r.status_code == 200:
                     self.last_metrics = r.json()
                     lag = self.last_metrics.get("session_lag_ms_max")
+                    backlog = self.last_metrics.get("session_backlog_ms_max")
         pid = self.pid
-        self.samples.append(Sample(time.monotonic(), rss_bytes(pid), lag, cpu_seconds(pid)))
+        self.samples.append(
+            Sample(time.monotonic(), rss_bytes(pid), lag, cpu_seconds(pid), backlog)
+        )
 
     def window(self, since: float, until: float = float("inf")) -> list[Sample]:
         return [s for s in self.samples if since <= s.t <= until]
@@ -216,6 +220,10 @@ class ResourceMonitor:
 
     def max_lag_ms(self, since: float = 0.0, until: float = float("inf")) -> int | None:
         values = [s.lag_ms for s in self.window(since, until) if s.lag_ms is not None]
+        return max(values) if values else None
+
+    def max_backlog_ms(self, since: float = 0.0, until: float = float("inf")) -> int | None:
+        values = [s.backlog_ms for s in self.window(since, until) if s.backlog_ms is not None]
         return max(values) if values else None
 
 

@@ -225,6 +225,7 @@ async def run_concurrency(
         "rss_start_mb": rnd(rss_start),
         "rss_peak_mb": rnd(monitor.peak_rss_mb(t0)),
         "lag_polled_max_ms": monitor.max_lag_ms(t0),
+        "backlog_polled_max_ms": monitor.max_backlog_ms(t0),
         "lag_seen_before_ms": lag_seen_before,
         "server_metrics": monitor.last_metrics,
         "server_model": info.get("model"),
@@ -373,6 +374,11 @@ def print_details(runs: list[dict]) -> None:
             f"superseded {m.get('decode_superseded')}, failed {m.get('decode_failed')}, "
             f"decode P50 {m.get('decode_ms_p50')} ms, mean batch {m.get('batch_size_mean')}"
         )
+        if r.get("backlog_polled_max_ms") is not None:
+            print(
+                f"  uncovered audio, pauses included (the lag before session 9), polled max: "
+                f"{r['backlog_polled_max_ms']} ms"
+            )
         if r.get("lag_seen_before_ms"):
             print(f"  note: server lag high-water before this run: {r['lag_seen_before_ms']} ms")
         for err in r["errors"]:

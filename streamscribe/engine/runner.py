@@ -210,5 +210,9 @@ class SessionRunner:
         return max((s.lag_ms for s in self.sessions), default=0)
 
     @property
+    def backlog_ms(self) -> int:
+        return max((s.backlog_ms for s in self.sessions), default=0)
+
+    @property
     def audio_ms(self) -> int:
         return max((s.audio_ms for s in self.sessions), default=0)

@@ -463,7 +463,20 @@ class StreamingSession:
 
     @property
     def lag_ms(self) -> int:
-        """Audio received but not yet covered by any hypothesis (0 between turns)."""
+        """How long ago the oldest speech no hypothesis covers yet was heard (0 between turns,
+        and while the turn's uncovered audio is all silence: a pause waits for no decode)."""
+        if self.state is TurnState.IDLE:
+            return 0
+        covered = max(self._last_hyp_end_ms, self._window_start_ms)
+        for start, end in self._speech_runs:
+            if end is None or end > covered:
+                return max(0, self.audio_ms - max(start, covered))
+        return 0
+
+    @property
+    def backlog_ms(self) -> int:
+        """Audio received but not yet covered by any hypothesis, silence included (0 between
+        turns): `lag_ms` before it left pauses out."""
         if self.state is TurnState.IDLE:
             return 0
         return max(0, self.audio_ms - max(self._last_hyp_end_ms, self._window_start_ms))

@@ -153,12 +153,15 @@ class ServerState:
     def summary(self) -> dict:
         stats = self.scheduler.stats
         lags = [s.runner.lag_ms for s in self.sessions.values()]
+        backlogs = [s.runner.backlog_ms for s in self.sessions.values()]
         decode = sorted(stats.decode_ms)
         return {
             "sessions_active": len(self.sessions),
             "sessions_total": self.sessions_total,
             "session_lag_ms_max": max(lags, default=0),
             "session_lag_ms_max_seen": self.max_lag_seen_ms,
+            # audio not yet covered, pauses included (the lag's definition before session 9)
+            "session_backlog_ms_max": max(backlogs, default=0),
             "decode_queue": self.scheduler.queued,
             "decode_queue_delay_ms_recent": round(stats.recent_queue_delay_ms(), 1),
             "decode_batches": stats.batches,

@@ -307,14 +307,26 @@ def test_the_partial_interval_widens_when_decodes_come_back_slowly():
     assert all(b - a >= 3000 for a, b in zip(partials, partials[1:], strict=False))
 
 
-def test_lag_is_the_audio_no_hypothesis_covers_yet():
+def test_lag_is_the_age_of_the_oldest_speech_no_hypothesis_covers_yet():
     h = Harness(HELLO, auto=False)
     h.run_until(ONSET + 320)
     ticket = h.ask()
     h.run_until(ONSET + 1000)
-    assert h.session.lag_ms == h.session.audio_ms - ticket.window_start_ms
+    onset = h.session._speech_runs[0][0]
+    assert ticket.window_start_ms < onset  # the pre-roll before the speech is not lag
+    assert h.session.lag_ms == h.session.audio_ms - onset
+    assert h.session.backlog_ms == h.session.audio_ms - ticket.window_start_ms
     h.answer(ticket)
     assert h.session.lag_ms == h.session.audio_ms - ticket.window_end_ms
+    assert h.session.backlog_ms == h.session.lag_ms
+
+
+def test_a_pause_the_end_of_speech_decode_covered_is_no_lag():
+    h = Harness(HELLO, settings=settings(min_turn_silence_ms=3000, max_turn_silence_ms=5000))
+    h.run_until(SPEECH_END + 1500)  # a long pause, the turn still open
+    assert h.session.state is TurnState.SPEAKING and h.kinds[-1] == "eager"
+    assert h.session.lag_ms == 0
+    assert h.session.backlog_ms == h.session.audio_ms - h.tickets[-1].window_end_ms > 1000
 
 
 # ------------------------------------------------------------------ partial turn updates
