@@ -163,9 +163,12 @@ def test_a_reply_without_a_pause_is_a_phrase_of_its_own(server):
     assert len(late) == 2, [(e.offset / TICKS, e.speaker, e.text) for e in run.finals]
     assert late[0].speaker != late[1].speaker, said
     assert wer(first["text"], late[0].text) <= 0.4, said
-    # Whisper's final decode of the joined turn stops where the voice changes; the reply's
-    # words come from the partials (none of what they heard may be lost)
+    # Whisper's final decode of the joined turn stops where the voice changes; one more decode
+    # of the audio after it hears the reply, to its end (the last partial ended before
+    # "...when it is a crayfish": those words came only from that decode)
     assert "is a lobster not a lobster" in late[1].text.lower(), said
+    assert "when it is a" in late[1].text.lower(), said
+    assert wer(reply["text"], late[1].text) <= 0.25, said
     guests = {e.speaker for e in run.finals[:2]}
     assert {late[0].speaker, late[1].speaker} == guests  # the voices heard before
 
