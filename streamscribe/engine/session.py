@@ -638,7 +638,7 @@ class StreamingSession:
             prompt=self._prompt() if prompt is None else prompt,
             beam_size=beam,
             language=language,
-            final=kind == "final",
+            final=kind in ("final", "tail"),  # the turn's end waits on these
             language_hint=self.session_language,
             switch_confidence=s.language_switch_confidence,
             min_window_s=0.0 if kind == "partial" or self.under_load else s.final_window_s,

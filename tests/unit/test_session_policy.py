@@ -501,6 +501,7 @@ def test_a_final_decode_that_stops_early_is_followed_by_a_decode_of_the_rest():
     assert len(tails) == 1 and tails[0].window_start_ms == died - 200
     assert tails[0].request.prompt == "His father died."
     assert tails[0].request.beam_size == h.settings.final_beam_size
+    assert tails[0].request.final  # scheduled as a final: never superseded by a partial
     times = [(w.start_ms, w.end_ms) for w in plain.words]
     assert times[3:] == [(w.start_ms, w.end_ms) for w in words[3:]]
     # one tail per turn: the next turn may have its own
