@@ -286,6 +286,7 @@ class StreamingSession:
         self._rtt_ms = 0.0
         self.last_update: TurnUpdate | None = None
         self._forced = False  # the turn being ended was ended by the client
+        self._cut_off = False  # ... was ended mid-speech (ForceEndpoint, Terminate, end of stream)
         self._continuation = False  # this turn began where the last was cut mid-speech
         self._previous_words: list[HypWord] = []
         # (turn, window start, prompt, tokens) of the last hypothesis applied: the next partial's
@@ -419,6 +420,7 @@ class StreamingSession:
         if self.state is not TurnState.SPEAKING:
             return []
         self._forced = by_client
+        self._cut_off = True
         return self._end_turn(self.audio_ms)
 
     def _end_turn(self, end_ms: int) -> list[Event]:
@@ -801,8 +803,14 @@ class StreamingSession:
             # the voice changes): decode the rest before the turn ends (`next_request`)
             self._tail, self._tail_decoded = (hyp, heard_to), True
             return []
-        self.agreement.finish(hyp)
-        # (a decode that heard nothing, or was rejected as no speech, overrules the partials)
+        if spoken or not self._cut_off:
+            # a decode that heard nothing, or was rejected as no speech, after the speaker
+            # stopped overrules the partials (they heard noise)
+            self.agreement.finish(hyp)
+        else:
+            # the turn was cut off mid-speech and its final decode heard nothing (a word cut
+            # in half, a short greedy window under load): what the client was shown stays
+            self.agreement.finish(None)
         if spoken and self._speech_after(heard_to) >= EARLY_STOP_SPEECH_MS:
             # the tail decode too stopped (or heard nothing) while the speaker went on: the
             # last partial's words after the last decoded word are all there is
@@ -857,7 +865,7 @@ class StreamingSession:
             self.turn_order += 1
         self._move("close")
         self._tail, self._tail_decoded = None, False
-        self._forced = False
+        self._forced = self._cut_off = False
         self.last_update = None
         self.agreement.reset()
         self._committed = []

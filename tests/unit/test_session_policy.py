@@ -9,6 +9,7 @@ keeps a log of what the session emitted, so each test reads as a transcript of o
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -738,22 +739,61 @@ def test_rejected_hypotheses_that_come_back_empty_show_nothing():
     assert h.updates == []
 
 
-def test_a_turn_shown_as_partials_ends_empty_when_the_final_decode_hears_nothing():
-    partial_words = oracle(HELLO)
+def partials_hear_words_finals_hear_nothing(words: list[Spoken]) -> Model:
+    partial_words = oracle(words)
 
     def model(ticket):  # partials hear words; the final (beam) decode rejects them all
         if ticket.kind == "partial":
             return partial_words(ticket)
         return DecodeResult((), "", rejected="no_speech")
 
-    h = Harness(HELLO, model=model, auto=False)
+    return model
+
+
+def test_words_only_partials_heard_are_dropped_when_the_final_decode_after_silence_hears_none():
+    heard = partials_hear_words_finals_hear_nothing(HELLO)
+    guesses = itertools.count()
+
+    def model(ticket):  # ... and each partial guesses a different word after them
+        res = heard(ticket)
+        if ticket.kind != "partial":
+            return res
+        guess = RawWord(
+            f"guess{next(guesses)}",
+            (ticket.window_end_ms - ticket.window_start_ms) / 1000 - 0.1,
+            (ticket.window_end_ms - ticket.window_start_ms) / 1000,
+            0.9,
+        )
+        return DecodeResult((*res.words, guess), f"{res.text} {guess.text}")
+
+    h = Harness(HELLO, model=model)
+    h.run_until(SPEECH_END + 2000)  # the speaker stopped; the turn ends by silence
+    *shown_before, end = h.updates
+    last_partial = [u for u in shown_before if any(not w.final for w in u.words)][-1]
+    final_before = [w.text for w in last_partial.words if w.final]
+    assert final_before and len(final_before) < len(last_partial.words)
+    assert end.end_of_turn and end.turn_order == 0
+    # the words only partials heard are dropped; the words already final stay
+    assert [w.text for w in end.words] == final_before
+    assert all(w.final for w in end.words)
+    assert h.session.turn_order == 1
+
+
+@pytest.mark.parametrize("by_client", [True, False])  # ForceEndpoint; Terminate / end of stream
+def test_a_turn_cut_off_mid_speech_keeps_its_partials_when_the_final_decode_hears_nothing(
+    by_client,
+):
+    h = Harness(HELLO, model=partials_hear_words_finals_hear_nothing(HELLO), auto=False)
     h.run_until(1800)
     h.serve()
-    assert h.updates and not h.updates[-1].end_of_turn  # the client has seen this turn
-    h.session.force_endpoint()
+    shown_words = [w.text for w in h.updates[-1].words]
+    assert shown_words and not h.updates[-1].end_of_turn  # the client has seen this turn
+    h.session.force_endpoint(by_client=by_client)
     h.serve()
     end = h.updates[-1]
-    assert end.end_of_turn and end.words == () and end.turn_order == 0
+    assert end.end_of_turn and end.turn_order == 0 and end.forced is by_client
+    assert [w.text for w in end.words] == shown_words
+    assert all(w.final for w in end.words)
     assert h.session.turn_order == 1
 
 
