@@ -40,6 +40,21 @@ def decode_parallelism(
     return workers, threads
 
 
+def decode_batch_size(backend: str, device: str, max_batch_size: int) -> int:
+    """The most requests in one model call for the setting's 0 = automatic value.
+
+    CTranslate2 on the CPU: 1. A CPU batch costs at least the sum of its requests (every window
+    is padded to the batch's longest, and finals and partials run as sub-batches one after the
+    other), and every request waits for the whole batch: at 8 streams on 2 cores batches of up
+    to 8 held the lag at 3.9 s and first partials at 1.07 s P95, one request per call at 2.4 s
+    and 0.63 s (`bench/stream_bench.py`, README). A GPU, where a batch costs little more than
+    one request, and the torch backend (whose decoder verifies drafts of a batch in one pass)
+    batch up to 8."""
+    if max_batch_size > 0:
+        return max_batch_size
+    return 1 if backend == "ct2" and device == "cpu" else 8
+
+
 def available_cores() -> int:
     """The cores this process may run on (its affinity, not the machine's count)."""
     try:
@@ -57,6 +72,7 @@ class Settings(BaseSettings):
             self.backend, self.device, self.decode_workers, self.cpu_threads, available_cores()
         )
         self.decode_workers, self.cpu_threads = workers, threads
+        self.max_batch_size = decode_batch_size(self.backend, self.device, self.max_batch_size)
         return self
 
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
@@ -153,7 +169,10 @@ class Settings(BaseSettings):
 
     # scheduler / streaming policy
     max_batch_size: int = Field(
-        default=8, description="Most decode requests batched into one model call."
+        default=0,
+        description="Most decode requests batched into one model call. 0: 1 for CTranslate2 "
+        "on the CPU (a CPU batch costs the sum of its requests and each waits for all), 8 "
+        "otherwise.",
     )
     partial_interval_ms: int = Field(
         default=500,

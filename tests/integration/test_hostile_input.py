@@ -29,7 +29,7 @@ import httpx
 import psutil
 import pytest
 import websockets
-from conftest import start_server
+from conftest import start_server, stop_server
 from speech import speech_or_skip, wer
 from websockets.exceptions import ConnectionClosed
 
@@ -629,9 +629,21 @@ async def test_an_oversized_handshake_gets_a_prompt_http_refusal(server, baselin
 # ------------------------------------------------------------------ one session's prompt
 
 
-async def test_a_prompted_session_does_not_fail_its_batch_neighbours(server, baseline):
+@pytest.fixture(scope="module")
+def batching_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server that batches decodes as a GPU's does (on this CPU the default is one request
+    per model call, where no two prompts ever share a batch); one model call at a time, so the
+    sessions' requests queue up and share batches."""
+    env = {"STREAMSCRIBE_MAX_BATCH_SIZE": "8", "STREAMSCRIBE_DECODE_WORKERS": "1"}
+    srv = start_server(tmp_path_factory.mktemp("batching-server"), env=env)
+    yield srv
+    stop_server(srv)
+
+
+async def test_a_prompted_session_does_not_fail_its_batch_neighbours(batching_server):
     """Prompts of different lengths in one decode batch once failed the whole batch (CT2 needs
     the start-of-transcript token aligned): one client's keyterms ended its neighbours' sessions."""
+    server = batching_server
     with_prompt = "sample_rate=16000&keyterms_prompt=" + "%5B%22Stella%22%2C%22Thornton%22%5D"
     results = await asyncio.gather(
         good_session(server, speed=3.0),
@@ -641,3 +653,5 @@ async def test_a_prompted_session_does_not_fail_its_batch_neighbours(server, bas
     )
     failures = [r for r in results if isinstance(r, BaseException)]
     assert not failures, failures
+    metrics = server.metrics()
+    assert metrics["decode_requests"] > metrics["decode_batches"]  # some requests shared one

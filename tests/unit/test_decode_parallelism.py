@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamscribe.config import Settings, decode_parallelism
+from streamscribe.config import Settings, decode_batch_size, decode_parallelism
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,18 @@ def test_settings_carry_resolved_values(monkeypatch):
     s = Settings()
     assert s.decode_workers >= 1 and s.cpu_threads >= 1
     assert s.model_copy(update={"model": "base"}).decode_workers == s.decode_workers
+
+
+def test_ctranslate2_on_the_cpu_decodes_one_request_per_call_unless_told_otherwise():
+    assert decode_batch_size("ct2", "cpu", 0) == 1
+    assert decode_batch_size("ct2", "cuda", 0) == 8
+    assert decode_batch_size("torch", "cpu", 0) == 8
+    assert decode_batch_size("ct2", "cpu", 4) == 4
+
+
+def test_settings_carry_the_resolved_batch_size(monkeypatch):
+    monkeypatch.delenv("STREAMSCRIBE_MAX_BATCH_SIZE", raising=False)
+    assert Settings(backend="ct2", device="cpu").max_batch_size == 1
+    assert Settings(backend="ct2", device="cuda").max_batch_size == 8
+    monkeypatch.setenv("STREAMSCRIBE_MAX_BATCH_SIZE", "3")
+    assert Settings(backend="ct2", device="cpu").max_batch_size == 3
