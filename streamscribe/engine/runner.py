@@ -158,7 +158,7 @@ class SessionRunner:
             return
         self._tasks.pop(session.channel, None)
         elapsed = time.perf_counter() - t0
-        session.note_round_trip(elapsed * 1000)
+        session.note_round_trip(elapsed * 1000, result.decode_ms if result is not None else 0.0)
         if self.on_decode is not None:
             self.on_decode(ticket.kind, elapsed)
         if result is None:  # superseded by a newer request

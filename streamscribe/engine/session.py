@@ -99,9 +99,12 @@ MAX_TURN_OVERRUN_MS = 15000
 LONG_TURN_PAUSE_MS = 150  # the pause that ends a turn longer than max_turn_ms
 MIN_MOVED_WORD_MS = 40  # a word moved after the one before it (`in_order`) lasts at least this
 PROMPT_CONTEXT_CHARS = 200  # the previous turn's text carried into the prompt, at most
-# partials come at most this many round trips apart, so a slow decoder is not asked faster
-# than it answers
-CADENCE_ROUND_TRIPS = 2
+# partials come no closer than a decode's model time plus this many times its wait in the
+# scheduler's queue: an idle server decodes a session's growing window again as soon as the
+# last decode is back (the model time is spent either way, and the CPU is free), while a loaded
+# one spaces each session's partials by its queue, so fewer, longer partials share the model. A
+# backend that does not report its model time counts the whole round trip as queue.
+CADENCE_QUEUE_WAITS = 2
 # weight of the newest decode in the round-trip average: a few decodes move it, one does not
 ROUND_TRIP_WEIGHT = 0.3
 MIN_LOADED_WINDOW_MS = 4000  # under load the window budget halves, but never below this
@@ -283,7 +286,8 @@ class StreamingSession:
         self.session_language: str | None = None  # the language of the last final turn
         self._context = ""
         self.in_flight: DecodeTicket | None = None
-        self._rtt_ms = 0.0
+        self._rtt_ms = 0.0  # a decode's round trip, smoothed ...
+        self._model_ms = 0.0  # ... and the part of it the model took
         self.last_update: TurnUpdate | None = None
         self._forced = False  # the turn being ended was ended by the client
         self._cut_off = False  # ... was ended mid-speech (ForceEndpoint, Terminate, end of stream)
@@ -447,7 +451,7 @@ class StreamingSession:
 
     def _interval_ms(self) -> int:
         s = self.settings
-        cadence = CADENCE_ROUND_TRIPS * self._rtt_ms
+        cadence = self._model_ms + CADENCE_QUEUE_WAITS * (self._rtt_ms - self._model_ms)
         return int(min(s.max_interval_ms, max(s.partial_interval_ms, cadence)))
 
     @property
@@ -458,10 +462,14 @@ class StreamingSession:
         """Beam search for finals, unless the decoder is saturated (then greedy, as partials)."""
         return self.settings.partial_beam_size if self.under_load else self.settings.final_beam_size
 
-    def note_round_trip(self, ms: float) -> None:
-        """Wall time a decode took (queue + model): widens the partial cadence under load."""
+    def note_round_trip(self, ms: float, model_ms: float = 0.0) -> None:
+        """Wall time a decode took (queue + model) and, where the backend reports it, its model
+        time: the time in the queue widens the partial cadence under load."""
+        model_ms = model_ms if 0 < model_ms <= ms else 0.0
         w = ROUND_TRIP_WEIGHT
-        self._rtt_ms = ms if self._rtt_ms == 0 else (1 - w) * self._rtt_ms + w * ms
+        first = self._rtt_ms == 0
+        self._rtt_ms = ms if first else (1 - w) * self._rtt_ms + w * ms
+        self._model_ms = model_ms if first else (1 - w) * self._model_ms + w * model_ms
 
     @property
     def lag_ms(self) -> int:

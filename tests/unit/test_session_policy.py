@@ -300,12 +300,38 @@ def test_partials_follow_at_the_partial_interval():
 
 
 def test_the_partial_interval_widens_when_decodes_come_back_slowly():
-    h = Harness(HELLO)
-    h.session.note_round_trip(2000)  # 1.5 x round trip = 3000 ms (the cap)
-    h.run_until(5000)
+    h = Harness(LONG_SENTENCE)
+    h.session.note_round_trip(2000)  # 2 x round trip = 4000 ms, over the cap (3000 ms)
+    h.run_until(ONSET + 9000)
     partials = [t.window_end_ms for t in h.tickets if t.kind == "partial"]
     assert partials[0] == ONSET + 320
-    assert all(b - a >= 3000 for a, b in zip(partials, partials[1:], strict=False))
+    assert len(partials) >= 3
+    assert all(3000 <= b - a < 3000 + 64 for a, b in zip(partials, partials[1:], strict=False))
+
+
+LONG_SENTENCE = say(" ".join(f"word{i}" for i in range(30)))  # 9 s of speech from ONSET
+
+
+def partial_gaps(note: tuple[float, float]) -> list[int]:
+    """The audio between consecutive partials of a 9 s turn whose decodes came back as `note`
+    says (round trip, model time)."""
+    h = Harness(LONG_SENTENCE)
+    h.session.note_round_trip(*note)
+    h.run_until(ONSET + 9000)
+    partials = [t.window_end_ms for t in h.tickets if t.kind == "partial"]
+    return [b - a for a, b in zip(partials, partials[1:], strict=False)]
+
+
+def test_an_idle_server_spaces_partials_by_the_model_time_a_queued_one_by_its_queue():
+    """A decode that took 900 ms of model time and waited for nothing: the next partial comes
+    as soon as one would be answered (900 ms), not two round trips later (1800 ms), since the
+    CPU is idle. The same 900 ms of model time after 400 ms in the queue: 900 + 2 x 400."""
+    idle = partial_gaps((900, 900))
+    assert len(idle) >= 5 and all(900 <= g < 900 + 64 for g in idle)
+    queued = partial_gaps((1300, 900))
+    assert len(queued) >= 3 and all(1700 <= g < 1700 + 64 for g in queued)
+    unknown = partial_gaps((900, 0))  # no model time reported: all of it counts as queue
+    assert len(unknown) >= 3 and all(1800 <= g < 1800 + 64 for g in unknown)
 
 
 def test_lag_is_the_age_of_the_oldest_speech_no_hypothesis_covers_yet():
