@@ -95,7 +95,8 @@ def test_stop_waits_for_the_last_turn(server: RunningServer, call_audio):
 
     press_record(at)  # Stop, while the caller is still speaking
     assert "finishing…" in shown(at)
-    rerun_until(at, lambda: call.state == "done", timeout=30)
+    # the call ends in a background thread: wait for a page rendered after it ended
+    rerun_until(at, lambda: call.state == "done" and "Call ended" in shown(at), timeout=30)
     turns = at.session_state["turns"]
     assert turns and all(t["final"] for t in turns)
     text = " ".join(t["text"] for t in turns)
