@@ -89,7 +89,8 @@ def test_a_call_on_the_azure_sdk(server: RunningServer, call_audio):
     assert any(line["final"] for line in live), live  # the first sentence ended during the call
     press_record(at)  # Stop, while the caller is still speaking
     assert "finishing…" in shown(at)
-    rerun_until(at, lambda: call.state == "done", timeout=40)
+    # the call ends in a background thread: wait for a page rendered after it ended
+    rerun_until(at, lambda: call.state == "done" and "Call ended" in shown(at), timeout=40)
     lines = at.session_state["lines"]
     assert lines and all(line["final"] for line in lines), lines
     assert all(line["speaker"].startswith("Guest-") for line in lines), lines
