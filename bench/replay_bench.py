@@ -12,8 +12,9 @@ offline WER of the same model on the same files, their ratio, the WER of the wor
 made final one by one (the unformatted end-of-turn words: what a finality rule costs, which the
 formatted re-send hides), the files that differ most, and the policy's latencies in audio time,
 measured as `stream_bench` measures them (first partial, word final, end of turn: P50 / P95)
-with each result arriving `--latency-ms` after its request. They are the policy's share of the
-latency without the machine's: a change to the policy (a partial cadence, a finality rule)
+with each result arriving `--latency-ms` after its request, and the word final split by the
+kind of decode that made each word final (partial, eager, final). They are the policy's share
+of the latency without the machine's: a change to the policy (a partial cadence, a finality rule)
 shows its effect deterministically here, then on the real server in `stream_bench.py`.
 
 With `--backend torch` it also prints what the partials cost the decoder: per partial the
@@ -94,21 +95,22 @@ def replay(
     latency_ms: int,
     partials: list[dict] | None = None,
     drafts: bool = True,
-    timeline: list[tuple[int, TurnUpdate]] | None = None,
+    timeline: list[tuple[int, TurnUpdate, str]] | None = None,
     cpu: dict[str, list[float]] | None = None,
 ) -> list[TurnUpdate]:
     """Stream `audio` through one session; return its end-of-turn updates in order. The
-    partials' decoder figures (the result's meta) are appended to `partials`, and every turn
-    update with the audio time it was sent at to `timeline`, and each decode's CPU seconds to
+    partials' decoder figures (the result's meta) are appended to `partials`; every turn update,
+    with the audio time it was sent at and the kind of decode that produced it ("feed": the
+    audio itself, such as a silence endpoint), to `timeline`; and each decode's CPU seconds to
     `cpu` under its kind ("partial", "eager", "final", "catchup")."""
     session = StreamingSession(settings=settings)
     events: list = []
     pending = None  # (ready at audio ms, ticket, result)
 
-    def emit(new: list, at_ms: int) -> None:
+    def emit(new: list, at_ms: int, kind: str = "feed") -> None:
         events.extend(new)
         if timeline is not None:
-            timeline.extend((at_ms, e) for e in new if isinstance(e, TurnUpdate))
+            timeline.extend((at_ms, e, kind) for e in new if isinstance(e, TurnUpdate))
 
     def pump() -> None:
         nonlocal pending
@@ -131,7 +133,7 @@ def replay(
             ready_ms, ticket, result = pending
             pending = None
             session.note_round_trip(latency_ms)
-            emit(session.apply(ticket, result), ready_ms)
+            emit(session.apply(ticket, result), ready_ms, ticket.kind)
             pump()
 
     for i in range(0, len(audio), CHUNK):
@@ -144,24 +146,27 @@ def replay(
     return [e for e in events if isinstance(e, TurnUpdate) and e.end_of_turn]
 
 
-def latencies(timeline: list[tuple[int, TurnUpdate]]) -> dict[str, list[float]]:
+def latencies(timeline: list[tuple[int, TurnUpdate, str]]) -> dict[str, list[float]]:
     """First partial, word final and end of turn (ms) of one replayed stream, defined as
     `bench_session` defines them for the real server: against the words of each turn's
-    unformatted end-of-turn update."""
+    unformatted end-of-turn update. Word final is also split by the kind of decode that made
+    each word final ("word_final:partial", ":eager", ":final", ...)."""
     out: dict[str, list[float]] = {"first_partial": [], "word_final": [], "end_of_turn": []}
     first_words: dict[int, int] = {}
-    final_at: dict[int, list[int]] = {}
-    for at, u in timeline:
+    final_at: dict[int, list[tuple[int, str]]] = {}
+    for at, u, kind in timeline:
         if u.formatted:
             continue
         if u.words and u.turn_order not in first_words:
             first_words[u.turn_order] = at
         finals = final_at.setdefault(u.turn_order, [])
         n_final = sum(1 for w in u.words if w.final)
-        finals.extend([at] * (n_final - len(finals)))
+        finals.extend([(at, kind)] * (n_final - len(finals)))
         if u.end_of_turn and u.words:
             out["first_partial"].append(first_words[u.turn_order] - u.words[0].start_ms)
-            out["word_final"].extend(t - w.end_ms for t, w in zip(finals, u.words, strict=False))
+            for (t, by), w in zip(finals, u.words, strict=False):
+                out["word_final"].append(t - w.end_ms)
+                out.setdefault(f"word_final:{by}", []).append(t - w.end_ms)
             out["end_of_turn"].append(at - u.words[-1].end_ms)
     return out
 
@@ -233,14 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     for i, clip in enumerate(clips, 1):
         pcm = np.frombuffer(read_pcm(clip.path), dtype="<i2").astype(np.float32) / 32768.0
         audio = np.concatenate([pcm, np.zeros(int(args.trailing_silence * RATE), np.float32)])
-        timeline: list[tuple[int, TurnUpdate]] = []
+        timeline: list[tuple[int, TurnUpdate, str]] = []
         before = len(partials)
         turns = replay(
             model, audio, settings, args.latency_ms, partials, not args.no_drafts, timeline, cpu
         )
         decodes += len(partials) - before
         for k, v in latencies(timeline).items():
-            lat[k].extend(v)
+            lat.setdefault(k, []).extend(v)
         hyp = hypothesis(turns)
         row = {
             "clip": clip.id,
@@ -287,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         f"latency in audio time (P50 / P95 ms): first partial {p50_p95(lat['first_partial'])}, "
         f"word final {p50_p95(lat['word_final'])}, end of turn {p50_p95(lat['end_of_turn'])}; "
         f"{decodes} partials" + (f" ({decodes / audio_s:.2f} per audio s)" if audio_s else "")
+    )
+    by_kind = sorted(k for k in lat if k.startswith("word_final:"))
+    print(
+        "word final by the decode that made the word final (words, P50 / P95 ms): "
+        + ", ".join(f"{k.split(':')[1]} {len(lat[k])}, {p50_p95(lat[k])}" for k in by_kind)
     )
     cost = partial_cost(partials)
     if cost:
