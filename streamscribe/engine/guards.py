@@ -12,6 +12,7 @@ import zlib
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
+TRUNCATED_COPY_WORDS = 5  # a loop's last copy cut short by the window: at least this many words
 
 
 def compression_ratio(text: str) -> float:
@@ -28,7 +29,11 @@ def loop_start(words: list[str]) -> int | None:
     two words more than twice, or three or more words twice ("ask what you can do ask what you
     can do"), which real speech almost never does but a model running past its audio does. The
     n-gram may be as long as half the words: a model can read a whole window back a second time.
-    The first occurrence is kept.
+    A hypothesis that *ends* in a second copy cut short by the end of its window counts too, when
+    the copy is at least `TRUNCATED_COPY_WORDS` words and half the phrase ("... that night's fun
+    and maybe this is the consequence of that night's" after "and maybe this is the consequence
+    of that night's fun"): the next, longer window would show the whole loop, but by then the
+    copy's words may have been made final. The first occurrence is kept.
     """
     norm = [w.lower().strip(".,!?;:\"'") for w in words]
     best: int | None = None
@@ -50,6 +55,22 @@ def loop_start(words: list[str]) -> int | None:
             if reps > allowed:
                 best = i + n
                 break
+    return _truncated_copy_start(norm, best)
+
+
+def _truncated_copy_start(norm: list[str], best: int | None) -> int | None:
+    """`best`, or an earlier cut where the words end in a truncated copy of the phrase before
+    them (see `loop_start`)."""
+    total = len(norm)
+    for n in range(TRUNCATED_COPY_WORDS + 1, total - TRUNCATED_COPY_WORDS + 1):
+        for t in range(max(TRUNCATED_COPY_WORDS, (n + 1) // 2), min(n, total - n + 1)):
+            i = total - n - t
+            if best is not None and i + n >= best:
+                continue
+            if norm[i] != norm[i + n]:  # cheap test first, as above
+                continue
+            if all(norm[i : i + t]) and norm[i : i + t] == norm[i + n :]:
+                best = i + n
     return best
 
 

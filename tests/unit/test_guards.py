@@ -72,6 +72,31 @@ def test_a_whole_window_read_back_twice_is_cut():
     assert cut(f"{sentence} {sentence}") == sentence
 
 
+def test_a_last_copy_cut_short_by_the_window_is_cut():
+    # tiny.en on a 3.4 s partial window of 3331-159605-0002 (the compat matrix's Deepgram run):
+    # the model read its text back and the window ended inside the copy; with word probability
+    # 0.6 enough to make a word final, the copy's words became final before a longer window
+    # showed the whole loop
+    phrase = "and maybe this is the consequence of that night's fun"
+    assert cut(f"{phrase} and maybe this is the consequence of that night's") == phrase
+    assert cut(f"so {phrase} and maybe this is the") == f"so {phrase}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a copy of fewer than five words, or of less than half the phrase, may be speech
+        "I don't know what to do, I don't know",
+        "and maybe this is the consequence of that night's fun and maybe",
+        "one two three four five six seven eight nine ten eleven one two three four five",
+        # a copy that does not reach the end is not a truncated copy
+        "a b c d e f a b c d e x",
+    ],
+)
+def test_a_short_or_partial_copy_at_the_end_is_kept(text):
+    assert loop_start(text.split()) is None
+
+
 def test_a_long_loop_is_found_in_a_long_turn():
     phrase = " ".join(f"w{i}" for i in range(30))
     lead = " ".join(f"x{i}" for i in range(20))
