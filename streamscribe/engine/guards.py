@@ -30,10 +30,10 @@ def loop_start(words: list[str]) -> int | None:
     can do"), which real speech almost never does but a model running past its audio does. The
     n-gram may be as long as half the words: a model can read a whole window back a second time.
     A hypothesis that *ends* in a second copy cut short by the end of its window counts too, when
-    the copy is at least `TRUNCATED_COPY_WORDS` words and half the phrase ("... that night's fun
-    and maybe this is the consequence of that night's" after "and maybe this is the consequence
-    of that night's fun"): the next, longer window would show the whole loop, but by then the
-    copy's words may have been made final. The first occurrence is kept.
+    the copy is at least `TRUNCATED_COPY_WORDS` words and half the phrase ("maybe this is the
+    consequence of that night's fun maybe this is the consequence of that"): the next, longer
+    window would show the whole loop, but by then the copy's words may have been made final.
+    The first occurrence is kept.
     """
     norm = [w.lower().strip(".,!?;:\"'") for w in words]
     best: int | None = None
