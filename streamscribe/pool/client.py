@@ -88,19 +88,49 @@ def connect_ray(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> No
         raise PoolUnavailable(f"cannot join the Ray cluster at {where}: {errors[0]}; {fix}")
 
 
-def app_status(app_name: str) -> tuple[str, str]:
-    """(status, message) of the Serve application `app_name`; status NOT_STARTED if absent."""
+def app_status(app_name: str) -> tuple[str, str, int]:
+    """(status, message, replicas RUNNING) of the Serve application `app_name`.
+
+    The status is NOT_STARTED when the application is absent.
+    """
     from ray import serve
 
     status = serve.status()
     app = status.applications.get(app_name)
     if app is None:
-        return "NOT_STARTED", ""
+        return "NOT_STARTED", "", 0
     message = app.message or ""
+    running = 0
     for deployment in app.deployments.values():
         if deployment.message:
             message = f"{message} {deployment.message}".strip()
-    return str(getattr(app.status, "value", app.status)), message
+        running += deployment.replica_states.get("RUNNING", 0)
+    return str(getattr(app.status, "value", app.status)), message, running
+
+
+def start_refusal(app_name: str, status: str, message: str, running: int) -> str | None:
+    """Why a front-end must not start on the pool in this state (None: it may), naming the fix.
+
+    UNHEALTHY with a replica RUNNING is a pool that serves while Serve replaces a failed replica
+    (readiness says ready too): the front-end starts, and says so in its log.
+    """
+    if status == "RUNNING" or (status == "UNHEALTHY" and running > 0):
+        return None
+    if status == "NOT_STARTED":
+        return (
+            f"no decode pool {app_name!r} on this Ray cluster: start it with "
+            f"`streamscribe pool up --ray-address ... --app-name {app_name}`"
+        )
+    if status in ("DEPLOYING", "UPGRADING", "DEPLOYING_OR_UPGRADING"):
+        return (
+            f"the decode pool {app_name!r} is still starting ({status}): wait until "
+            "`serve status` shows it RUNNING, then start the front-end"
+        )
+    return (
+        f"the decode pool {app_name!r} is {status}: {message or 'no detail'}; fix the "
+        "pool (see `serve status`, e.g. a replica out of memory: fewer replicas per node "
+        "or a smaller model) and run `streamscribe pool up` again"
+    )
 
 
 def _call(fn: Any, timeout_s: float) -> Any:
@@ -156,28 +186,19 @@ class RayPoolTranscriber:
 
     def _check_running(self, timeout_s: float) -> None:
         try:
-            status, message = _call(lambda: app_status(self.app_name), timeout_s)
+            status, message, running = _call(lambda: app_status(self.app_name), timeout_s)
         except concurrent.futures.TimeoutError:
             raise PoolUnavailable(
                 f"Ray Serve did not report the pool {self.app_name!r} within {timeout_s:.0f} s"
             ) from None
-        if status == "RUNNING":
-            return
-        if status == "NOT_STARTED":
-            raise PoolUnavailable(
-                f"no decode pool {self.app_name!r} on this Ray cluster: start it with "
-                f"`streamscribe pool up --ray-address ... --app-name {self.app_name}`"
-            )
-        if status in ("DEPLOYING", "UPGRADING", "DEPLOYING_OR_UPGRADING"):
-            raise PoolUnavailable(
-                f"the decode pool {self.app_name!r} is still starting ({status}): wait until "
-                "`serve status` shows it RUNNING, then start the front-end"
-            )
-        raise PoolUnavailable(
-            f"the decode pool {self.app_name!r} is {status}: {message or 'no detail'}; fix the "
-            "pool (see `serve status`, e.g. a replica out of memory: fewer replicas per node "
-            "or a smaller model) and run `streamscribe pool up` again"
-        )
+        refusal = start_refusal(self.app_name, status, message, running)
+        if refusal is not None:
+            raise PoolUnavailable(refusal)
+        if status != "RUNNING":
+            log.warning(
+                "decode pool %r is %s with %d replica(s) running (%s): starting on them",
+                self.app_name, status, running, message or "no detail",
+            )  # fmt: skip
 
     # ---------------------------------------------------------------------------- decoding
 
@@ -226,7 +247,7 @@ class RayPoolTranscriber:
     def _gone(self) -> str | None:
         """Why the pool cannot serve at all now (not deployed, failed), or None."""
         try:
-            status, message = _call(lambda: app_status(self.app_name), 10.0)
+            status, message, _ = _call(lambda: app_status(self.app_name), 10.0)
         except Exception as exc:
             return f"Ray Serve does not answer ({type(exc).__name__})"
         if status in ("NOT_STARTED", "DELETING", "DEPLOY_FAILED"):
@@ -241,8 +262,9 @@ class RayPoolTranscriber:
         if time.monotonic() - checked < HEALTH_TTL_S:
             return reason
         try:
-            status, message = _call(lambda: app_status(self.app_name), 5.0)
-            reason = None if status == "RUNNING" else f"decode pool {status}: {message}".strip()
+            status, message, running = _call(lambda: app_status(self.app_name), 5.0)
+            serving = start_refusal(self.app_name, status, message, running) is None
+            reason = None if serving else f"decode pool {status}: {message}".strip()
         except Exception as exc:  # a controller that does not answer is a pool not ready
             reason = f"decode pool status unknown ({type(exc).__name__})"
         self._health = (time.monotonic(), reason)

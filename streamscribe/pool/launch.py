@@ -43,7 +43,7 @@ def pool_up(
             start_timeout_s,
         )
     except TimeoutError:
-        status, message = _call(lambda: app_status(app_name), 30.0)
+        status, message, _ = _call(lambda: app_status(app_name), 30.0)
         raise PoolUnavailable(
             f"the decode pool is still {status} after {start_timeout_s:.0f} s "
             f"({message or 'replicas not placed'}): {fix}"
@@ -71,7 +71,7 @@ def pool_down(address: str | None, app_name: str) -> bool:
     connect_ray(address)
     from ray import serve
 
-    status, _ = _call(lambda: app_status(app_name), 30.0)
+    status, _, _ = _call(lambda: app_status(app_name), 30.0)
     if status == "NOT_STARTED":
         return False
     serve.delete(app_name)

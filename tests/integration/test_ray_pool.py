@@ -221,11 +221,12 @@ async def test_killing_a_replica_mid_stream_loses_no_turn(front_ends):
         assert wer(speech.text, hypothesis) <= 0.35, (speech.text, hypothesis)
 
 
-def running_replicas() -> int:
-    from ray import serve
+def pool_restored() -> bool:
+    """Two replicas RUNNING, both named, and the application reported RUNNING again."""
+    from streamscribe.pool.client import app_status
 
-    app = serve.status().applications.get(APP)
-    return app.deployments["DecodeReplica"].replica_states.get("RUNNING", 0) if app else 0
+    status, _, running = app_status(APP)
+    return status == "RUNNING" and running >= 2 and len(replica_names()) >= 2
 
 
 def test_requests_in_flight_on_a_killed_replica_are_retried_on_another(front_ends):
@@ -240,7 +241,7 @@ def test_requests_in_flight_on_a_killed_replica_are_retried_on_another(front_end
     # the replica killed had nothing in flight and nothing was tested; try again, up to 3 times
     for _attempt in range(3):
         deadline = time.monotonic() + 120  # Serve replaces the replica killed before
-        while running_replicas() < 2 or len(replica_names()) < 2:
+        while not pool_restored():
             assert time.monotonic() < deadline, "Serve did not restore the second replica"
             time.sleep(0.5)
         transcriber = RayPoolTranscriber(APP, model="tiny.en")
