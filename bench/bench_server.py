@@ -222,6 +222,22 @@ class ResourceMonitor:
         values = [s.lag_ms for s in self.window(since, until) if s.lag_ms is not None]
         return max(values) if values else None
 
+    def lag_profile(
+        self, since: float = 0.0, until: float = float("inf"), over_ms: int = 3000
+    ) -> dict | None:
+        """The polled lag (the most-behind session at each poll): P50, P95, and the share of
+        polls with a session more than `over_ms` behind (how often, not only how far)."""
+        values = sorted(s.lag_ms for s in self.window(since, until) if s.lag_ms is not None)
+        if not values:
+            return None
+        return {
+            "p50": values[len(values) // 2],
+            "p95": values[min(len(values) - 1, int(0.95 * len(values)))],
+            "over_ms": over_ms,
+            "share_over": round(sum(v > over_ms for v in values) / len(values), 4),
+            "polls": len(values),
+        }
+
     def max_backlog_ms(self, since: float = 0.0, until: float = float("inf")) -> int | None:
         values = [s.backlog_ms for s in self.window(since, until) if s.backlog_ms is not None]
         return max(values) if values else None

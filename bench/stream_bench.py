@@ -40,6 +40,7 @@ from bench_corpus import (
     read_pcm,
 )
 from bench_server import (
+    POLL_S,
     ResourceMonitor,
     ServerProcess,
     cpu_seconds,
@@ -225,6 +226,7 @@ async def run_concurrency(
         "rss_start_mb": rnd(rss_start),
         "rss_peak_mb": rnd(monitor.peak_rss_mb(t0)),
         "lag_polled_max_ms": monitor.max_lag_ms(t0),
+        "lag_polled": monitor.lag_profile(t0),
         "backlog_polled_max_ms": monitor.max_backlog_ms(t0),
         "lag_seen_before_ms": lag_seen_before,
         "server_metrics": monitor.last_metrics,
@@ -374,6 +376,22 @@ def print_details(runs: list[dict]) -> None:
             f"superseded {m.get('decode_superseded')}, failed {m.get('decode_failed')}, "
             f"decode P50 {m.get('decode_ms_p50')} ms, mean batch {m.get('batch_size_mean')}"
         )
+        if r.get("lag_polled"):
+            lp = r["lag_polled"]
+            print(
+                f"  lag polled every {POLL_S:g} s (the most-behind session): P50 {lp['p50']} ms, "
+                f"P95 {lp['p95']} ms, a session over {lp['over_ms']} ms behind in "
+                f"{100 * lp['share_over']:.1f} % of {lp['polls']} polls"
+            )
+        kinds = m.get("decode_kinds") or {}
+        if kinds:
+            print(
+                "  decodes by kind (count, mean model ms, mean queue ms): "
+                + ", ".join(
+                    f"{k} {v['decodes']}, {v['mean_model_ms']:.0f}, {v['mean_queue_ms']:.0f}"
+                    for k, v in kinds.items()
+                )
+            )
         if r.get("backlog_polled_max_ms") is not None:
             print(
                 f"  uncovered audio, pauses included (the lag before session 9), polled max: "

@@ -140,7 +140,7 @@ class TurnEnricher:
             final=True,
             min_window_s=ACCURATE_WINDOW_S,
         )
-        result = await self.scheduler.submit(request, f"{self.key}:translate")
+        result = await self.scheduler.submit(request, f"{self.key}:translate", kind="translate")
         return result.text.strip() if result is not None else None
 
 

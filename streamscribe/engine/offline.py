@@ -148,7 +148,8 @@ def scheduler_batch(scheduler: DecodeScheduler, key: str) -> DecodeBatch:
     """Decode a batch of final requests through the shared scheduler (never superseded)."""
 
     async def decode(requests: list[DecodeRequest]) -> list[DecodeResult | None]:
-        return list(await asyncio.gather(*(scheduler.submit(r, key) for r in requests)))
+        jobs = (scheduler.submit(r, key, kind="file") for r in requests)
+        return list(await asyncio.gather(*jobs))
 
     return decode
 

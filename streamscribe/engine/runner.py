@@ -145,7 +145,7 @@ class SessionRunner:
         t0 = time.perf_counter()
         try:
             result = await self.scheduler.submit(
-                ticket.request, self._decode_key(session), tenant=self.tenant
+                ticket.request, self._decode_key(session), tenant=self.tenant, kind=ticket.kind
             )
         except asyncio.CancelledError:
             raise

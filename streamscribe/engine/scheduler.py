@@ -49,6 +49,7 @@ class _Item:
     future: asyncio.Future = field(compare=False, repr=False)
     queued_at: float = field(compare=False, default=0.0)
     tenant: str = field(compare=False, default="")
+    kind: str = field(compare=False, default="")
 
 
 @dataclass
@@ -60,6 +61,28 @@ class SchedulerStats:
     queue_delays_ms: deque = field(default_factory=lambda: deque(maxlen=200))
     decode_ms: deque = field(default_factory=lambda: deque(maxlen=200))
     batch_sizes: deque = field(default_factory=lambda: deque(maxlen=200))
+    # per kind of decode the caller named (a session's "partial", "eager", "final", ...):
+    # [decodes, model seconds, queue seconds], so an operator sees what the model's time went to
+    kinds: dict[str, list[float]] = field(default_factory=dict)
+
+    def count_kind(self, kind: str, model_s: float, queued_s: float) -> None:
+        entry = self.kinds.setdefault(kind or "other", [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += model_s
+        entry[2] += queued_s
+
+    def kinds_summary(self) -> dict[str, dict[str, float]]:
+        """{kind: {"decodes", "model_s", "mean_model_ms", "mean_queue_ms"}} since start."""
+        return {
+            kind: {
+                "decodes": int(n),
+                "model_s": round(model_s, 1),
+                "mean_model_ms": round(1000 * model_s / n, 1),
+                "mean_queue_ms": round(1000 * queued_s / n, 1),
+            }
+            for kind, (n, model_s, queued_s) in sorted(self.kinds.items())
+            if n
+        }
 
     def recent_queue_delay_ms(self, window_s: float = 10.0) -> float:
         """Mean queue delay of the decodes started in the last `window_s` seconds."""
@@ -114,12 +137,12 @@ class DecodeScheduler:
         return len(self._queue)
 
     async def submit(
-        self, request: DecodeRequest, key: str, tenant: str | None = None
+        self, request: DecodeRequest, key: str, tenant: str | None = None, kind: str = ""
     ) -> DecodeResult | None:
         """Decode `request`; None if a newer partial of the same `key` replaced it.
 
         `tenant` (the API key behind the session) is what fairness is between; requests without
-        one share the anonymous tenant."""
+        one share the anonymous tenant. `kind` only labels the decode in `stats.kinds`."""
         if not self._tasks:
             await self.start()
         loop = asyncio.get_running_loop()
@@ -137,6 +160,7 @@ class DecodeScheduler:
             request=request,
             future=loop.create_future(),
             queued_at=time.perf_counter(),
+            kind=kind,
         )
         if not self._backlogged(item.tenant):  # (re)joins at the current time: banks no credit
             self._spent[item.tenant] = max(self._spent.get(item.tenant, 0.0), self._vtime)
@@ -259,6 +283,9 @@ class DecodeScheduler:
             self.stats.requests += len(batch)
             self.stats.batch_sizes.append(len(batch))
             self.stats.decode_ms.append((time.perf_counter() - now) * 1000)
+            model_s = (time.perf_counter() - now) / len(batch)
+            for item in batch:
+                self.stats.count_kind(item.kind, model_s, now - item.queued_at)
             if self.on_batch is not None:
                 self.on_batch(len(batch), time.perf_counter() - now)
             for item, result in zip(batch, results, strict=True):

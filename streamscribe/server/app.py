@@ -111,7 +111,9 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         if transcriber is None:
             # one warm-up decode (through the scheduler, the model's only caller) so the first
             # session does not pay for lazy initialisation
-            await scheduler.submit(DecodeRequest(np.zeros(16000, dtype=np.float32)), "warm-up")
+            await scheduler.submit(
+                DecodeRequest(np.zeros(16000, dtype=np.float32)), "warm-up", kind="warm-up"
+            )
         state = ServerState(settings=settings, transcriber=model, scheduler=scheduler, store=store)
 
         def observe(sched: DecodeScheduler) -> None:

@@ -169,6 +169,7 @@ class ServerState:
             "decode_superseded": stats.superseded,
             "decode_failed": stats.failed,
             "decode_ms_p50": round(decode[len(decode) // 2], 1) if decode else 0.0,
+            "decode_kinds": stats.kinds_summary(),
             "batch_size_mean": round(sum(stats.batch_sizes) / len(stats.batch_sizes), 2)
             if stats.batch_sizes
             else 0.0,

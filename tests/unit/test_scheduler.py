@@ -410,3 +410,23 @@ async def test_queue_delay_is_measured(model):
         assert scheduler.stats.recent_queue_delay_ms(window_s=-1) == 0.0
     finally:
         await scheduler.stop()
+
+
+async def test_decodes_are_counted_by_the_kind_their_caller_named(model):
+    scheduler = await make(model, max_batch_size=1)
+    try:
+        first = asyncio.create_task(scheduler.submit(req("p1"), "a", kind="partial"))
+        await asyncio.sleep(0)
+        await asyncio.gather(
+            first,
+            scheduler.submit(req("e1"), "b", kind="eager"),
+            scheduler.submit(req("p2"), "c", kind="partial"),
+        )
+        await scheduler.submit(req("untagged"), "d")
+        kinds = scheduler.stats.kinds_summary()
+        assert set(kinds) == {"partial", "eager", "other"}
+        assert kinds["partial"]["decodes"] == 2 and kinds["eager"]["decodes"] == 1
+        assert kinds["partial"]["mean_model_ms"] >= 5  # the fake model sleeps 5 ms a batch
+        assert kinds["eager"]["mean_queue_ms"] > 0  # it waited behind p1
+    finally:
+        await scheduler.stop()
