@@ -227,10 +227,13 @@ class ResourceMonitor:
     ) -> dict | None:
         """The polled lag (the most-behind session at each poll): P50, P95, and the share of
         polls with a session more than `over_ms` behind (how often, not only how far)."""
-        values = sorted(s.lag_ms for s in self.window(since, until) if s.lag_ms is not None)
-        if not values:
+        polled = [s for s in self.window(since, until) if s.lag_ms is not None]
+        if not polled:
             return None
+        values = sorted(s.lag_ms for s in polled)
+        peak = max(polled, key=lambda s: s.lag_ms)
         return {
+            "peak_at_s": round(peak.t - (since or polled[0].t), 1),
             "p50": values[len(values) // 2],
             "p95": values[min(len(values) - 1, int(0.95 * len(values)))],
             "over_ms": over_ms,

@@ -381,7 +381,8 @@ def print_details(runs: list[dict]) -> None:
             print(
                 f"  lag polled every {POLL_S:g} s (the most-behind session): P50 {lp['p50']} ms, "
                 f"P95 {lp['p95']} ms, a session over {lp['over_ms']} ms behind in "
-                f"{100 * lp['share_over']:.1f} % of {lp['polls']} polls"
+                f"{100 * lp['share_over']:.1f} % of {lp['polls']} polls; the peak "
+                f"{lp['peak_at_s']} s into the run"
             )
         kinds = m.get("decode_kinds") or {}
         if kinds:

@@ -201,6 +201,11 @@ class TurnSettings:
     settle_confidence: float = 0.6
     busy_rtt_ms: int = 1000  # decodes slower than this mean load: greedy finals, fewer partials
     final_window_s: float = ACCURATE_WINDOW_S  # finals' encoder window (not under load)
+    # decodes that wait in the queue longer than this (a shared, busy model, short of `busy_rtt`)
+    # encode finals in `queued_final_window_s` instead: the end-of-speech decodes were 57 % of
+    # the model's time at 12 streams, most of it encoding the 16 s window's padding
+    queued_wait_ms: int = 150
+    queued_final_window_s: float = 10.0
 
     def updated(self, changes: dict) -> TurnSettings:
         known = {f.name for f in dataclasses.fields(self)}
@@ -459,6 +464,22 @@ class StreamingSession:
     def under_load(self) -> bool:
         return self._rtt_ms > self.settings.busy_rtt_ms
 
+    @property
+    def queued(self) -> bool:
+        """Whether this session's decodes wait in the queue (other sessions share the model);
+        never where the backend does not report its model time."""
+        waited = self._rtt_ms - self._model_ms
+        return self._model_ms > 0 and waited > self.settings.queued_wait_ms
+
+    def _final_window_s(self, kind: str) -> float:
+        """The encoder window a decode of `kind` is padded to (partials and load: none)."""
+        s = self.settings
+        if kind == "partial" or self.under_load:
+            return 0.0
+        if self.queued:
+            return min(s.final_window_s, s.queued_final_window_s)
+        return s.final_window_s
+
     def _final_beam(self) -> int:
         """Beam search for finals, unless the decoder is saturated (then greedy, as partials)."""
         return self.settings.partial_beam_size if self.under_load else self.settings.final_beam_size
@@ -652,7 +673,7 @@ class StreamingSession:
             final=kind in ("final", "tail"),  # the turn's end waits on these
             language_hint=self.session_language,
             switch_confidence=s.language_switch_confidence,
-            min_window_s=0.0 if kind == "partial" or self.under_load else s.final_window_s,
+            min_window_s=self._final_window_s(kind),
             urgency=1 if kind == "eager" or first or self.state is TurnState.ENDING else 2,
             draft=self._draft(kind, start),
         )

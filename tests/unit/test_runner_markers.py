@@ -46,7 +46,7 @@ class OracleScheduler:
         return False  # nothing waits in a queue here
 
     async def submit(
-        self, request: DecodeRequest, key: str, tenant: str | None = None
+        self, request: DecodeRequest, key: str, tenant: str | None = None, kind: str = ""
     ) -> DecodeResult | None:
         await self.gate.wait()
         await asyncio.sleep(0)

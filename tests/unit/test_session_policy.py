@@ -1168,6 +1168,39 @@ def test_under_load_finals_use_short_windows():
     assert h.tickets and all(t.request.min_window_s == 0.0 for t in h.tickets)
 
 
+def ending_windows(note: tuple[float, float]) -> list[tuple[str, int, float]]:
+    """(kind, beam, encoder window) of the end-of-speech and final decodes of a turn whose
+    decodes came back as `note` says (round trip, model time)."""
+    h = Harness(HELLO)
+    h.session.note_round_trip(*note)
+    h.run_until(ONSET + 5000)
+    h.session.force_endpoint()
+    h.serve()
+    assert all(t.request.min_window_s == 0.0 for t in h.tickets if t.kind == "partial")
+    ending = [
+        (t.kind, t.request.beam_size, t.request.min_window_s)
+        for t in h.tickets
+        if t.kind in ("eager", "final")
+    ]
+    assert ending
+    return ending
+
+
+def test_finals_of_a_session_whose_decodes_wait_in_the_queue_use_the_shorter_window():
+    """Decodes that waited 250 ms for a shared model (short of `busy_rtt_ms`): the accurate
+    beam stays, the window shrinks from 16 to 10 s."""
+    s = TurnSettings()
+    assert s.queued_final_window_s < s.final_window_s
+    for _, beam, window in ending_windows((400, 150)):
+        assert beam == s.final_beam_size and window == s.queued_final_window_s
+
+
+def test_finals_of_a_session_served_at_once_keep_the_accurate_window():
+    s = TurnSettings()
+    for note in ((140, 130), (400, 0)):  # no wait; a backend that reports no model time
+        assert all(w == s.final_window_s for _, _, w in ending_windows(note)), note
+
+
 def test_word_times_never_go_backwards_and_final_times_never_change():
     from streamscribe.engine.agreement import HypWord
     from streamscribe.engine.session import in_order
