@@ -279,15 +279,15 @@ class DecodeScheduler:
                 self.busy -= 1
                 self._in_flight = [i for i in self._in_flight if i not in batch]
                 self._charge(batch, time.perf_counter() - now)
+            took = time.perf_counter() - now
             self.stats.batches += 1
             self.stats.requests += len(batch)
             self.stats.batch_sizes.append(len(batch))
-            self.stats.decode_ms.append((time.perf_counter() - now) * 1000)
-            model_s = (time.perf_counter() - now) / len(batch)
+            self.stats.decode_ms.append(took * 1000)
             for item in batch:
-                self.stats.count_kind(item.kind, model_s, now - item.queued_at)
+                self.stats.count_kind(item.kind, took / len(batch), now - item.queued_at)
             if self.on_batch is not None:
-                self.on_batch(len(batch), time.perf_counter() - now)
+                self.on_batch(len(batch), took)
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
