@@ -170,6 +170,7 @@ class Sample:
     lag_ms: int | None  # session_lag_ms_max at that moment
     cpu_s: float | None
     backlog_ms: int | None = None  # session_backlog_ms_max (uncovered audio, pauses included)
+    behind: dict | None = None  # session_most_behind: state, decode waited on, cadence
 
 
 @dataclass
@@ -198,7 +199,7 @@ class ResourceMonitor:
             await asyncio.sleep(POLL_S)
 
     async def poll_once(self) -> None:
-        lag = backlog = None
+        lag = backlog = behind = None
         with contextlib.suppress(httpx.HTTPError, ValueError):
             async with httpx.AsyncClient(timeout=2) as client:
                 r = await client.get(f"{self.base_url}/v1/metrics")
@@ -206,9 +207,10 @@ class ResourceMonitor:
                     self.last_metrics = r.json()
                     lag = self.last_metrics.get("session_lag_ms_max")
                     backlog = self.last_metrics.get("session_backlog_ms_max")
+                    behind = self.last_metrics.get("session_most_behind")
         pid = self.pid
         self.samples.append(
-            Sample(time.monotonic(), rss_bytes(pid), lag, cpu_seconds(pid), backlog)
+            Sample(time.monotonic(), rss_bytes(pid), lag, cpu_seconds(pid), backlog, behind)
         )
 
     def window(self, since: float, until: float = float("inf")) -> list[Sample]:
@@ -232,10 +234,19 @@ class ResourceMonitor:
             return None
         values = sorted(s.lag_ms for s in polled)
         peak = max(polled, key=lambda s: s.lag_ms)
+        p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
+        # what the most-behind session waited on in the polls at or over P95 (state/decode)
+        causes: dict[str, int] = {}
+        for s in polled:
+            if s.lag_ms >= p95 and s.behind:
+                cause = f"{s.behind.get('state')}/{s.behind.get('in_flight') or 'no decode'}"
+                causes[cause] = causes.get(cause, 0) + 1
         return {
+            "peak": peak.behind,
+            "causes_p95": causes,
             "peak_at_s": round(peak.t - (since or polled[0].t), 1),
             "p50": values[len(values) // 2],
-            "p95": values[min(len(values) - 1, int(0.95 * len(values)))],
+            "p95": p95,
             "over_ms": over_ms,
             "share_over": round(sum(v > over_ms for v in values) / len(values), 4),
             "polls": len(values),

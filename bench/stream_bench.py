@@ -373,7 +373,8 @@ def print_details(runs: list[dict]) -> None:
         )
         print(
             f"  scheduler: batches {m.get('decode_batches')}, requests {m.get('decode_requests')}, "
-            f"superseded {m.get('decode_superseded')}, failed {m.get('decode_failed')}, "
+            f"superseded {m.get('decode_superseded')}, promoted {m.get('decode_promoted')}, "
+            f"failed {m.get('decode_failed')}, "
             f"decode P50 {m.get('decode_ms_p50')} ms, mean batch {m.get('batch_size_mean')}"
         )
         if r.get("lag_polled"):
@@ -384,6 +385,10 @@ def print_details(runs: list[dict]) -> None:
                 f"{100 * lp['share_over']:.1f} % of {lp['polls']} polls; the peak "
                 f"{lp['peak_at_s']} s into the run"
             )
+            if lp.get("peak"):
+                print(f"  the most-behind session at the peak: {lp['peak']}")
+            if lp.get("causes_p95"):
+                print(f"  polls at or over P95 (state/waiting on): {lp['causes_p95']}")
         kinds = m.get("decode_kinds") or {}
         if kinds:
             print(

@@ -58,6 +58,7 @@ class SessionRunner:
         self._outbox_empty = asyncio.Event()
         self._outbox_empty.set()
         self._tasks: dict[int, asyncio.Task] = {}
+        self._submitted: dict[int, float] = {}  # channel -> when its decode in flight was sent
         self._idle = asyncio.Event()
         self._idle.set()
         self.failed: BaseException | None = None
@@ -142,10 +143,14 @@ class SessionRunner:
         self._tasks[session.channel] = asyncio.create_task(self._decode(session, ticket))
 
     async def _decode(self, session: StreamingSession, ticket: DecodeTicket) -> None:
-        t0 = time.perf_counter()
+        t0 = self._submitted[session.channel] = time.perf_counter()
         try:
             result = await self.scheduler.submit(
-                ticket.request, self._decode_key(session), tenant=self.tenant, kind=ticket.kind
+                ticket.request,
+                self._decode_key(session),
+                tenant=self.tenant,
+                kind=ticket.kind,
+                behind_ms=session.lag_ms,
             )
         except asyncio.CancelledError:
             raise
@@ -208,6 +213,18 @@ class SessionRunner:
     @property
     def lag_ms(self) -> int:
         return max((s.lag_ms for s in self.sessions), default=0)
+
+    def most_behind(self) -> dict | None:
+        """`lag_detail` of this stream's most-behind channel, with how long the decode it waits
+        on has been out (None with no channel behind)."""
+        session = max(self.sessions, key=lambda s: s.lag_ms, default=None)
+        if session is None or session.lag_ms == 0:
+            return None
+        detail = session.lag_detail()
+        if session.channel in self._tasks and session.channel in self._submitted:
+            waited = time.perf_counter() - self._submitted[session.channel]
+            detail["in_flight_for_ms"] = round(waited * 1000)
+        return detail
 
     @property
     def backlog_ms(self) -> int:

@@ -505,6 +505,20 @@ class StreamingSession:
                 return max(0, self.audio_ms - max(start, covered))
         return 0
 
+    def lag_detail(self) -> dict:
+        """Why this session is behind, for an operator (and the benchmark) to see at a lag peak:
+        its lag, turn state, the decode it waits on, its partial cadence and round trips."""
+        return {
+            "lag_ms": self.lag_ms,
+            "state": self.state.value,
+            "in_flight": self.in_flight.kind if self.in_flight is not None else None,
+            "window_ms": self.audio_ms - self._window_start_ms,
+            "interval_ms": self._interval_ms(),
+            "rtt_ms": round(self._rtt_ms),
+            "model_ms": round(self._model_ms),
+            "under_load": self.under_load,
+        }
+
     @property
     def backlog_ms(self) -> int:
         """Audio received but not yet covered by any hypothesis, silence included (0 between

@@ -153,6 +153,7 @@ class ServerState:
     def summary(self) -> dict:
         stats = self.scheduler.stats
         lags = [s.runner.lag_ms for s in self.sessions.values()]
+        behind = max(self.sessions.values(), key=lambda s: s.runner.lag_ms, default=None)
         backlogs = [s.runner.backlog_ms for s in self.sessions.values()]
         decode = sorted(stats.decode_ms)
         return {
@@ -160,6 +161,8 @@ class ServerState:
             "sessions_total": self.sessions_total,
             "session_lag_ms_max": max(lags, default=0),
             "session_lag_ms_max_seen": self.max_lag_seen_ms,
+            # the most-behind session: its state, the decode it waits on, its cadence
+            "session_most_behind": behind.runner.most_behind() if behind is not None else None,
             # audio not yet covered, pauses included (the lag's definition before session 9)
             "session_backlog_ms_max": max(backlogs, default=0),
             "decode_queue": self.scheduler.queued,
@@ -167,6 +170,7 @@ class ServerState:
             "decode_batches": stats.batches,
             "decode_requests": stats.requests,
             "decode_superseded": stats.superseded,
+            "decode_promoted": stats.promoted,
             "decode_failed": stats.failed,
             "decode_ms_p50": round(decode[len(decode) // 2], 1) if decode else 0.0,
             "decode_kinds": stats.kinds_summary(),

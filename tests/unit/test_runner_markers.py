@@ -46,7 +46,12 @@ class OracleScheduler:
         return False  # nothing waits in a queue here
 
     async def submit(
-        self, request: DecodeRequest, key: str, tenant: str | None = None, kind: str = ""
+        self,
+        request: DecodeRequest,
+        key: str,
+        tenant: str | None = None,
+        kind: str = "",
+        behind_ms: int = 0,
     ) -> DecodeResult | None:
         await self.gate.wait()
         await asyncio.sleep(0)

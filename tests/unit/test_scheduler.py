@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamscribe.engine.decoding import DecodeRequest, DecodeResult
-from streamscribe.engine.scheduler import DecodeScheduler
+from streamscribe.engine.scheduler import PROMOTE_BEHIND_S, DecodeScheduler
 
 # ------------------------------------------------------------------ helpers
 
@@ -172,6 +172,64 @@ async def test_urgent_partials_go_after_finals_and_before_routine_partials(model
         model.release()
         await asyncio.gather(first, *tasks)
         assert model.batches == [["busy"], ["final"], ["urgent"], ["routine"]]
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_routine_partial_of_a_session_far_behind_joins_the_urgent_class(model):
+    """A session whose oldest uncovered speech is PROMOTE_BEHIND_S old must not keep waiting
+    while other sessions' urgent decodes pass it: its routine partial goes before the urgent
+    requests that came after it (never before finals, nor urgent ones that came before)."""
+    scheduler = await make(model, max_batch_size=1)
+    behind = int(PROMOTE_BEHIND_S * 1000)
+    try:
+        first = await busy(scheduler, model)
+        items = [
+            ("urgent-early", "a", 1, False, 0),
+            ("routine-fresh", "b", 2, False, behind - 500),
+            ("routine-behind", "c", 2, False, behind),
+            ("urgent-late", "d", 1, False, 0),
+            ("final", "e", 2, True, 0),
+        ]
+        tasks = []
+        for name, key, urgency, final, behind_ms in items:
+            request = DecodeRequest(
+                audio=np.zeros(160, dtype=np.float32), prompt=name, final=final, urgency=urgency
+            )
+            tasks.append(asyncio.create_task(scheduler.submit(request, key, behind_ms=behind_ms)))
+            await asyncio.sleep(0)
+        model.release()
+        await asyncio.gather(first, *tasks)
+        assert model.batches == [
+            ["busy"],
+            ["final"],
+            ["urgent-early"],
+            ["routine-behind"],
+            ["urgent-late"],
+            ["routine-fresh"],
+        ]
+        assert scheduler.stats.promoted == 1
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_routine_partial_turns_urgent_while_it_waits():
+    """The promotion is judged when the model is free, not at submission: a partial submitted
+    0.3 s short of the bound is urgent once it has waited those 0.3 s."""
+    model = FakeTranscriber()
+    scheduler = await make(model, max_batch_size=1)
+    behind = int(PROMOTE_BEHIND_S * 1000) - 300
+    try:
+        first = await busy(scheduler, model)
+        routine = DecodeRequest(audio=np.zeros(160, dtype=np.float32), prompt="routine", urgency=2)
+        tasks = [asyncio.create_task(scheduler.submit(routine, "a", behind_ms=behind))]
+        await asyncio.sleep(0.35)
+        urgent = DecodeRequest(audio=np.zeros(160, dtype=np.float32), prompt="urgent", urgency=1)
+        tasks.append(asyncio.create_task(scheduler.submit(urgent, "b")))
+        await asyncio.sleep(0)
+        model.release()
+        await asyncio.gather(first, *tasks)
+        assert model.batches == [["busy"], ["routine"], ["urgent"]]
     finally:
         await scheduler.stop()
 

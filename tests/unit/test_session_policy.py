@@ -344,6 +344,19 @@ def test_lag_is_the_age_of_the_oldest_speech_no_hypothesis_covers_yet():
     assert h.session.backlog_ms == h.session.lag_ms
 
 
+def test_lag_detail_names_what_a_behind_session_waits_on():
+    h = Harness(HELLO, auto=False)
+    h.run_until(ONSET + 320)
+    ticket = h.ask()
+    h.run_until(ONSET + 1000)
+    detail = h.session.lag_detail()
+    assert detail["lag_ms"] == h.session.lag_ms > 0
+    assert detail["state"] == "speaking" and detail["in_flight"] == "partial"
+    assert detail["window_ms"] == h.session.audio_ms - ticket.window_start_ms
+    h.answer(ticket)
+    assert h.session.lag_detail()["in_flight"] is None
+
+
 def test_a_pause_the_end_of_speech_decode_covered_is_no_lag():
     h = Harness(HELLO, settings=settings(min_turn_silence_ms=3000, max_turn_silence_ms=5000))
     h.run_until(SPEECH_END + 1500)  # a long pause, the turn still open
