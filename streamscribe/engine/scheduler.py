@@ -7,12 +7,13 @@ caller gets `None`); requests of different sessions are decoded together in one 
 calls run in a worker thread so the event loop keeps serving sockets. `workers` > 1 runs several
 batches at once (a GPU with spare memory, or several CPU model replicas).
 
-Held in real time: a routine partial of a session whose oldest uncovered speech is
-`PROMOTE_BEHIND_S` old joins the urgent class (FIFO there, so ahead of the urgent requests that
-came after it). Without it, at 12 streams on 2 cores, a session's routine partial was passed for
-2.5 s by other sessions' end-of-speech decodes and first partials that kept arriving, and the
-session fell 3.8 s behind; the promotion is by how far behind the session is, not by time in the
-queue, so it only moves the few partials about to miss the bound.
+Held in real time: a request of a session whose oldest uncovered speech is `PROMOTE_BEHIND_S`
+old goes right after the finals, before the urgent class, the most-behind session first.
+Without it, at 12 streams on 2 cores, a session's routine partial was passed for 2.5 s by other
+sessions' end-of-speech decodes and first partials that kept arriving, and the session fell
+3.8 s behind. The promotion is by how far behind the session is, not by time in the queue (an
+aging rule by queue wait, tried in session 11, made most partials urgent under load and tripled
+first-partial latency), so it only moves the few requests about to miss the bound.
 
 Fair between tenants (the server passes the API key): the next batch goes to the tenant that
 has had the least decode time so far (fair queuing by time: a tenant that starts, or comes back
@@ -45,9 +46,9 @@ from streamscribe.engine.decoding import DecodeRequest, DecodeResult, Transcribe
 log = logging.getLogger(__name__)
 
 FAIR_WINDOW_S = 30.0  # a tenant that submitted within this long is active (shares batches)
-# a routine partial of a session this far behind (its oldest uncovered speech this old) is urgent
+# a request of a session this far behind (its oldest uncovered speech this old) goes before
+# every non-final one of a session less behind
 PROMOTE_BEHIND_S = 2.0
-URGENT = 1  # the class of a turn's first partial and its end-of-speech decode
 
 
 @dataclass(order=True)
@@ -63,17 +64,16 @@ class _Item:
     # when the submitting session's oldest speech no hypothesis covers was heard (perf_counter)
     behind_since: float | None = field(compare=False, default=None)
 
-    def order(self, now: float) -> tuple[int, int]:
-        """Queue order at `now`: class, then arrival; a routine partial of a session
-        `PROMOTE_BEHIND_S` behind counts as urgent."""
-        priority = self.priority
-        if (
-            priority > URGENT
-            and self.behind_since is not None
-            and now - self.behind_since >= PROMOTE_BEHIND_S
-        ):
-            priority = URGENT
-        return priority, self.seq
+    def order(self, now: float) -> tuple[int, float, int]:
+        """Queue order at `now`: finals; then the requests of sessions `PROMOTE_BEHIND_S` behind,
+        most behind first; then urgent, then routine requests, each in arrival order."""
+        if self.priority > 0 and self.behind(now):
+            assert self.behind_since is not None
+            return 1, self.behind_since, self.seq
+        return (0 if self.priority == 0 else self.priority + 1), 0.0, self.seq
+
+    def behind(self, now: float) -> bool:
+        return self.behind_since is not None and now - self.behind_since >= PROMOTE_BEHIND_S
 
 
 @dataclass
@@ -82,7 +82,7 @@ class SchedulerStats:
     requests: int = 0
     superseded: int = 0
     failed: int = 0
-    promoted: int = 0  # routine partials served as urgent because their session fell behind
+    promoted: int = 0  # non-final requests served before their class: their session fell behind
     queue_delays_ms: deque = field(default_factory=lambda: deque(maxlen=200))
     decode_ms: deque = field(default_factory=lambda: deque(maxlen=200))
     batch_sizes: deque = field(default_factory=lambda: deque(maxlen=200))
@@ -174,7 +174,8 @@ class DecodeScheduler:
         `tenant` (the API key behind the session) is what fairness is between; requests without
         one share the anonymous tenant. `kind` only labels the decode in `stats.kinds`.
         `behind_ms`: how long ago the session heard the oldest speech no hypothesis covers yet
-        (its lag); a routine partial turns urgent once that reaches `PROMOTE_BEHIND_S`."""
+        (its lag); a non-final request goes before the urgent class once that reaches
+        `PROMOTE_BEHIND_S`."""
         if not self._tasks:
             await self.start()
         loop = asyncio.get_running_loop()
@@ -185,7 +186,7 @@ class DecodeScheduler:
                     self.stats.superseded += 1
             self._queue = [i for i in self._queue if not i.future.done()]
         item = _Item(
-            priority=0 if request.final else max(URGENT, request.urgency),
+            priority=0 if request.final else max(1, request.urgency),
             seq=next(self._seq),
             key=key,
             tenant=tenant or "",
@@ -272,7 +273,7 @@ class DecodeScheduler:
         chosen = set(map(id, batch))
         self._queue = [i for i in self._queue if id(i) not in chosen]
         batch.sort(key=lambda i: i.order(now))  # finals first within the batch, as before
-        self.stats.promoted += sum(i.order(now)[0] < i.priority for i in batch)
+        self.stats.promoted += sum(i.order(now)[0] == 1 for i in batch)
         return batch
 
     def _charge(self, batch: list[_Item], seconds: float) -> None:

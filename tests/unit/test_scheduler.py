@@ -176,10 +176,10 @@ async def test_urgent_partials_go_after_finals_and_before_routine_partials(model
         await scheduler.stop()
 
 
-async def test_a_routine_partial_of_a_session_far_behind_joins_the_urgent_class(model):
+async def test_requests_of_sessions_far_behind_go_after_finals_most_behind_first(model):
     """A session whose oldest uncovered speech is PROMOTE_BEHIND_S old must not keep waiting
-    while other sessions' urgent decodes pass it: its routine partial goes before the urgent
-    requests that came after it (never before finals, nor urgent ones that came before)."""
+    while other sessions' urgent decodes pass it: its request, routine or urgent, goes right
+    after the finals, the most-behind session first; the others keep their class order."""
     scheduler = await make(model, max_batch_size=1)
     behind = int(PROMOTE_BEHIND_S * 1000)
     try:
@@ -188,8 +188,9 @@ async def test_a_routine_partial_of_a_session_far_behind_joins_the_urgent_class(
             ("urgent-early", "a", 1, False, 0),
             ("routine-fresh", "b", 2, False, behind - 500),
             ("routine-behind", "c", 2, False, behind),
-            ("urgent-late", "d", 1, False, 0),
-            ("final", "e", 2, True, 0),
+            ("eager-further-behind", "d", 1, False, behind + 500),
+            ("urgent-late", "e", 1, False, 0),
+            ("final", "f", 2, True, behind + 900),
         ]
         tasks = []
         for name, key, urgency, final, behind_ms in items:
@@ -203,19 +204,20 @@ async def test_a_routine_partial_of_a_session_far_behind_joins_the_urgent_class(
         assert model.batches == [
             ["busy"],
             ["final"],
-            ["urgent-early"],
+            ["eager-further-behind"],
             ["routine-behind"],
+            ["urgent-early"],
             ["urgent-late"],
             ["routine-fresh"],
         ]
-        assert scheduler.stats.promoted == 1
+        assert scheduler.stats.promoted == 2
     finally:
         await scheduler.stop()
 
 
-async def test_a_routine_partial_turns_urgent_while_it_waits():
+async def test_a_routine_partial_is_promoted_while_it_waits():
     """The promotion is judged when the model is free, not at submission: a partial submitted
-    0.3 s short of the bound is urgent once it has waited those 0.3 s."""
+    0.3 s short of the bound goes before an urgent request once it has waited those 0.3 s."""
     model = FakeTranscriber()
     scheduler = await make(model, max_batch_size=1)
     behind = int(PROMOTE_BEHIND_S * 1000) - 300
