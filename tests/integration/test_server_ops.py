@@ -48,6 +48,7 @@ async def test_prometheus_metrics_count_sessions_audio_and_decodes(server):
     assert values['streamscribe_errors_total{code="3006"}'] >= 1
     summary = httpx.get(server.http + "/v1/metrics").json()
     assert summary["decode_requests"] >= 1 and summary["sessions_active"] == 0
+    assert summary["session_most_behind"] is None and summary["decode_promoted"] >= 0
 
 
 def test_token_endpoint_validates_its_parameters(server):

@@ -87,3 +87,37 @@ async def test_the_queued_partial_is_withdrawn_when_the_speaker_pauses():
         assert ends == ["one two three four five"]
     finally:
         await scheduler.stop()
+
+
+async def test_the_most_behind_session_names_the_decode_it_waits_on_and_its_lag():
+    """What `/v1/metrics` shows at a lag peak, and what the queue orders by: the runner hands
+    the scheduler the session's lag with each request, and reports the decode still out."""
+    model = HeldOracle()
+    scheduler = DecodeScheduler(model)  # type: ignore[arg-type]
+    await scheduler.start()
+    try:
+        busy = asyncio.create_task(
+            scheduler.submit(DecodeRequest(np.zeros(FRAME, np.float32), prompt="busy"), "x")
+        )
+        while not model.entered.is_set():
+            await asyncio.sleep(0.001)
+        r = SessionRunner(scheduler, TurnSettings(min_final_window_ms=0))
+        r.sessions = [StreamingSession(0, r.sessions[0].settings, vad_probs=vad([0, 0]))]
+        assert r.most_behind() is None  # nothing heard: nobody behind
+        fed = [0]
+        await feed_until(r, 2000, fed)  # a partial waits behind "busy"
+        detail = r.most_behind()
+        assert detail is not None and detail["state"] == "speaking"
+        assert detail["in_flight"] == "partial" and detail["in_flight_for_ms"] >= 0
+        assert detail["lag_ms"] == r.lag_ms > 0
+        (item,) = scheduler._queue
+        assert item.behind_since is not None
+        sent_with_ms = (item.queued_at - item.behind_since) * 1000
+        assert 0 < sent_with_ms <= r.lag_ms  # the lag when it was sent; it only grew since
+        model.gate.set()
+        await busy
+        await feed_until(r, SPEECH_END_MS + 2000, fed)
+        await asyncio.wait_for(r.finish(), 5)
+        assert r.most_behind() is None  # the turn is over: nothing uncovered
+    finally:
+        await scheduler.stop()
