@@ -51,8 +51,10 @@ FAIR_WINDOW_S = 30.0  # a tenant that submitted within this long is active (shar
 PROMOTE_BEHIND_S = 2.0
 
 
-@dataclass(order=True)
+@dataclass
 class _Item:
+    """A queued request; the queue sorts by `order(now)` (equal only to itself: `seq`)."""
+
     priority: int
     seq: int
     key: str = field(compare=False)
