@@ -206,6 +206,11 @@ class TurnSettings:
     # the model's time at 12 streams, most of it encoding the 16 s window's padding
     queued_wait_ms: int = 150
     queued_final_window_s: float = 10.0
+    # the silence after speech before the end-of-speech ("eager") decode runs: the VAD ends
+    # speech after 96 ms, and most such pauses are inside a turn; a queued session waits longer,
+    # so pauses the speaker goes on after cost no padded beam decode
+    eager_silence_ms: int = 0
+    queued_eager_silence_ms: int = 200
 
     def updated(self, changes: dict) -> TurnSettings:
         known = {f.name for f in dataclasses.fields(self)}
@@ -480,6 +485,13 @@ class StreamingSession:
             return min(s.final_window_s, s.queued_final_window_s)
         return s.final_window_s
 
+    def _eager_due(self) -> bool:
+        """Whether the pause is long enough for the end-of-speech decode (`eager_silence_ms`,
+        or `queued_eager_silence_ms` while this session's decodes wait in the queue)."""
+        s = self.settings
+        wait = max(s.eager_silence_ms, s.queued_eager_silence_ms if self.queued else 0)
+        return self.audio_ms - self.vad.state.speech_end_ms >= wait
+
     def _final_beam(self) -> int:
         """Beam search for finals, unless the decoder is saturated (then greedy, as partials)."""
         return self.settings.partial_beam_size if self.under_load else self.settings.final_beam_size
@@ -571,6 +583,8 @@ class StreamingSession:
             not self.vad.state.in_speech
             and self._last_request_end_ms < self.vad.state.speech_end_ms
         ):
+            if not self._eager_due():
+                return None  # a pause too short yet to be the turn's end
             end = min(self.audio_ms, self.vad.state.speech_end_ms + s.tail_ms)
             return self._ticket("eager", end, self._final_beam())
         if not self.vad.state.in_speech:
@@ -943,6 +957,7 @@ class StreamingSession:
             self.state is TurnState.SPEAKING
             and not self.vad.state.in_speech
             and self.in_flight.window_end_ms < self.vad.state.speech_end_ms
+            and self._eager_due()
         )
 
     def release(self, ticket: DecodeTicket) -> None:

@@ -1340,6 +1340,71 @@ def test_a_pause_makes_the_queued_partial_give_way_to_the_end_of_speech_decode()
     assert not h.session.wants_sooner()  # an end-of-speech decode is never withdrawn
 
 
+QUEUED = (400, 150)  # decodes that waited 250 ms in a shared queue (short of busy_rtt_ms)
+
+
+def first_eager(h: Harness, until_ms: int) -> DecodeTicket | None:
+    """Step to `until_ms`, answering partials; the first end-of-speech decode asked for."""
+    while h.session.audio_ms < until_ms:
+        h.step()
+        ticket = h.ask()
+        if ticket is not None and ticket.kind == "eager":
+            return ticket
+        if ticket is not None:
+            h.answer(ticket)
+    return None
+
+
+def test_a_queued_session_asks_for_the_end_of_speech_decode_only_after_its_silence_wait():
+    h = Harness(HELLO, auto=False, settings=settings(queued_eager_silence_ms=200))
+    h.session.note_round_trip(*QUEUED)
+    eager = first_eager(h, SPEECH_END + 1000)
+    assert eager is not None
+    # the VAD ends speech after 96 ms; the decode waits for 200 ms of silence (a frame more)
+    assert SPEECH_END + 200 <= h.session.audio_ms < SPEECH_END + 200 + FRAME_MS
+    assert eager.window_end_ms == h.session.audio_ms  # it hears the whole pause so far
+    assert eager.request.beam_size == h.settings.final_beam_size
+
+
+def test_the_silence_wait_is_for_queued_sessions_only():
+    h = Harness(HELLO, auto=False, settings=settings(queued_eager_silence_ms=200))
+    h.session.note_round_trip(140, 130)  # served at once: the end of speech is decoded at once
+    assert first_eager(h, SPEECH_END + 1000) is not None
+    assert h.session.audio_ms == SPEECH_END + 96
+
+
+def test_a_queued_partial_is_not_withdrawn_before_the_end_of_speech_decode_is_due():
+    """Withdrawing it at the VAD's end of speech would leave the speech before the pause
+    undecoded until the wait is over, and longer if the speaker goes on."""
+    h = Harness(HELLO, settings=settings(queued_eager_silence_ms=200))
+    h.session.note_round_trip(*QUEUED)
+    h.run_until(1600)  # partials come back at once: the session is not behind
+    h.auto = False
+    partial = None
+    while partial is None and h.session.audio_ms < SPEECH_END:
+        h.step()
+        partial = h.ask()
+    assert partial is not None and partial.kind == "partial"
+    h.run_until(SPEECH_END + 100)  # the VAD has ended the speech
+    assert not h.session.vad.state.in_speech
+    assert not h.session.wants_sooner()
+    h.run_until(SPEECH_END + 200)
+    assert h.session.wants_sooner()
+
+
+def test_a_pause_shorter_than_the_silence_wait_costs_no_end_of_speech_decode():
+    words = say("Hello there my", at=ONSET) + say("friend how are you?", at=ONSET + 970)
+    # a 110 ms pause: the VAD ends the speech (96 ms) and hears it again 64 ms later
+    speech = [(ONSET, ONSET + 850), (ONSET + 960, words[-1].end_ms)]
+    h = Harness(words, speech=speech, settings=settings(queued_eager_silence_ms=250))
+    h.session.note_round_trip(*QUEUED)
+    h.run_until(words[-1].end_ms + 2000)
+    eagers = [t for t in h.tickets if t.kind == "eager"]
+    assert len(eagers) == 1 and eagers[0].window_end_ms > words[-1].end_ms  # the turn's end only
+    heard = [w.text.lower().strip("?") for u in h.ends for w in u.words]
+    assert heard == [w.text.lower().strip("?") for w in words]
+
+
 def test_a_word_whisper_starts_in_the_silence_before_it_starts_at_the_vad_onset():
     """Whisper gives the first word of a window the pre-roll before it, and a word after a
     pause the pause: the session moves such starts to where the VAD heard the speech begin."""
