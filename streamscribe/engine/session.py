@@ -199,7 +199,9 @@ class TurnSettings:
     # as finalized no worse; 700 -> 580 ms at 0.6 (session 12), 2 of 904 words more wrong
     settle_margin_ms: int = 100
     settle_confidence: float = 0.6
-    busy_rtt_ms: int = 1000  # decodes slower than this mean load: greedy finals, fewer partials
+    # decodes slower than this mean load: greedy finals, fewer partials; 1000 until session 15,
+    # when 700 held 12 streams on 2 cores at a 2.5-2.6 s lag peak (bench/README.md)
+    busy_rtt_ms: int = 700
     final_window_s: float = ACCURATE_WINDOW_S  # finals' encoder window (not under load)
     # decodes that wait in the queue longer than this (a shared, busy model, short of `busy_rtt`)
     # encode finals in `queued_final_window_s` instead: the end-of-speech decodes were 57 % of
