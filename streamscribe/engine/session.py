@@ -469,7 +469,10 @@ class StreamingSession:
 
     @property
     def under_load(self) -> bool:
-        return self._rtt_ms > self.settings.busy_rtt_ms
+        """Decodes come back slower than `busy_rtt_ms` because they wait for a shared model;
+        a long window's decode that is merely slow (one stream, a 20 s turn) is no load."""
+        slow = self._rtt_ms > self.settings.busy_rtt_ms
+        return slow and (self._model_ms == 0 or self.queued)
 
     @property
     def queued(self) -> bool:

@@ -1366,6 +1366,20 @@ def test_a_queued_session_asks_for_the_end_of_speech_decode_only_after_its_silen
     assert eager.request.beam_size == h.settings.final_beam_size
 
 
+def test_a_slow_decode_that_did_not_wait_in_a_queue_is_no_load():
+    """One stream with a 20 s window: its decodes take 800 ms of model time and wait for
+    nothing; the load path (greedy finals, halved windows) is for a shared, busy model."""
+    session = StreamingSession(settings=TurnSettings(), vad_probs=ScriptedVad([]))
+    session.note_round_trip(820, 800)
+    assert not session.under_load
+    queued = StreamingSession(settings=TurnSettings(), vad_probs=ScriptedVad([]))
+    queued.note_round_trip(820, 300)  # 520 ms of it in the queue
+    assert queued.under_load
+    unknown = StreamingSession(settings=TurnSettings(), vad_probs=ScriptedVad([]))
+    unknown.note_round_trip(820)  # a backend that reports no model time: the round trip decides
+    assert unknown.under_load
+
+
 def test_the_silence_wait_is_for_queued_sessions_only():
     h = Harness(HELLO, auto=False, settings=settings(queued_eager_silence_ms=200))
     h.session.note_round_trip(140, 130)  # served at once: the end of speech is decoded at once
