@@ -200,7 +200,7 @@ class TurnSettings:
     settle_margin_ms: int = 100
     settle_confidence: float = 0.6
     # decodes slower than this mean load: greedy finals, fewer partials; 1000 until session 15,
-    # when 700 held 12 streams on 2 cores at a 2.5-2.6 s lag peak (bench/README.md)
+    # when 700 held 12 streams on 2 cores at a 2.5-2.8 s polled lag peak (bench/README.md)
     busy_rtt_ms: int = 700
     final_window_s: float = ACCURATE_WINDOW_S  # finals' encoder window (not under load)
     # decodes that wait in the queue longer than this (a shared, busy model, short of `busy_rtt`)
