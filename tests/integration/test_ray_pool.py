@@ -229,6 +229,21 @@ def pool_restored() -> bool:
     return status == "RUNNING" and running >= 2 and len(replica_names()) >= 2
 
 
+def busiest_replica(timeout_s: float = 20.0) -> str:
+    """The replica with the most requests in flight, asked the way Serve's router asks
+    (`get_num_ongoing_requests` on the replica actor); waits until one has any."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        names = replica_names()
+        actors = [ray.get_actor(n, namespace="serve") for n in names]
+        counts = ray.get([a.get_num_ongoing_requests.remote() for a in actors], timeout=10)
+        if max(counts) > 0:
+            return names[counts.index(max(counts))]
+        busy = dict(zip(names, counts, strict=True))
+        assert time.monotonic() < deadline, f"no replica took the batch: {busy}"
+        time.sleep(0.1)
+
+
 def test_requests_in_flight_on_a_killed_replica_are_retried_on_another(front_ends):
     """The pool client itself: a batch in flight on both replicas, one replica killed."""
     from streamscribe.engine.decoding import DecodeRequest
@@ -237,18 +252,17 @@ def test_requests_in_flight_on_a_killed_replica_are_retried_on_another(front_end
     clip = speech_or_skip(1)[0]
     requests = [DecodeRequest(clip.audio, final=i % 2 == 0) for i in range(16)]
     failovers = 0
-    # the router may hand the whole batch to one replica (say, one it has just learnt of): then
-    # the replica killed had nothing in flight and nothing was tested; try again, up to 3 times
+    # the replica killed is the one with requests in flight (the router may hand the whole batch
+    # to one replica); if they all finished before the kill landed, try again, up to 3 times
     for _attempt in range(3):
         deadline = time.monotonic() + 120  # Serve replaces the replica killed before
         while not pool_restored():
             assert time.monotonic() < deadline, "Serve did not restore the second replica"
             time.sleep(0.5)
         transcriber = RayPoolTranscriber(APP, model="tiny.en")
-        victim = replica_names()[0]
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             batch = pool.submit(transcriber.transcribe_batch, requests)
-            time.sleep(1.0)  # both replicas are decoding their first batch of 8 (seconds each)
+            victim = busiest_replica()  # the one the router gave requests (decoding takes seconds)
             assert not batch.done()
             ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
             results = batch.result(timeout=180)
