@@ -151,6 +151,7 @@ class SessionRunner:
                 tenant=self.tenant,
                 kind=ticket.kind,
                 behind_ms=session.lag_ms,
+                refresh=lambda: session.refresh(ticket),
             )
         except asyncio.CancelledError:
             raise

@@ -27,6 +27,12 @@ the sum of its requests) a batch holds N requests of one tenant only, so another
 for at most one such batch and never pays for a greedy tenant's requests inside its own; with 0
 (a GPU, where batching is nearly free) batches mix tenants, each at most an even share. With
 one tenant it is the old order: by priority, FIFO within a class, whole batches.
+
+Bound late: a request may come with a `refresh` callback that the scheduler calls as the request
+starts decoding. A session's routine partial uses it to take the audio that arrived while it
+waited, so the queue's wait (0.4 s on average at 12 streams on 2 cores, 1.4 s at the peak) no
+longer ages what the partial hears: the lag is the time between a session's decodes, not that
+plus the wait.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class _Item:
     kind: str = field(compare=False, default="")
     # when the submitting session's oldest speech no hypothesis covers was heard (perf_counter)
     behind_since: float | None = field(compare=False, default=None)
+    # called as the request starts decoding: the request as it should be decoded now (a
+    # partial takes the audio that arrived while it waited in the queue)
+    refresh: Callable[[], DecodeRequest] | None = field(compare=False, default=None, repr=False)
 
     def order(self, now: float) -> tuple[int, float, int]:
         """Queue order at `now`: finals; then the requests of sessions `PROMOTE_BEHIND_S` behind,
@@ -170,6 +179,7 @@ class DecodeScheduler:
         tenant: str | None = None,
         kind: str = "",
         behind_ms: int = 0,
+        refresh: Callable[[], DecodeRequest] | None = None,
     ) -> DecodeResult | None:
         """Decode `request`; None if a newer partial of the same `key` replaced it.
 
@@ -177,7 +187,9 @@ class DecodeScheduler:
         one share the anonymous tenant. `kind` only labels the decode in `stats.kinds`.
         `behind_ms`: how long ago the session heard the oldest speech no hypothesis covers yet
         (its lag); a non-final request goes before the urgent class once that reaches
-        `PROMOTE_BEHIND_S`."""
+        `PROMOTE_BEHIND_S`. `refresh`, if given, is called (on the event loop) when the request
+        is taken for decoding, and what it returns is decoded instead: a request bound late, so
+        its time in the queue does not age the audio it hears."""
         if not self._tasks:
             await self.start()
         loop = asyncio.get_running_loop()
@@ -196,6 +208,7 @@ class DecodeScheduler:
             future=loop.create_future(),
             queued_at=time.perf_counter(),
             kind=kind,
+            refresh=refresh,
         )
         if behind_ms > 0:
             item.behind_since = item.queued_at - behind_ms / 1000
@@ -297,6 +310,11 @@ class DecodeScheduler:
             now = time.perf_counter()
             for item in batch:
                 self.stats.queue_delays_ms.append((now, (now - item.queued_at) * 1000))
+                if item.refresh is not None:
+                    try:
+                        item.request = item.refresh()
+                    except Exception:  # the request as it was queued is still a good one
+                        log.exception("refreshing a queued %s request failed", item.kind)
             self.busy += 1
             self._in_flight.extend(batch)
             try:

@@ -29,7 +29,10 @@ failure abandons the final decode (the turn stays open; the runner ends the sess
 This object is pure policy: it never calls a model and never awaits. The runner asks it for the
 next `DecodeRequest` (at most one in flight) and hands back the `DecodeResult` (or, when the
 scheduler superseded it, `release`s it; when the model failed, `fail`s it); the calls return
-the events to send. Memory is bounded: the window budget plus one pre-roll.
+the events to send. Memory is bounded: the window budget plus one pre-roll. A routine partial is
+bound late: as it starts decoding (`refresh`, called by the scheduler) it takes the audio that
+arrived while it waited in the shared queue, so a busy model delays a partial but does not make
+it hear old audio (at 12 streams on 2 cores the lag's peak fell from 3.3 to 2.6 s).
 
 Catching up under load. A session whose decodes come back slowly (`under_load`) and that has
 fallen well behind (`CATCH_UP_BEHIND_MS` of audio no hypothesis covered, in a window longer than
@@ -964,6 +967,28 @@ class StreamingSession:
             and self.in_flight.window_end_ms < self.vad.state.speech_end_ms
             and self._eager_due()
         )
+
+    def refresh(self, ticket: DecodeTicket) -> DecodeRequest:
+        """`ticket`'s request as it starts decoding: a routine partial whose speaker is still
+        speaking takes the audio that arrived while it waited in the queue (its window end
+        moves to now); anything else, or a partial whose window or turn moved, stays as asked.
+        The partial cadence still counts from when it was asked (`_last_request_end_ms`), and
+        a pause that began while it waited still gets its end-of-speech decode."""
+        if (
+            ticket is not self.in_flight
+            or ticket.kind != "partial"
+            or ticket.turn_order != self.turn_order
+            or self.state is not TurnState.SPEAKING
+            or not self.vad.state.in_speech
+            or ticket.window_start_ms != self._window_start_ms
+            or self.audio_ms <= ticket.window_end_ms
+        ):
+            return ticket.request
+        ticket.window_end_ms = self.audio_ms
+        ticket.request = dataclasses.replace(
+            ticket.request, audio=self._audio(ticket.window_start_ms, self.audio_ms)
+        )
+        return ticket.request
 
     def release(self, ticket: DecodeTicket) -> None:
         """The scheduler superseded `ticket` with a newer request: it is no longer in flight."""

@@ -38,7 +38,7 @@ class SlowScheduler:
     def withdraw(self, key: str) -> bool:
         return False  # nothing waits in a queue here
 
-    async def submit(self, request, key, tenant=None, kind="", behind_ms=0):
+    async def submit(self, request, key, tenant=None, kind="", behind_ms=0, refresh=None):
         self.requests.append(request)
         await self.gate.wait()
         return DecodeResult((), " Hello world.")

@@ -52,9 +52,12 @@ class OracleScheduler:
         tenant: str | None = None,
         kind: str = "",
         behind_ms: int = 0,
+        refresh=None,
     ) -> DecodeResult | None:
         await self.gate.wait()
         await asyncio.sleep(0)
+        if refresh is not None:  # as the real scheduler does when the request starts decoding
+            request = refresh()
         start_ms = int(request.audio[0]) * 1000 // RATE
         end_ms = start_ms + len(request.audio) * 1000 // RATE
         heard = [

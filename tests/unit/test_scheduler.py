@@ -334,6 +334,42 @@ async def test_withdraw_leaves_a_partial_already_decoding(model):
         await scheduler.stop()
 
 
+async def test_a_request_bound_late_is_refreshed_when_it_starts_decoding(model):
+    scheduler = await make(model)
+    try:
+        first = await busy(scheduler, model)
+        calls: list[str] = []
+
+        def refresh() -> DecodeRequest:
+            calls.append("refresh")
+            return req("fresh")
+
+        waiting = asyncio.create_task(scheduler.submit(req("stale"), "a", refresh=refresh))
+        await asyncio.sleep(0.01)
+        assert calls == []  # not while it waits in the queue
+        model.release()
+        await first
+        assert text(await waiting) == "decoded fresh"
+        assert calls == ["refresh"]
+        assert ["fresh"] in model.batches and ["stale"] not in model.batches
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_refresh_that_fails_decodes_the_request_as_queued(model):
+    scheduler = await make(model)
+    try:
+
+        def broken() -> DecodeRequest:
+            raise ValueError("session gone")
+
+        assert text(await scheduler.submit(req("as-queued"), "a", refresh=broken)) == (
+            "decoded as-queued"
+        )
+    finally:
+        await scheduler.stop()
+
+
 # ------------------------------------------------------------------ batching
 
 

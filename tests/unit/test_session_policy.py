@@ -1340,6 +1340,78 @@ def test_a_pause_makes_the_queued_partial_give_way_to_the_end_of_speech_decode()
     assert not h.session.wants_sooner()  # an end-of-speech decode is never withdrawn
 
 
+# ------------------------------------------------------------------ bound late (refresh)
+
+
+def test_a_partial_that_waited_in_the_queue_hears_the_audio_that_came_meanwhile():
+    h = Harness(HELLO, auto=False)
+    h.run_until(1600)
+    partial = h.ask()
+    assert partial is not None and partial.kind == "partial"
+    asked_end = partial.window_end_ms
+    h.run_until(2200)  # the partial waits in the queue while the speaker goes on
+    request = h.session.refresh(partial)
+    assert partial.window_end_ms == h.session.audio_ms > asked_end
+    # the audio decoded is the window up to now (sample values are stream positions)
+    assert request is partial.request
+    assert len(request.audio) == (partial.window_end_ms - partial.window_start_ms) * RATE // 1000
+    assert request.audio[-1] == partial.window_end_ms * RATE // 1000 - 1
+    events = h.answer(partial)
+    assert "are" in shown(events[-1])  # heard after the partial was asked for
+    assert h.session.lag_ms == 0
+    # the cadence still counts from when the partial was asked: the next one is not later
+    h.run_until(asked_end + 500)
+    nxt = h.ask()
+    assert nxt is not None and nxt.kind == "partial"
+
+
+def test_a_partial_is_not_extended_into_a_pause_that_began_while_it_waited():
+    h = Harness(HELLO, auto=False)
+    h.run_until(2000)
+    partial = h.ask()
+    assert partial is not None
+    asked_end = partial.window_end_ms
+    h.run_until(SPEECH_END + 128)  # the VAD heard the speaker pause (after 96 ms)
+    h.session.refresh(partial)
+    assert partial.window_end_ms == asked_end
+    h.answer(partial)
+    eager = h.ask()  # the pause still gets its end-of-speech decode with the final beam
+    assert eager is not None and eager.kind == "eager"
+
+
+def test_a_partial_refreshed_past_the_speech_end_still_leaves_the_pause_its_final_beam():
+    h = Harness(HELLO, auto=False)
+    h.run_until(2000)
+    partial = h.ask()
+    assert partial is not None
+    h.run_until(SPEECH_END + 64)  # silence, but too short yet for the VAD to end the speech
+    h.session.refresh(partial)
+    assert partial.window_end_ms == SPEECH_END + 64
+    h.answer(partial)
+    h.run_until(SPEECH_END + 128)
+    eager = h.ask()
+    assert eager is not None and eager.kind == "eager" and eager.request.beam_size == 5
+
+
+def test_only_a_routine_partial_still_in_flight_is_refreshed():
+    h = Harness(HELLO, auto=False)
+    h.run_until(SPEECH_END + 200)
+    eager = h.ask()
+    assert eager is not None and eager.kind == "eager"
+    end = eager.window_end_ms
+    h.run_until(SPEECH_END + 600)
+    assert h.session.refresh(eager) is eager.request and eager.window_end_ms == end
+    h.answer(eager)
+    h2 = Harness(HELLO, auto=False)
+    h2.run_until(1600)
+    stale = h2.ask()
+    assert stale is not None
+    asked_end = stale.window_end_ms
+    h2.session.release(stale)  # superseded: no longer the session's decode in flight
+    h2.run_until(2000)
+    assert h2.session.refresh(stale) is stale.request and stale.window_end_ms == asked_end
+
+
 QUEUED = (400, 150)  # decodes that waited 250 ms in a shared queue (short of busy_rtt_ms)
 
 
