@@ -236,7 +236,11 @@ def busiest_replica(timeout_s: float = 20.0) -> str:
     while True:
         names = replica_names()
         actors = [ray.get_actor(n, namespace="serve") for n in names]
-        counts = ray.get([a.get_num_ongoing_requests.remote() for a in actors], timeout=10)
+        try:
+            probes = [a.get_num_ongoing_requests.remote() for a in actors]
+        except AttributeError:  # a Ray without that internal method: the first, as before
+            return names[0]
+        counts = ray.get(probes, timeout=10)
         if max(counts) > 0:
             return names[counts.index(max(counts))]
         busy = dict(zip(names, counts, strict=True))
